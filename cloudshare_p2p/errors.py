@@ -1,0 +1,171 @@
+"""Every error a user can meet, each with its fixed exit code.
+
+Like borg, each class carries its exit code; codes are never reused. The CLI maps
+these to `click` exits in one place (`cli.py`); the library never calls `sys.exit`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit status of the `cloudshare` command (documented in the README and `--help`)."""
+
+    OK = 0  # done
+    ERROR = 1  # any other error
+    USAGE = 2  # bad command line (click's own code)
+    LOCKED = 3  # the data set is locked by another party
+    AREA_GONE = 4  # the area's data was deleted from the host (warning case)
+    ID_UNUSABLE = 5  # the communication ID cannot be used (login refused / account gone)
+    CONFLICT = 6  # your local changes were kept aside; nothing was overwritten
+    WRONG_PASSWORD = 7  # the share password does not match
+    HOST_KEY = 8  # the host key is unknown or changed
+    UNREACHABLE = 9  # the host cannot be reached (network down, timeout)
+
+
+class CloudShareError(Exception):
+    """Base of all expected errors; `hint` tells the user what to do next."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def user_message(self) -> str:
+        text = str(self)
+        return f"{text}\n  next: {self.hint}" if self.hint else text
+
+
+# --- transport -------------------------------------------------------------
+
+
+class NetworkDown(CloudShareError):
+    """The host did not answer (refused, unreachable, timed out)."""
+
+    exit_code = ExitCode.UNREACHABLE
+    hint = "check the network and the host address, then try again"
+
+
+class LoginRefused(CloudShareError):
+    """The host refused the communication ID (wrong login, account removed)."""
+
+    exit_code = ExitCode.ID_UNUSABLE
+    hint = "ask the firm whether the communication ID still exists; check its login password or key"
+
+
+class HostKeyUnknown(CloudShareError):
+    """The host presented a key that is not pinned yet."""
+
+    exit_code = ExitCode.HOST_KEY
+
+    def __init__(self, host: str, fingerprint: str, key_type: str = "") -> None:
+        self.host, self.fingerprint, self.key_type = host, fingerprint, key_type
+        super().__init__(
+            f"the host key of {host} is not known: {key_type} {fingerprint}".replace("  ", " "),
+            hint="compare the fingerprint with the one the firm gave you, then pass "
+            f"--accept-host-key {fingerprint}",
+        )
+
+
+class HostKeyChanged(CloudShareError):
+    """The host presented a key different from the pinned one: never accepted."""
+
+    exit_code = ExitCode.HOST_KEY
+
+    def __init__(self, host: str, expected: str, got: str) -> None:
+        self.host, self.expected, self.got = host, expected, got
+        super().__init__(
+            f"the host key of {host} CHANGED: pinned {expected}, presented {got}",
+            hint="someone may be impersonating the host; ask the firm. If the firm really "
+            "replaced the key, remove and add the remote again",
+        )
+
+
+class TransferError(CloudShareError):
+    """A transfer failed or passed its deadline."""
+
+    exit_code = ExitCode.ERROR
+    hint = "try again; nothing was changed on the host by the failed transfer"
+
+
+# --- share area -------------------------------------------------------------
+
+
+class AreaGone(CloudShareError):
+    """The area's data is gone from the host (deleted or emptied)."""
+
+    exit_code = ExitCode.AREA_GONE
+    hint = "the shared data was deleted; stop sharing it with `cloudshare leave NAME`"
+
+
+class AreaExists(CloudShareError):
+    """Creating an area that already exists."""
+
+    exit_code = ExitCode.ERROR
+    hint = "choose another area name, or receive it with `cloudshare join`"
+
+
+class AreaCorrupt(CloudShareError):
+    """Data on the host failed verification (tampered or damaged)."""
+
+    exit_code = ExitCode.ERROR
+    hint = "your local copy was left untouched; tell the firm the share area is damaged"
+
+
+class UnsupportedFormat(CloudShareError):
+    """The area uses a format version this program does not know."""
+
+    exit_code = ExitCode.ERROR
+    hint = "upgrade cloudshare-p2p"
+
+
+class WrongPassword(CloudShareError):
+    """The share password does not match the area's verifier."""
+
+    exit_code = ExitCode.WRONG_PASSWORD
+    hint = "ask the person who started sharing for the share password and try again"
+
+
+class LockedByOther(CloudShareError):
+    """The data set is locked by another party."""
+
+    exit_code = ExitCode.LOCKED
+    hint = "wait until they close it (`--wait`), or open it read-only (`--read-only`)"
+
+
+class Fenced(CloudShareError):
+    """Our lease ran out and a newer holder exists: the commit was refused."""
+
+    exit_code = ExitCode.CONFLICT
+    hint = "your work was kept aside; open the data again and re-apply it"
+
+
+class Conflict(CloudShareError):
+    """Both sides changed the data: the local copy was kept aside."""
+
+    exit_code = ExitCode.CONFLICT
+    hint = "compare the copy kept aside with the newest version and re-apply your changes"
+
+
+class UnsafePath(AreaCorrupt):
+    """A manifest names a path outside the data set."""
+
+
+# --- local ------------------------------------------------------------------
+
+
+class NotRegistered(CloudShareError):
+    """No data set or remote of that name in the local registry."""
+
+    exit_code = ExitCode.ERROR
+    hint = "see `cloudshare status` and `cloudshare remote list`"
+
+
+class InvalidState(CloudShareError):
+    """The command is not allowed in the data set's current state."""
+
+    exit_code = ExitCode.ERROR

@@ -1,0 +1,68 @@
+"""The states and events of one shared data set, spelled as users see them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """Where one data set stands, on one person's computer."""
+
+    UNSHARED = "unshared"  # local data only; no Cloud Share
+    INITIALIZING = "initializing"  # transient: starting to share (upload or receive)
+    SHARED_IDLE = "shared-idle"  # shared; nobody is known to hold the lock
+    LOCKED_BY_ME = "locked-by-me"  # I hold the lease: I may change and send the data
+    LOCKED_BY_OTHER = "locked-by-other"  # another party holds the lease
+    AREA_MISSING = "area-missing"  # the area's data is gone or the communication ID is unusable
+    LEAVING = "leaving"  # transient: stopping (for me only, or deleting for everyone)
+
+
+TRANSIENT = frozenset({State.INITIALIZING, State.LEAVING})
+
+
+class Event(StrEnum):
+    """Everything that can happen to a data set (one per flow step of flows.md)."""
+
+    START_UPLOAD = "start_upload"  # "upload your local data and start Cloud Share"
+    START_RECEIVE = "start_receive"  # receive the area's data and start sharing
+    STEP_REACHED = "step_reached"  # a transient state reached its next recorded step
+    SETUP_DONE = "setup_done"
+    SETUP_FAILED = "setup_failed"  # roll back to unshared
+    LOCK_GRANTED = "lock_granted"  # open: we claimed the next generation
+    LOCK_HELD = "lock_held"  # open: another party holds a live lease
+    LOCK_FREE = "lock_free"  # the other's lease was released or has expired
+    RECEIVED = "received"  # a newer version was received without the lock
+    RENEWED = "renewed"  # we claimed a newer generation of our own lease
+    COMMITTED = "committed"  # close: sent (or nothing to send) and released
+    LEASE_LOST = "lease_lost"  # fenced: a newer holder exists
+    AREA_GONE = "area_gone"  # data deleted, or communication ID unusable
+    AREA_FOUND = "area_found"  # the area answers again
+    LEAVE = "leave"  # stop Cloud Share for me only
+    DELETE_FOR_EVERYONE = "delete_for_everyone"  # delete the shared data on the host
+    LEAVE_DONE = "leave_done"
+    LEAVE_ABORTED = "leave_aborted"  # roll back a leave that cannot finish
+
+
+class SetupMode(StrEnum):
+    UPLOAD = "upload"
+    RECEIVE = "receive"
+
+
+class LeaveMode(StrEnum):
+    JUST_ME = "just-me"
+    EVERYONE = "everyone"
+
+
+class AreaGoneReason(StrEnum):
+    DELETED = "deleted"  # the warning case of the page: the data was deleted
+    ID_UNUSABLE = "id-unusable"  # the error case: the communication ID cannot be used
+
+
+# The ordered steps of each transient mode. A process that dies in a transient state
+# resumes from the recorded step (or rolls back) on the next command.
+STEPS: dict[str, tuple[str, ...]] = {
+    SetupMode.UPLOAD: ("create-area", "upload", "uploaded"),
+    SetupMode.RECEIVE: ("check-password", "receive", "received"),
+    LeaveMode.JUST_ME: ("receive-latest", "forget"),
+    LeaveMode.EVERYONE: ("receive-latest", "lock", "delete", "deleted"),
+}

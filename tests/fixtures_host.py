@@ -1,0 +1,1 @@
+"""Server fixture placeholder."""
