@@ -1,1 +1,197 @@
-"""Server fixture placeholder."""
+"""Embedded host fixtures (pytest plugin listed in conftest's pytest_plugins).
+
+`embedded_server`: one `cloudshare host serve` subprocess on a free loopback port.
+`embedded_x4_server`: four such processes serving the SAME host folder on four ports (the
+stand-in for several machines over shared storage).
+
+Both are session-scoped; on teardown each process gets SIGTERM and must exit 0 within 10 s
+without asyncio's "Task was destroyed but it is pending" on its stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloudshare_p2p import host as hostlib
+from tests.serverinfo import ShareServer
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+EMBEDDED_ID = "firm-test"
+EMBEDDED_PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_client_key(private_path: Path) -> str:
+    """Write an Ed25519 private key (OpenSSH format, 0600); return its public key line."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    line = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    Path(str(private_path) + ".pub").write_text(line + "\n")
+    return line
+
+
+@dataclass
+class HostProcess:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    def stderr_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_host_process(host_dir: Path, port: int | None = None, *, grace: float = 2.0) -> HostProcess:
+    """Start `python -m cloudshare_p2p.hostcli serve DIR` and wait until the port accepts."""
+    last_error = ""
+    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
+        p = port or free_port()
+        log = host_dir.parent / f"host-{host_dir.name}-{p}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cloudshare_p2p.hostcli",
+                    "serve",
+                    str(host_dir),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(p),
+                    "--grace",
+                    str(grace),
+                ],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        hp = HostProcess(proc, p, log)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", p), timeout=0.5):
+                    return hp
+            except OSError:
+                time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+            raise RuntimeError(
+                f"embedded host did not listen within {START_TIMEOUT:.0f} s:\n{hp.stderr_text()[-2000:]}"
+            )
+        last_error = hp.stderr_text()[-2000:]
+        if port is not None:
+            break
+    raise RuntimeError(f"embedded host did not start:\n{last_error}")
+
+
+def stop_host_process(hp: HostProcess) -> tuple[int, str]:
+    """SIGTERM, wait (bounded); returns (exit status, stderr). Kills it if it hangs."""
+    if hp.proc.poll() is None:
+        hp.proc.send_signal(signal.SIGTERM)
+        try:
+            hp.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            hp.proc.kill()
+            hp.proc.wait(timeout=5)
+            return -9, hp.stderr_text()
+    return hp.proc.returncode, hp.stderr_text()
+
+
+def assert_clean_stop(hp: HostProcess) -> None:
+    rc, err = stop_host_process(hp)
+    assert rc == 0, f"embedded host exited {rc}:\n{err[-2000:]}"
+    assert "Task was destroyed" not in err, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+
+
+def make_host_dir(
+    base: Path, comm_id: str = EMBEDDED_ID, password: str | None = EMBEDDED_PASSWORD
+) -> tuple[Path, Path, str]:
+    """A host folder with one ID (password + a fresh client key): (dir, key path, fingerprint)."""
+    host_dir = base / "hostdir"
+    fp = hostlib.init_host(host_dir)
+    identity = base / "client_ed25519"
+    public = make_client_key(identity)
+    hostlib.add_id(host_dir, comm_id, password, public)
+    return host_dir, identity, fp
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded asyncssh host, one process, as a ShareServer (kind "embedded")."""
+    host_dir, identity, fp = make_host_dir(tmp_path_factory.mktemp("embedded"))
+    hp = start_host_process(host_dir)
+    try:
+        yield ShareServer(
+            kind="embedded",
+            host="127.0.0.1",
+            port=hp.port,
+            user=EMBEDDED_ID,
+            base="/",
+            root=host_dir / hostlib.DATA / EMBEDDED_ID,
+            identity=identity,
+            host_key_fingerprint=fp,
+            password=EMBEDDED_PASSWORD,
+        )
+    finally:
+        assert_clean_stop(hp)
+
+
+@pytest.fixture(scope="session")
+def embedded_x4_server(tmp_path_factory: pytest.TempPathFactory):
+    """Four embedded-host processes serving one folder (kind "embedded-x4", `ports`)."""
+    host_dir, identity, fp = make_host_dir(tmp_path_factory.mktemp("embedded_x4"))
+    procs: list[HostProcess] = []
+    try:
+        for _ in range(4):
+            procs.append(start_host_process(host_dir))
+        ports = tuple(hp.port for hp in procs)
+        yield ShareServer(
+            kind="embedded-x4",
+            host="127.0.0.1",
+            port=ports[0],
+            user=EMBEDDED_ID,
+            base="/",
+            root=host_dir / hostlib.DATA / EMBEDDED_ID,
+            identity=identity,
+            host_key_fingerprint=fp,
+            password=EMBEDDED_PASSWORD,
+            ports=ports,
+        )
+    finally:
+        failures = []
+        for hp in procs:
+            try:
+                assert_clean_stop(hp)
+            except AssertionError as exc:
+                failures.append(str(exc))
+        assert not failures, "\n".join(failures)

@@ -1,0 +1,637 @@
+"""The share area on the host: layout, lease lock with fencing, commit log, snapshots.
+
+The format is specified in docs/area-format.md; this module is its reference
+implementation. Mutual exclusion rests only on exclusive creation (hard link or
+``open(..., 'wx')``) of never-rewritten files; lease expiry is judged on the server's
+clock by the pure core (``statemachine.lease``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from statemachine.lease import (
+    DEFAULT_SLACK,
+    HolderLease,
+    LockKind,
+    LockObservation,
+    LockStatus,
+    Verdict,
+    claim_lease,
+    judge,
+)
+
+from . import crypto, errors
+from .snapshot import CHUNK_SIZE, CHUNKER, ChunkCache, LocalSnapshot, Manifest, restore
+from .transport import Session
+
+FORMAT = "cloudshare-area"
+FORMAT_VERSION = 1
+RECORD_VERSION = 1
+AREA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENTRY_NAME = re.compile(r"^\d{20}$")
+OBJECT_ID = re.compile(r"^[0-9a-f]{64}$")
+FENCING_KINDS = ("fence", "break")
+MAX_APPEND_TRIES = 64
+MAX_RECORD = 64 << 10
+
+
+def _name(n: int) -> str:
+    return f"{n:020d}"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def validate_area_name(name: str) -> str:
+    """Area names are one path component: letters, digits, ``._-``, at most 64."""
+    if not AREA_NAME.match(name or ""):
+        raise errors.CloudShareError(
+            f"invalid area name {name!r}",
+            hint="use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Party:
+    """Who acts: shown to the others in lock records and the log."""
+
+    name: str
+    install: str
+    host: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "host": self.host, "install": self.install}
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """The lock as everyone sees it: the judgement plus the record's details."""
+
+    status: LockStatus
+    holder: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    server_now: int = 0
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.status.verdict
+
+    def describe(self) -> str:
+        """One line for humans: who holds it, since when, until when."""
+        if self.status.verdict in (Verdict.FREE, Verdict.EXPIRED):
+            return "free" if self.status.verdict is Verdict.FREE else "free (the last lease expired)"
+        who = self.holder.get("name", "?")
+        since, until = _fmt_ts(self.status.since), _fmt_ts(self.status.until)
+        note = f" — note: {self.note}" if self.note else ""
+        return f"locked by {who} since {since} until {until}{note}"
+
+    def as_json(self) -> dict[str, Any]:
+        live = self.status.verdict in (Verdict.HELD_BY_ME, Verdict.HELD_BY_OTHER)
+        return {
+            "state": "locked" if live else "free",
+            "generation": self.status.generation,
+            "holder": self.holder.get("name") if live else None,
+            "holder_host": self.holder.get("host") if live else None,
+            "since": _iso(self.status.since) if live else None,
+            "until": _iso(self.status.until) if live else None,
+            "note": self.note if live else None,
+        }
+
+
+def _iso(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _fmt_ts(ts: int | None) -> str:
+    if ts is None:
+        return "?"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+@dataclass
+class Grant:
+    """A lock we hold: fencing token, our lease, and where our fence sits in the log."""
+
+    session: str
+    lease: HolderLease
+    fence_seq: int
+    since: int
+    until: int
+
+
+@dataclass(frozen=True)
+class Version:
+    """One valid commit of the log."""
+
+    version: int  # the log sequence number of the commit entry
+    manifest: str
+    size: int
+    writer: dict[str, Any]
+    time: str
+    gen: int
+    note: str = ""
+    restored_from: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "size": self.size, "writer": self.writer.get("name"),
+            "writer_host": self.writer.get("host"), "time": self.time,
+            "restored_from": self.restored_from, "note": self.note or None,
+        }
+
+
+@dataclass
+class TransferStats:
+    chunks_uploaded: int = 0
+    chunks_skipped: int = 0
+    bytes_uploaded: int = 0
+    chunks_downloaded: int = 0
+    chunks_cached: int = 0
+    bytes_downloaded: int = 0
+
+
+class Area:
+    """One share area (a folder on the host) reached through an open `Session`."""
+
+    def __init__(self, session: Session, name: str, clock: Callable[[], float] | None = None) -> None:
+        self.session = session
+        self.name = validate_area_name(name)
+        self.root = session.path(name)
+        self.config: dict[str, Any] | None = None
+        self.keys: crypto.Keys | None = None
+        self.stats = TransferStats()
+        self._clock = clock or time.monotonic
+
+    # --- paths --------------------------------------------------------------------
+
+    def p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _chunk_path(self, chunk_id: str) -> str:
+        return self.p("chunks", chunk_id[:2], chunk_id)
+
+    def _tmp(self) -> str:
+        return self.p("tmp", f"{uuid.uuid4().hex}.tmp")
+
+    # --- publishing immutable files -------------------------------------------------
+
+    def _publish(self, final: str, data: bytes) -> bool:
+        """Write `data` under a private temp name, then create `final` exclusively."""
+        tmp = self._tmp()
+        self.session.upload(tmp, data)
+        return self.session.publish(tmp, final)
+
+    # --- create, load, password -------------------------------------------------------
+
+    def create(self, dataset_name: str, password: str, creator: Party,
+               kdf: dict[str, Any] | None = None) -> None:
+        """Create the area; refuses an area that exists. The config is published last."""
+        if self.session.stat(self.p("config")) is not None:
+            raise errors.AreaExists(f"area {self.name} already exists on the host")
+        self.session.mkdir(self.root)
+        for sub in ("lock", "log", "manifests", "chunks", "tmp"):
+            self.session.mkdir(self.p(sub))
+        params = dict(kdf or crypto.KDF_DEFAULTS)
+        salt = crypto.new_salt()
+        area_id = uuid.uuid4().hex
+        data_key = crypto.new_data_key()
+        wrapped = crypto.wrap_key(crypto.derive_kek(password, salt, params), data_key, area_id)
+        config = {
+            "format": FORMAT, "version": FORMAT_VERSION, "area_id": area_id,
+            "dataset": dataset_name, "created": _now_iso(), "created_by": creator.as_dict(),
+            "kdf": {**params, "salt": base64.b64encode(salt).decode()},
+            "wrapped_key": base64.b64encode(wrapped).decode(), "chunker": CHUNKER,
+        }
+        body = json.dumps(config, indent=1, sort_keys=True).encode()
+        if not self._publish(self.p("config"), body):
+            raise errors.AreaExists(f"area {self.name} already exists on the host")
+        self.config = config
+        self.keys = crypto.keys_from_data_key(data_key)
+
+    def load(self) -> dict[str, Any]:
+        """Read and check the config; AreaGone if the area was deleted or emptied."""
+        if self.config is not None:
+            return self.config
+        try:
+            raw = self.session.read_bytes(self.p("config"), MAX_RECORD)
+        except FileNotFoundError:
+            raise self._gone() from None
+        self.config = parse_config(raw)
+        return self.config
+
+    def _gone(self) -> errors.AreaGone:
+        what = "emptied" if self.session.stat(self.root) is not None else "deleted"
+        return errors.AreaGone(f"the data of area {self.name} is gone from the host ({what})")
+
+    def check_present(self) -> None:
+        """Raise AreaGone if the area's config is no longer on the host."""
+        if self.session.stat(self.p("config")) is None:
+            raise self._gone()
+
+    @property
+    def area_id(self) -> str:
+        return self.load()["area_id"]
+
+    def unlock_keys(self, password: str) -> crypto.Keys:
+        """Check the share password against the area; WrongPassword changes nothing."""
+        config = self.load()
+        kdf = dict(config["kdf"])
+        try:
+            salt = base64.b64decode(kdf.pop("salt"))
+            wrapped = base64.b64decode(config["wrapped_key"])
+            kek = crypto.derive_kek(password, salt, kdf)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.AreaCorrupt(f"area {self.name} has unusable key parameters: {exc}") from None
+        self.keys = crypto.keys_from_data_key(crypto.unwrap_key(kek, wrapped, config["area_id"]))
+        return self.keys
+
+    # --- records ------------------------------------------------------------------------
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        try:
+            raw = self.session.read_bytes(path, MAX_RECORD)
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None  # a torn record (written without hard links) counts as void
+        return data if isinstance(data, dict) else None
+
+    def _entries(self, folder: str) -> list[int]:
+        try:
+            names = self.session.listdir(self.p(folder))
+        except FileNotFoundError:
+            self.check_present()
+            raise errors.AreaCorrupt(f"area {self.name} lacks its {folder}/ folder") from None
+        return sorted(int(n) for n in names if ENTRY_NAME.match(n))
+
+    # --- the lock -------------------------------------------------------------------------
+
+    def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
+        """The highest lock generation and its record (server mtime included)."""
+        gens = self._entries("lock")
+        if not gens:
+            return LockObservation(0, LockKind.NONE), {}
+        top = gens[-1]
+        path = self.p("lock", _name(top))
+        record = self._read_json(path) or {}
+        st = self.session.stat(path)
+        if st is None:  # pruned under us: only older generations are ever pruned
+            return self.observe_lock()
+        kind = record.get("kind", LockKind.CLAIM.value)
+        try:
+            lock_kind = LockKind(kind)
+        except ValueError:
+            lock_kind = LockKind.CLAIM  # unknown kinds are treated as live claims
+        obs = LockObservation(
+            generation=top, kind=lock_kind, session=record.get("session"),
+            published_at=st.mtime, lease_seconds=int(record.get("lease_seconds") or 0),
+            since=record.get("since") or st.mtime,
+        )
+        return obs, record
+
+    def server_now(self) -> int:
+        return self.session.server_now(self.p("tmp"))
+
+    def lock_info(self, me: str | None = None, slack: int = DEFAULT_SLACK) -> LockInfo:
+        obs, record = self.observe_lock()
+        now = self.server_now()
+        status = judge(obs, me, now, slack)
+        return LockInfo(status, record.get("holder") or {}, record.get("note") or "", now)
+
+    def _lock_record(self, kind: LockKind, gen: int, session: str, party: Party,
+                     lease_seconds: int, since: int | None, note: str = "") -> bytes:
+        record = {
+            "v": RECORD_VERSION, "gen": gen, "kind": kind.value, "session": session,
+            "holder": party.as_dict(), "lease_seconds": lease_seconds, "since": since,
+            "note": note, "client_time": _now_iso(),
+        }
+        return json.dumps(record, sort_keys=True).encode()
+
+    def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
+               since: int | None, note: str = "") -> tuple[bool, HolderLease]:
+        body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
+        tmp = self._tmp()
+        self.session.upload(tmp, body)
+        lease = claim_lease(gen, lease_seconds, self._clock)  # counted from sending
+        return self.session.publish(tmp, self.p("lock", _name(gen))), lease
+
+    def acquire(self, party: Party, lease_seconds: int, note: str = "",
+                session: str | None = None) -> Grant | LockInfo:
+        """Claim the lock: a `Grant`, or the `LockInfo` of whoever holds it."""
+        session = session or new_session_id(party)
+        obs, record = self.observe_lock()
+        now = self.server_now()
+        status = judge(obs, session, now)
+        if not status.claimable:
+            return LockInfo(status, record.get("holder") or {}, record.get("note") or "", now)
+        gen = obs.generation + 1
+        won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
+        if not won:  # another party created this generation first
+            return self.lock_info(session)
+        since = self._mtime(self.p("lock", _name(gen)))
+        fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
+                                  "writer": party.as_dict()}, None)
+        return Grant(session, lease, fence_seq, since, since + lease_seconds)
+
+    def _mtime(self, path: str) -> int:
+        st = self.session.stat(path)
+        if st is None:
+            raise errors.AreaCorrupt(f"{path} vanished right after it was created")
+        return st.mtime
+
+    def holding(self, grant: Grant) -> tuple[bool, LockObservation]:
+        """Is the highest generation still our live claim (on the server's clock)?"""
+        obs, _ = self.observe_lock()
+        ours = obs.session == grant.session and obs.kind in (LockKind.CLAIM, LockKind.RENEW)
+        return ours, obs
+
+    def renew(self, grant: Grant, party: Party) -> Grant:
+        """Extend our lease by claiming the next generation; `Fenced` if it was taken."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            raise errors.Fenced("the lock was taken by someone else after our lease ran out")
+        won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
+                                 int(grant.lease.lease_seconds), grant.since)
+        if not won:
+            raise errors.Fenced("the lock was taken by someone else after our lease ran out")
+        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
+        grant.lease, grant.until = lease, until
+        return grant
+
+    def release(self, grant: Grant, party: Party) -> bool:
+        """Let go; False when the lock was no longer ours (nothing to release)."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            return False
+        won, _ = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
+        return won
+
+    def break_lock(self, party: Party, reason: str = "") -> int:
+        """Break whatever lock exists (needs unlocked keys): audited in the log."""
+        self._require_keys()
+        for _ in range(MAX_APPEND_TRIES):
+            obs, record = self.observe_lock()
+            gen = obs.generation + 1
+            session = new_session_id(party)
+            won, _ = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
+            if won:
+                broken = (record.get("holder") or {}).get("name")
+                self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),
+                              "broken_holder": broken, "note": reason}, None)
+                return gen
+        raise errors.CloudShareError("could not break the lock: it kept changing", hint="try again")
+
+    # --- the commit log -------------------------------------------------------------------
+
+    def _append(self, entry: dict[str, Any], grant: Grant | None) -> int:
+        """Exclusively create the next log slot; with a grant, refuse if fenced."""
+        for _ in range(MAX_APPEND_TRIES):
+            seqs = self._entries("log")
+            head = seqs[-1] if seqs else 0
+            if grant is not None:
+                self._check_not_fenced(grant, [s for s in seqs if s > grant.fence_seq])
+            seq = head + 1
+            body = dict(entry, v=RECORD_VERSION, seq=seq, time=_now_iso())
+            if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
+                return seq
+        raise errors.CloudShareError("the commit log kept moving; gave up", hint="try again")
+
+    def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
+        for seq in later:
+            entry = self._read_json(self.p("log", _name(seq))) or {}
+            if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
+                who = (entry.get("writer") or {}).get("name", "someone")
+                raise errors.Fenced(
+                    f"our lease ran out and {who} took the lock (generation {entry.get('gen')}); "
+                    "the commit was refused"
+                )
+
+    def log(self) -> list[dict[str, Any]]:
+        """Every readable log entry, in order."""
+        out = []
+        for seq in self._entries("log"):
+            entry = self._read_json(self.p("log", _name(seq)))
+            if entry is not None and entry.get("seq") == seq:
+                out.append(entry)
+        return out
+
+    def versions(self) -> list[Version]:
+        """Valid commits: a commit counts only if no newer fence precedes it."""
+        highest_fence, out = 0, []
+        for entry in self.log():
+            gen = entry.get("gen") or 0
+            if entry.get("kind") in FENCING_KINDS:
+                highest_fence = max(highest_fence, gen)
+            elif entry.get("kind") == "commit" and gen >= highest_fence and \
+                    OBJECT_ID.match(str(entry.get("manifest", ""))):
+                out.append(Version(
+                    version=entry["seq"], manifest=entry["manifest"], size=int(entry.get("size") or 0),
+                    writer=entry.get("writer") or {}, time=entry.get("time", ""), gen=gen,
+                    note=entry.get("note") or "", restored_from=entry.get("restored_from"),
+                ))
+        return out
+
+    def newest(self) -> Version | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def _require_keys(self) -> crypto.Keys:
+        if self.keys is None:
+            raise errors.CloudShareError("the share password was not given for this area")
+        return self.keys
+
+    def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
+                        progress: Callable[[int], None] | None = None) -> str:
+        """Upload the chunks the area lacks, then the manifest; returns the manifest id."""
+        keys = self._require_keys()
+        made_dirs: set[str] = set()
+        for chunk_id in sorted(snap.manifest.chunk_ids()):
+            path = self._chunk_path(chunk_id)
+            if self.session.stat(path) is not None:
+                self.stats.chunks_skipped += 1
+                continue
+            plain = snap.read_chunk(chunk_id)
+            blob = crypto.seal(keys, crypto.KIND_CHUNK, chunk_id, plain)
+            if chunk_id[:2] not in made_dirs:
+                self.session.mkdir(self.p("chunks", chunk_id[:2]))
+                made_dirs.add(chunk_id[:2])
+            self._publish(path, blob)  # False: an identical chunk arrived meanwhile
+            self.stats.chunks_uploaded += 1
+            self.stats.bytes_uploaded += len(blob)
+            if cache is not None:
+                cache.put(chunk_id, plain)
+            if progress:
+                progress(len(plain))
+        body = snap.manifest.to_json_bytes()
+        manifest_id = crypto.chunk_id(keys, body)
+        blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
+        if self.session.stat(self.p("manifests", manifest_id)) is None:
+            self._publish(self.p("manifests", manifest_id), blob)
+            self.stats.bytes_uploaded += len(blob)
+        return manifest_id
+
+    def commit(self, grant: Grant, party: Party, snap: LocalSnapshot, note: str = "",
+               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
+               restored_from: int | None = None) -> int:
+        """Publish a new version under our lease; `Fenced` if a newer holder exists."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            raise errors.Fenced("our lease ran out and the lock was taken; the commit was refused")
+        if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
+                not grant.lease.valid(self._clock()):
+            self.renew(grant, party)
+        manifest_id = self.upload_snapshot(snap, cache, progress)
+        entry = {
+            "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
+            "writer": party.as_dict(), "manifest": manifest_id, "size": snap.manifest.total_size(),
+            "note": note, "restored_from": restored_from,
+        }
+        return self._append(entry, grant)
+
+    def read_manifest(self, version: Version) -> Manifest:
+        keys = self._require_keys()
+        try:
+            blob = self.session.read_bytes(self.p("manifests", version.manifest))
+        except FileNotFoundError:
+            raise errors.AreaCorrupt(f"the manifest of version {version.version} is missing") from None
+        body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, version.manifest, blob)
+        crypto.verify_chunk(keys, version.manifest, body)
+        return Manifest.from_json_bytes(body)
+
+    def fetch_chunk(self, chunk_id: str, cache: ChunkCache | None = None) -> bytes:
+        """A verified plaintext chunk, from the cache when it has it."""
+        keys = self._require_keys()
+        if cache is not None:
+            data = cache.get(chunk_id)
+            if data is not None:
+                self.stats.chunks_cached += 1
+                return data
+        try:
+            blob = self.session.read_bytes(self._chunk_path(chunk_id), CHUNK_SIZE + (1 << 16))
+        except FileNotFoundError:
+            raise errors.AreaCorrupt(f"chunk {chunk_id[:12]}… is missing from the area") from None
+        plain = crypto.open_sealed(keys, crypto.KIND_CHUNK, chunk_id, blob, max_plain=CHUNK_SIZE)
+        crypto.verify_chunk(keys, chunk_id, plain)
+        self.stats.chunks_downloaded += 1
+        self.stats.bytes_downloaded += len(blob)
+        if cache is not None:
+            cache.put(chunk_id, plain)
+        return plain
+
+    def download(self, version: Version, target: Path, cache: ChunkCache | None = None,
+                 progress: Callable[[int], None] | None = None) -> Manifest:
+        """Receive `version` into `target`: verified first, then swapped in atomically."""
+        manifest = self.read_manifest(version)
+        keys = self._require_keys()
+
+        def fetch(chunk_id: str) -> bytes:
+            data = self.fetch_chunk(chunk_id, cache)
+            if progress:
+                progress(len(data))
+            return data
+
+        restore(manifest, target, fetch, keys)
+        return manifest
+
+    # --- delete ------------------------------------------------------------------------------
+
+    def delete(self, party: Party, grant: Grant) -> None:
+        """Delete the area for everyone (we hold the lock; keys were checked)."""
+        self._require_keys()
+        self._append({"kind": "delete", "gen": grant.lease.generation, "session": grant.session,
+                      "writer": party.as_dict()}, grant)
+        # Move the whole folder aside first (the area disappears at once), then empty it.
+        aside = self.session.path(f".deleted-{self.name}-{secrets.token_hex(4)}")
+        try:
+            self.session.rename(self.root, aside)
+        except (OSError, errors.CloudShareError):
+            self.session.remove(self.p("config"))  # the area is gone from here on
+            aside = self.root
+        self.session.remove_tree(aside)
+
+
+def new_session_id(party: Party) -> str:
+    """A lock session: one per `open`, tied to this install."""
+    return f"{party.install}-{secrets.token_hex(6)}"
+
+
+def parse_config(raw: bytes) -> dict[str, Any]:
+    """Check the format and version before anything else."""
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise errors.AreaCorrupt("the area config is not valid JSON") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise errors.AreaCorrupt("this folder is not a cloudshare area")
+    if config.get("version") != FORMAT_VERSION:
+        raise errors.UnsupportedFormat(
+            f"the area uses format version {config.get('version')}; this program knows {FORMAT_VERSION}"
+        )
+    for key in ("area_id", "dataset", "kdf", "wrapped_key"):
+        if key not in config:
+            raise errors.AreaCorrupt(f"the area config lacks {key!r}")
+    return config
+
+
+@dataclass(frozen=True)
+class AreaSummary:
+    """One row of the area selection screen."""
+
+    area: str
+    dataset: str | None
+    newest: Version | None
+    lock: LockInfo | None
+    problem: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        newest = self.newest
+        return {
+            "area": self.area, "dataset": self.dataset,
+            "version": newest.version if newest else None, "size": newest.size if newest else None,
+            "last_writer": newest.writer.get("name") if newest else None,
+            "last_time": newest.time if newest else None,
+            "lock": self.lock.as_json() if self.lock else None, "problem": self.problem,
+        }
+
+
+def list_areas(session: Session) -> list[AreaSummary]:
+    """Every area under the remote's base folder, with its newest version and lock."""
+    base = session.path() if session.endpoint.base else "."
+    try:
+        names = sorted(session.listdir(base))
+    except FileNotFoundError:
+        raise errors.CloudShareError(f"the folder {base} does not exist on the host",
+                                     hint="check the remote's URL path") from None
+    out = []
+    for name in names:
+        if not AREA_NAME.match(name):
+            continue
+        st = session.stat(session.path(name))
+        if st is None or not st.is_dir:
+            continue
+        area = Area(session, name)
+        try:
+            config = area.load()
+            out.append(AreaSummary(name, config.get("dataset"), area.newest(), area.lock_info()))
+        except errors.CloudShareError as exc:
+            out.append(AreaSummary(name, None, None, None, problem=str(exc)))
+    return out
