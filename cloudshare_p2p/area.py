@@ -134,11 +134,24 @@ class Grant:
     until: int
 
 
+def grant_to_dict(grant: Grant) -> dict[str, Any]:
+    """What a later process needs to close: the lease clock does not survive, so it renews."""
+    return {"session": grant.session, "generation": grant.lease.generation, "fence_seq": grant.fence_seq,
+            "since": grant.since, "until": grant.until, "lease_seconds": grant.lease.lease_seconds}
+
+
+def grant_from_dict(data: dict[str, Any]) -> Grant:
+    """A grant loaded in another process: its local deadline counts as passed (renew first)."""
+    lease = HolderLease(int(data["generation"]), float("-inf"), float(data["lease_seconds"]))
+    return Grant(data["session"], lease, int(data["fence_seq"]), int(data["since"]), int(data["until"]))
+
+
 @dataclass(frozen=True)
 class Version:
     """One valid commit of the log."""
 
-    version: int  # the log sequence number of the commit entry
+    version: int  # 1, 2, 3…: the ordinal of this commit among the log's valid commits
+    seq: int  # the log sequence number of the commit entry
     manifest: str
     size: int
     writer: dict[str, Any]
@@ -151,7 +164,7 @@ class Version:
         return {
             "version": self.version, "size": self.size, "writer": self.writer.get("name"),
             "writer_host": self.writer.get("host"), "time": self.time,
-            "restored_from": self.restored_from, "note": self.note or None,
+            "restored_from": self.restored_from, "note": self.note or None, "log_seq": self.seq,
         }
 
 
@@ -433,7 +446,11 @@ class Area:
         return out
 
     def versions(self) -> list[Version]:
-        """Valid commits: a commit counts only if no newer fence precedes it."""
+        """Valid commits, numbered 1, 2, 3…: a commit counts only if no newer fence precedes it.
+
+        The log is append-only and validity depends only on earlier entries, so a version's
+        number never changes.
+        """
         highest_fence, out = 0, []
         for entry in self.log():
             gen = entry.get("gen") or 0
@@ -442,7 +459,8 @@ class Area:
             elif entry.get("kind") == "commit" and gen >= highest_fence and \
                     OBJECT_ID.match(str(entry.get("manifest", ""))):
                 out.append(Version(
-                    version=entry["seq"], manifest=entry["manifest"], size=int(entry.get("size") or 0),
+                    version=len(out) + 1, seq=entry["seq"], manifest=entry["manifest"],
+                    size=int(entry.get("size") or 0),
                     writer=entry.get("writer") or {}, time=entry.get("time", ""), gen=gen,
                     note=entry.get("note") or "", restored_from=entry.get("restored_from"),
                 ))
@@ -490,22 +508,36 @@ class Area:
         return manifest_id
 
     def commit(self, grant: Grant, party: Party, snap: LocalSnapshot, note: str = "",
-               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
-               restored_from: int | None = None) -> int:
-        """Publish a new version under our lease; `Fenced` if a newer holder exists."""
+               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Publish a new version under our lease; returns its number; `Fenced` if a newer holder exists."""
+        self.ensure_holding(grant, party)
+        manifest_id = self.upload_snapshot(snap, cache, progress)
+        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None)
+
+    def recommit(self, grant: Grant, party: Party, old: Version, note: str = "") -> int:
+        """Make an old version the newest again (a new commit; nothing is deleted)."""
+        self.ensure_holding(grant, party)
+        self.read_manifest(old)  # verify it is still complete and readable
+        return self._commit_entry(grant, party, old.manifest, old.size, note, old.version)
+
+    def ensure_holding(self, grant: Grant, party: Party) -> None:
+        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
         ours, obs = self.holding(grant)
         if not ours:
             raise errors.Fenced("our lease ran out and the lock was taken; the commit was refused")
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):
             self.renew(grant, party)
-        manifest_id = self.upload_snapshot(snap, cache, progress)
+
+    def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
+                      restored_from: int | None) -> int:
         entry = {
             "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
-            "writer": party.as_dict(), "manifest": manifest_id, "size": snap.manifest.total_size(),
+            "writer": party.as_dict(), "manifest": manifest_id, "size": size,
             "note": note, "restored_from": restored_from,
         }
-        return self._append(entry, grant)
+        seq = self._append(entry, grant)
+        return next(v.version for v in self.versions() if v.seq == seq)
 
     def read_manifest(self, version: Version) -> Manifest:
         keys = self._require_keys()

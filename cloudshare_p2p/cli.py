@@ -1,25 +1,170 @@
-"""The `cloudshare` command line: parse, call the library, print, map errors to exit codes."""
+"""The `cloudshare` command line: parse, call `service`, print, map errors to exit codes.
+
+Data goes to stdout (tables, `--json`); messages, prompts and progress go to stderr.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
 
-from . import __version__
+from statemachine import StateMachineError
+from statemachine.lease import parse_duration
+
+from . import __version__, errors
 from .errors import ExitCode
+from .hostcli import host
+from .registry import default_home
+from .service import DEFAULT_LEASE, DEFAULT_RUN_LEASE, UI, Outcome, Service
 
-EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(
-    f"  {code.value}  {code.name.lower().replace('_', ' ')}" for code in ExitCode
-)
+EXIT_MEANINGS = {
+    ExitCode.OK: "done",
+    ExitCode.ERROR: "other error",
+    ExitCode.USAGE: "usage error",
+    ExitCode.LOCKED: "locked by another party",
+    ExitCode.AREA_GONE: "the area's data is gone from the host (deleted)",
+    ExitCode.ID_UNUSABLE: "the communication ID cannot be used (login refused)",
+    ExitCode.CONFLICT: "conflict: your changes were kept aside, nothing overwritten",
+    ExitCode.WRONG_PASSWORD: "wrong share password",
+    ExitCode.HOST_KEY: "host key unknown or changed",
+    ExitCode.UNREACHABLE: "host unreachable (network down or timed out)",
+}
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {c.value}  {m}" for c, m in EXIT_MEANINGS.items())
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class CommandError(click.ClickException):
+    """A library error on its way out, with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class CloudShareGroup(click.Group):
+    """Turns the library's errors into `Error: …` on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.CloudShareError as exc:
+            raise CommandError(exc.user_message(), int(exc.exit_code)) from None
+        except StateMachineError as exc:
+            raise CommandError(str(exc), int(ExitCode.ERROR)) from None
+
+
+# --- the person at the terminal -----------------------------------------------------------
+
+
+def _tty(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _share_password(purpose: str, confirm: bool) -> str:
+    value = os.environ.get("CLOUDSHARE_PASSWORD")
+    if value:
+        return value
+    if not _tty(sys.stdin):
+        raise errors.CloudShareError(f"the {purpose} is needed",
+                                     hint="type it at a terminal, or set CLOUDSHARE_PASSWORD for scripts")
+    return click.prompt(purpose.capitalize(), hide_input=True, confirmation_prompt=confirm, err=True)
+
+
+def _ssh_password() -> str | None:
+    value = os.environ.get("CLOUDSHARE_SSH_PASSWORD")
+    if value:
+        return value
+    if not _tty(sys.stdin):
+        return None
+    return click.prompt("Login password of the communication ID", hide_input=True, err=True)
+
+
+def _confirm(question: str) -> bool:
+    if not _tty(sys.stdin):
+        click.echo(f"{question} (no terminal to ask: pass --yes or --accept-host-key)", err=True)
+        return False
+    return click.confirm(question, err=True)
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _progress(label: str, total: int) -> Callable[[int], None] | None:
+    """A progress line on stderr when it is a terminal; stdout stays clean."""
+    if not _tty(sys.stderr) or total <= 0:
+        return None
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        pct = min(100, done[0] * 100 // total)
+        end = "\n" if done[0] >= total else ""
+        sys.stderr.write(f"\r{label} {pct:3d}%  {done[0] / 1e6:.1f}/{total / 1e6:.1f} MB{end}")
+        sys.stderr.flush()
+
+    return advance
+
+
+def _service(ctx: click.Context) -> Service:
+    obj = ctx.ensure_object(dict)
+    if "service" not in obj:
+        ui = UI(share_password=_share_password, ssh_password=_ssh_password, confirm=_confirm,
+                say=_say, progress=_progress)
+        obj["service"] = Service(obj["home"], ui)
+        ctx.call_on_close(obj["service"].shutdown)
+    return obj["service"]
+
+
+def _emit(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(outcome.data, indent=2, sort_keys=True))
+    else:
+        click.echo(outcome.message)
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+
+@click.group(cls=CloudShareGroup, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="cloudshare")
-def main() -> None:
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="CLOUDSHARE_HOME",
+              help="Folder of the local registry and pinned host keys [env CLOUDSHARE_HOME].")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None) -> None:
     """Share one accounting data set through an SFTP host.
 
     Opening data receives the newest version and takes an exclusive lock; closing sends
     it and releases the lock. Others see who holds it.
+
+    \b
+    Typical use:
+      cloudshare remote add firm sftp://yamada@files.example.jp --identity ~/.ssh/id_ed25519
+      cloudshare join books ~/books.db --remote firm --area yamada-books
+      cloudshare run books -- accounting-app ~/books.db
     """
+    ctx.ensure_object(dict)["home"] = home or default_home()
+
+
+main.add_command(host)
 
 
 @main.command()
@@ -31,3 +176,300 @@ def diagram() -> None:
     from statemachine.diagram import mermaid
 
     click.echo(mermaid(), nl=False)
+
+
+@main.group(cls=CloudShareGroup)
+def remote() -> None:
+    """Hosts (communication IDs) you share through."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="Private key file for login.")
+@click.option("--accept-host-key", metavar="SHA256:…", help="Pin this host key fingerprint without asking.")
+@click.pass_context
+def remote_add(ctx: click.Context, name: str, url: str, identity: str | None,
+               accept_host_key: str | None) -> None:
+    """Add a host: sftp://COMM_ID@HOST[:PORT][/BASE].
+
+    The host key is shown and must be confirmed (or given with --accept-host-key); login is
+    tried once. Example: cloudshare remote add firm sftp://yamada@127.0.0.1:2222 --identity key
+    """
+    _emit(_service(ctx).remote_add(name, url, identity, accept_host_key), False)
+
+
+@remote.command("list")
+@json_option
+@click.pass_context
+def remote_list(ctx: click.Context, as_json: bool) -> None:
+    """List the hosts. Example: cloudshare remote list --json"""
+    rows = _service(ctx).remote_list()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<12} {row['url']:<40} {row['host_key']}")
+
+
+@remote.command("remove")
+@click.argument("name")
+@click.pass_context
+def remote_remove(ctx: click.Context, name: str) -> None:
+    """Forget a host (refused while a data set uses it). Example: cloudshare remote remove firm"""
+    _emit(_service(ctx).remote_remove(name), False)
+
+
+@main.command()
+@click.argument("remote_name", metavar="REMOTE")
+@json_option
+@click.pass_context
+def areas(ctx: click.Context, remote_name: str, as_json: bool) -> None:
+    """The area selection screen: every area on a host, its data and its lock.
+
+    Example: cloudshare areas firm --json
+    """
+    rows = _service(ctx).areas(remote_name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no areas on this host yet")
+    for row in rows:
+        lock = row["lock"] or {}
+        held = f"locked by {lock['holder']} since {lock['since']} until {lock['until']}" \
+            if lock.get("state") == "locked" else "free"
+        newest = f"v{row['version']} {_human(row['size'])} by {row['last_writer']} at {row['last_time']}" \
+            if row["version"] else "no version yet"
+        click.echo(f"{row['area']:<20} {row['dataset'] or '?':<24} {newest:<50} {held}")
+        if row["problem"]:
+            click.echo(f"{'':<20} problem: {row['problem']}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_context
+def add(ctx: click.Context, name: str, path: Path) -> None:
+    """Register local data (a file or a folder); it starts unshared.
+
+    Example: cloudshare add books ~/accounting/books.db
+    """
+    _emit(_service(ctx).add(name, path), False)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--remote", "remote_name", required=True, help="The host to share through.")
+@click.option("--area", required=True, help="The area to create on the host.")
+@yes_option
+@json_option
+@click.pass_context
+def share(ctx: click.Context, name: str, path: Path | None, remote_name: str, area: str, yes: bool,
+          as_json: bool) -> None:
+    """Upload your local data and start Cloud Share (sets the share password).
+
+    Example: cloudshare share books ~/books.db --remote firm --area yamada-books --yes
+    """
+    _emit(_service(ctx).share(name, path, remote_name, area, yes), as_json)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--remote", "remote_name", required=True, help="The host to share through.")
+@click.option("--area", required=True, help="The area to receive from.")
+@json_option
+@click.pass_context
+def join(ctx: click.Context, name: str, path: Path, remote_name: str, area: str, as_json: bool) -> None:
+    """Receive an area's data into PATH and start sharing (if the password matches).
+
+    Anything already at PATH is kept aside under a name the message prints.
+    Example: cloudshare join books ~/books.db --remote firm --area yamada-books
+    """
+    _emit(_service(ctx).join(name, path, remote_name, area), as_json)
+
+
+@main.command("open")
+@click.argument("name")
+@click.option("--lease", default=None, callback=_duration, metavar="DURATION",
+              help=f"How long the lock holds without renewal (e.g. 90s, 30m, 8h) [default "
+                   f"{DEFAULT_LEASE // 3600}h].")
+@click.option("--note", default="", help="A note the others see while you hold the lock.")
+@click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
+              help="Wait while another holds the lock (alone: until their lease runs out).")
+@click.option("--read-only", is_flag=True, help="Receive the newest version without the lock.")
+@json_option
+@click.pass_context
+def open_(ctx: click.Context, name: str, lease: int | None, note: str, wait: str | None, read_only: bool,
+          as_json: bool) -> None:
+    """Receive the newest version and take the lock.
+
+    Locked by another: says who, since when and until when, and exits 3.
+    Example: cloudshare open books --note "closing March" --wait 10m
+    """
+    _emit(_service(ctx).open(name, lease or DEFAULT_LEASE, note, _wait(wait), read_only), as_json)
+
+
+def _wait(value: str | None) -> float | None:
+    if value is None:
+        return None
+    if value == "0":
+        return 0.0
+    try:
+        return float(parse_duration(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--wait") from None
+
+
+@main.command()
+@click.argument("name")
+@click.option("--note", default="", help="A note recorded with the new version.")
+@json_option
+@click.pass_context
+def close(ctx: click.Context, name: str, note: str, as_json: bool) -> None:
+    """Send the new version and release the lock.
+
+    If your lease ran out and someone else took the lock, your work is kept aside (exit 6).
+    Example: cloudshare close books
+    """
+    _emit(_service(ctx).close(name, note), as_json)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--lease", default=None, callback=_duration, metavar="DURATION",
+              help=f"Lease, renewed at a third while the program runs [default {DEFAULT_RUN_LEASE}s].")
+@click.option("--note", default="", help="A note the others see while the program runs.")
+@click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
+              help="Wait while another holds the lock.")
+@click.pass_context
+def run(ctx: click.Context, name: str, command: tuple[str, ...], lease: int | None, note: str,
+        wait: str | None) -> None:
+    """Open, run a program (renewing the lock), close when it exits.
+
+    The program's exit status is passed on.
+    Example: cloudshare run books -- accounting-app ~/books.db
+    """
+    status = _service(ctx).run(name, command, lease or DEFAULT_RUN_LEASE, note, _wait(wait))
+    ctx.exit(status)
+
+
+@main.command()
+@click.argument("name", required=False)
+@json_option
+@click.pass_context
+def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """The data list: state, host/area, local version, lock holder (☁ = shared).
+
+    Example: cloudshare status --json
+    """
+    rows = _service(ctx).status(name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no data sets yet: `cloudshare add NAME PATH` or `cloudshare join`")
+    for row in rows:
+        mark = "☁" if row["shared"] else " "
+        where = f"{row['remote']}/{row['area']}" if row["remote"] else "-"
+        holder = f" held by {row['lock_holder']}" if row["lock_holder"] else ""
+        version = f"v{row['version']}" if row["version"] is not None else "-"
+        click.echo(f"{mark} {row['name']:<16} {row['state']:<16} {where:<28} {version:<6}{holder}")
+
+
+@main.command()
+@click.argument("name")
+@yes_option
+@click.pass_context
+def leave(ctx: click.Context, name: str, yes: bool) -> None:
+    """Stop using Cloud Share for this data set on this computer only.
+
+    The newest version is received first when possible; the others go on sharing.
+    Example: cloudshare leave books --yes
+    """
+    _emit(_service(ctx).leave(name, yes), False)
+
+
+@main.command("delete-area")
+@click.argument("remote_name", metavar="REMOTE")
+@click.argument("area")
+@yes_option
+@click.pass_context
+def delete_area(ctx: click.Context, remote_name: str, area: str, yes: bool) -> None:
+    """Delete the shared data on the host for everyone (asks for the share password).
+
+    Refused (exit 3) while someone else holds the lock.
+    Example: cloudshare delete-area firm yamada-books
+    """
+    _emit(_service(ctx).delete_area(remote_name, area, yes), False)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, required=True, help="Really break another party's lock.")
+@click.pass_context
+def unlock(ctx: click.Context, name: str, force: bool) -> None:
+    """Break another party's lock (needs the share password; recorded in the area).
+
+    Example: cloudshare unlock books --force
+    """
+    _emit(_service(ctx).unlock(name), False)
+
+
+@main.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+def history(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Every version of the data set, with writer, time and size.
+
+    Example: cloudshare history books --json
+    """
+    rows = _service(ctx).history(name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    for row in rows:
+        restored = f" (restored from v{row['restored_from']})" if row["restored_from"] else ""
+        size = _human(row["size"])
+        click.echo(f"v{row['version']:<5} {row['time']:<22} {row['writer']:<24} {size}{restored}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@json_option
+@click.pass_context
+def restore(ctx: click.Context, name: str, version: int, as_json: bool) -> None:
+    """Make an old version the newest again (a new version; nothing is deleted).
+
+    Example: cloudshare restore books 12
+    """
+    _emit(_service(ctx).restore(name, version), as_json)
+
+
+@main.command()
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
+              help="Run in this folder and keep it (default: a temporary folder).")
+def demo(keep: Path | None) -> None:
+    """Run the whole story on an embedded host in a temporary folder, narrated.
+
+    Example: cloudshare demo
+    """
+    from .demo import run_demo
+
+    sys.exit(run_demo(keep))
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,804 @@
+"""One function per user command: drives the state machine, the share area and the registry.
+
+No click here: the CLI passes in how to ask for passwords and confirmations and how to
+narrate, and turns the `errors.*` this module raises into exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from statemachine import AreaGoneReason, DataSetMachine, Event, LeaveMode, SetupMode, State
+from statemachine.lease import DEFAULT_SLACK, format_duration
+
+from . import errors
+from .area import (
+    Area,
+    Grant,
+    LockInfo,
+    Party,
+    grant_from_dict,
+    grant_to_dict,
+    list_areas,
+    validate_area_name,
+)
+from .registry import Registry
+from .snapshot import ChunkCache, LocalSnapshot, keep_aside, local_fingerprint
+from .transport import Credentials, Endpoint, KnownHosts, Session, connect, probe_host_key
+
+DEFAULT_LEASE = 8 * 3600
+DEFAULT_RUN_LEASE = 120
+WAIT_POLL_MAX = 5.0
+
+
+@dataclass
+class UI:
+    """How the library talks to the person (the CLI fills these in; tests may too)."""
+
+    share_password: Callable[[str, bool], str]  # (purpose, confirm twice) -> password
+    ssh_password: Callable[[], str | None]
+    confirm: Callable[[str], bool]
+    say: Callable[[str], None]  # narration and warnings (stderr)
+    progress: Callable[[str, int], Callable[[int], None] | None] = lambda label, total: None
+
+
+@dataclass
+class Outcome:
+    """What a command did, for printing (and for `--json`)."""
+
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """The commands, bound to one home folder (registry, pinned host keys, cache)."""
+
+    def __init__(self, home: Path, ui: UI) -> None:
+        self.home = Path(home)
+        self.registry = Registry(self.home)
+        self.known_hosts = KnownHosts(self.home / "known_hosts")
+        self.ui = ui
+        name = os.environ.get("CLOUDSHARE_NAME") or self.registry.display_name
+        self.party = Party(name, self.registry.install_id, socket.gethostname())
+
+    def shutdown(self) -> None:
+        """Close the registry (the CLI calls this when the command ends)."""
+        self.registry.close()
+
+    # --- remotes ----------------------------------------------------------------------
+
+    def remote_add(self, name: str, url: str, identity: str | None, accept_host_key: str | None) -> Outcome:
+        """Register a host: pin its key (shown and confirmed) and check that login works."""
+        try:
+            endpoint = Endpoint.parse(url)
+        except ValueError as exc:
+            raise errors.CloudShareError(str(exc), hint="use sftp://COMM_ID@HOST[:PORT][/BASE]") from None
+        key_type, fingerprint = probe_host_key(endpoint)
+        pinned = self.known_hosts.fingerprints().get(endpoint.hostport())
+        if pinned and pinned != fingerprint:
+            raise errors.HostKeyChanged(endpoint.hostport(), pinned, fingerprint)
+        accept = accept_host_key
+        if not pinned and accept is None:
+            self.ui.say(f"The host {endpoint.hostport()} presents a {key_type} key:\n  {fingerprint}")
+            if not self.ui.confirm("Is this the fingerprint the firm gave you?"):
+                raise errors.HostKeyUnknown(endpoint.hostport(), fingerprint, key_type)
+            accept = fingerprint
+        if identity:
+            identity = str(Path(identity).expanduser().resolve())
+        with self._connect_endpoint(endpoint, identity, accept):
+            pass
+        self.registry.add_remote(name, endpoint.url(), identity, fingerprint)
+        return Outcome(f"remote {name} added: {endpoint.url()} (host key {fingerprint})",
+                       {"name": name, "url": endpoint.url(), "host_key": fingerprint})
+
+    def remote_list(self) -> list[dict[str, Any]]:
+        return [{"name": r["name"], "url": r["url"], "identity": r["identity"],
+                 "host_key": r["host_fingerprint"]} for r in self.registry.list_remotes()]
+
+    def remote_remove(self, name: str) -> Outcome:
+        remote = self.registry.get_remote(name)
+        self.registry.remove_remote(name)
+        hostport = Endpoint.parse(remote["url"]).hostport()
+        if not any(Endpoint.parse(r["url"]).hostport() == hostport for r in self.registry.list_remotes()):
+            self.known_hosts.remove(hostport)
+        return Outcome(f"remote {name} removed")
+
+    def _connect_endpoint(self, endpoint: Endpoint, identity: str | None,
+                          accept: str | None = None) -> Session:
+        creds = Credentials(
+            identity=Path(identity) if identity else None,
+            password=self.ui.ssh_password,
+            use_agent=identity is None,
+        )
+        return connect(endpoint, self.known_hosts, creds, accept_fingerprint=accept)
+
+    def connect(self, remote: str) -> Session:
+        """One connection per command, reused for every step."""
+        row = self.registry.get_remote(remote)
+        return self._connect_endpoint(Endpoint.parse(row["url"]), row["identity"])
+
+    # --- areas --------------------------------------------------------------------------
+
+    def areas(self, remote: str) -> list[dict[str, Any]]:
+        with self.connect(remote) as session:
+            return [row.as_json() for row in list_areas(session)]
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        ds = self._shared(name)
+        with self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            return [v.as_json() for v in area.versions()]
+
+    # --- local data sets ----------------------------------------------------------------
+
+    def add(self, name: str, path: Path) -> Outcome:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise errors.CloudShareError(f"{path} does not exist",
+                                         hint="give the path of the accounting data (a file or folder)")
+        self.registry.add_dataset(name, path.resolve())
+        return Outcome(f"data set {name} registered ({path.resolve()}), not shared yet")
+
+    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        rows = [self.registry.get_dataset(name)] if name else self.registry.list_datasets()
+        return [self._status_row(row) for row in rows]
+
+    def _status_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        machine, _ = _load_machine(row)
+        ctx = machine.context
+        holder = None
+        if machine.state is State.LOCKED_BY_ME:
+            holder = self.party.name
+        elif machine.state is State.LOCKED_BY_OTHER:
+            holder = ctx.holder
+        return {
+            "name": row["name"], "path": row["path"], "shared": machine.state is not State.UNSHARED,
+            "state": machine.state.value, "step": ctx.step, "remote": row["remote"], "area": row["area"],
+            "version": row["synced_version"], "lock_holder": holder,
+            "lock_until": _iso(ctx.holder_until) if machine.state is State.LOCKED_BY_OTHER else None,
+            "missing_reason": ctx.missing_reason,
+        }
+
+    # --- machine persistence -----------------------------------------------------------------
+
+    def _machine(self, name: str) -> tuple[DataSetMachine, dict[str, Any]]:
+        return _load_machine(self.registry.get_dataset(name))
+
+    def _fire(self, name: str, event: Event, detail: str = "", extras: dict | None = None,
+              fields: dict | None = None, **data: Any) -> State:
+        """Step the machine, then persist it with an audit record in one transaction."""
+        machine, old_extras = self._machine(name)
+        before = machine.state
+        after = machine.fire(event, **data)
+        blob = {"machine": machine.to_dict(), **(old_extras if extras is None else extras)}
+        with self.registry.write():
+            self.registry.update_dataset(
+                name, state=after.value, step=machine.context.step, machine=json.dumps(blob),
+                **(fields or {}),
+            )
+            self.registry.record(name, event.value, before.value, after.value, detail)
+        return after
+
+    def _shared(self, name: str) -> dict[str, Any]:
+        row = self.registry.get_dataset(name)
+        if not row["remote"] or not row["area"]:
+            raise errors.InvalidState(f"{name} is not shared", hint=f"start with `cloudshare share {name}` "
+                                      "or `cloudshare join`")
+        return row
+
+    def _area_of(self, name: str, session: Session) -> Area:
+        row = self.registry.get_dataset(name)
+        area = Area(session, row["area"])
+        config = area.load()
+        if row["area_id"] and config["area_id"] != row["area_id"]:
+            raise errors.AreaGone(f"area {row['area']} was deleted and another one now has its name",
+                                  hint=f"stop sharing with `cloudshare leave {name}`")
+        return area
+
+    def _unlock(self, area: Area, purpose: str) -> None:
+        area.unlock_keys(self.ui.share_password(purpose, False))
+
+    @contextmanager
+    def _observing(self, name: str) -> Iterator[None]:
+        """Record 'area gone' (deleted or ID unusable) on the machine, then re-raise."""
+        try:
+            yield
+        except errors.AreaGone as exc:
+            self._mark_missing(name, AreaGoneReason.DELETED, str(exc))
+            raise
+        except errors.LoginRefused as exc:
+            self._mark_missing(name, AreaGoneReason.ID_UNUSABLE, str(exc))
+            raise
+
+    def _mark_missing(self, name: str, reason: AreaGoneReason, detail: str) -> None:
+        machine, _ = self._machine(name)
+        if Event.AREA_GONE.value in machine.allowed():
+            self._fire(name, Event.AREA_GONE, detail, reason=reason.value)
+
+    def _found_again(self, name: str) -> None:
+        machine, _ = self._machine(name)
+        if machine.state is State.AREA_MISSING:
+            self._fire(name, Event.AREA_FOUND, "the area answers again")
+
+    # --- starting to share ---------------------------------------------------------------------
+
+    def share(self, name: str, path: Path | None, remote: str, area_name: str, yes: bool) -> Outcome:
+        """Upload the local data and start Cloud Share (creates the area)."""
+        validate_area_name(area_name)
+        self.registry.get_remote(remote)
+        row = self._ensure_dataset(name, path, must_exist=True)
+        machine, _ = _load_machine(row)
+        if machine.state is not State.INITIALIZING:
+            if machine.state is not State.UNSHARED:
+                raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
+            question = (f"Upload your local data ({row['path']}) to area {area_name} on {remote} "
+                        "and start Cloud Share?")
+            if not yes and not self.ui.confirm(question):
+                raise errors.CloudShareError("nothing was shared", hint="answer yes, or pass --yes")
+            self._fire(name, Event.START_UPLOAD, f"{remote}/{area_name}",
+                       fields={"remote": remote, "area": area_name})
+        password = self.ui.share_password(f"new share password for {area_name}", True)
+        try:
+            with self.connect(remote) as session:
+                return self._share_steps(name, session, area_name, password)
+        except errors.CloudShareError as exc:
+            self._roll_back_setup(name, exc)
+            raise
+
+    def _share_steps(self, name: str, session: Session, area_name: str, password: str) -> Outcome:
+        machine, _ = self._machine(name)
+        area = Area(session, area_name)
+        if machine.context.step == "uploaded":
+            self._fire(name, Event.SETUP_DONE, "resumed")
+            version = machine.context.version
+            return Outcome(f"{name} is shared in area {area_name} (version {version})",
+                           {"name": name, "area": area_name, "version": version})
+        if machine.context.step == "create-area":
+            area.create(self.registry.get_dataset(name)["name"], password, self.party)
+            self._fire(name, Event.STEP_REACHED, "area created", step="upload",
+                       fields={"area_id": area.area_id})
+        else:  # resuming: the area we created is there; check it is ours
+            area.unlock_keys(password)
+        row = self.registry.get_dataset(name)
+        grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "first upload")
+        snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
+        version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
+                              self.ui.progress("uploading", snap.manifest.total_size()))
+        area.release(grant, self.party)
+        self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
+        self._fire(name, Event.SETUP_DONE, fields={"synced_version": version,
+                                                   "synced_hash": snap.fingerprint})
+        return Outcome(f"{name} is shared in area {area_name} (version {version}, "
+                       f"{_size(snap.manifest.total_size())})",
+                       {"name": name, "area": area_name, "version": version})
+
+    def _roll_back_setup(self, name: str, exc: Exception) -> None:
+        """Undo a setup that cannot go on; transient network trouble resumes later instead."""
+        machine, _ = self._machine(name)
+        transient = isinstance(exc, errors.NetworkDown | errors.TransferError)
+        early = machine.context.step in ("create-area", "check-password")
+        receiving = machine.context.mode == SetupMode.RECEIVE
+        if machine.state is State.INITIALIZING and (early or (receiving and not transient)):
+            self._fire(name, Event.SETUP_FAILED, str(exc), fields={"remote": None, "area": None,
+                                                                   "area_id": None})
+
+    def _ensure_dataset(self, name: str, path: Path | None, must_exist: bool) -> dict[str, Any]:
+        try:
+            row = self.registry.get_dataset(name)
+        except errors.NotRegistered:
+            if path is None:
+                raise
+            path = Path(path).expanduser()
+            if must_exist and not path.exists():
+                raise errors.CloudShareError(f"{path} does not exist",
+                                             hint="give the path of the local data") from None
+            return self.registry.add_dataset(name, path.resolve())
+        if path is not None and Path(path).expanduser().resolve() != Path(row["path"]):
+            raise errors.CloudShareError(f"{name} is registered with another path: {row['path']}")
+        return row
+
+    def join(self, name: str, path: Path, remote: str, area_name: str) -> Outcome:
+        """Receive the area's data into PATH and start sharing (only if the password matches)."""
+        validate_area_name(area_name)
+        self.registry.get_remote(remote)
+        row = self._ensure_dataset(name, path, must_exist=False)
+        machine, _ = _load_machine(row)
+        if machine.state is not State.INITIALIZING:
+            if machine.state is not State.UNSHARED:
+                raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
+            self._fire(name, Event.START_RECEIVE, f"{remote}/{area_name}",
+                       fields={"remote": remote, "area": area_name})
+        try:
+            with self.connect(remote) as session:
+                return self._join_steps(name, session, area_name)
+        except errors.CloudShareError as exc:
+            self._roll_back_setup(name, exc)
+            raise
+
+    def _join_steps(self, name: str, session: Session, area_name: str) -> Outcome:
+        area = Area(session, area_name)
+        self._unlock(area, f"share password of area {area_name}")
+        machine, _ = self._machine(name)
+        if machine.context.step == "check-password":
+            self._fire(name, Event.STEP_REACHED, "password matches", step="receive",
+                       fields={"area_id": area.area_id})
+        newest = area.newest()
+        if newest is None:
+            raise errors.CloudShareError(f"area {area_name} has no data yet",
+                                         hint="ask the other side to finish `cloudshare share` first")
+        target = Path(self.registry.get_dataset(name)["path"])
+        kept = None
+        if target.exists() or target.is_symlink():
+            kept = keep_aside(target, "before-join")
+            self.ui.say(f"The data already at {target} was kept aside as {kept}")
+        area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+        fingerprint = local_fingerprint(target)
+        self._fire(name, Event.STEP_REACHED, f"version {newest.version}", step="received",
+                   version=newest.version)
+        self._fire(name, Event.SETUP_DONE, fields={"synced_version": newest.version,
+                                                   "synced_hash": fingerprint})
+        message = f"{name} received version {newest.version} from area {area_name} and is now shared"
+        return Outcome(message, {"name": name, "version": newest.version,
+                                 "kept_aside": str(kept) if kept else None})
+
+    # --- open / close ------------------------------------------------------------------------------
+
+    def open(self, name: str, lease: int = DEFAULT_LEASE, note: str = "", wait: float | None = None,
+             read_only: bool = False) -> Outcome:
+        """Receive the newest version and take the lock (or only receive, read-only)."""
+        ds = self._resume(name)
+        machine, _ = _load_machine(ds)
+        if machine.state is State.UNSHARED:
+            raise errors.InvalidState(f"{name} is not shared", hint=f"start with `cloudshare share {name}` "
+                                      "or `cloudshare join`")
+        if machine.state is State.LOCKED_BY_ME:
+            grant = grant_from_dict(_extras(ds)["grant"])
+            return Outcome(f"{name} is already open by you (lease until {_local(grant.until)})",
+                           {"name": name, "state": "locked-by-me"})
+        with self._observing(name), self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            self._found_again(name)
+            self._unlock(area, f"share password of {name}")
+            if read_only:
+                return self._receive_newest(name, area, hold=False)
+            grant = self._acquire_waiting(name, area, lease, note, wait)
+            self._fire(name, Event.LOCK_GRANTED, f"generation {grant.lease.generation}",
+                       extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
+            outcome = self._receive_newest(name, area, hold=True)
+            outcome.message += f"; locked by you until {_local(grant.until)}"
+            outcome.data.update(state="locked-by-me", lock_until=_iso(grant.until))
+            return outcome
+
+    def _acquire_waiting(self, name: str, area: Area, lease: int, note: str,
+                         wait: float | None) -> Grant:
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            got = area.acquire(self.party, lease, note)
+            if isinstance(got, Grant):
+                return got
+            self._note_held(name, got)
+            if deadline is None:
+                raise errors.LockedByOther(f"{name} is {got.describe()}")
+            remaining = deadline - time.monotonic()
+            if wait == 0:  # --wait without a duration: until the holder's lease runs out
+                remaining = (got.status.until or 0) + DEFAULT_SLACK + 1 - got.server_now
+                deadline = time.monotonic() + remaining
+                wait = remaining
+            if remaining <= 0:
+                raise errors.LockedByOther(f"{name} is still {got.describe()}")
+            self.ui.say(f"{name} is {got.describe()}; waiting ({format_duration(remaining)} left)")
+            time.sleep(min(WAIT_POLL_MAX, max(0.5, remaining)))
+
+    def _note_held(self, name: str, info: LockInfo) -> None:
+        machine, _ = self._machine(name)
+        if machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
+            self._fire(name, Event.LOCK_HELD, info.describe(), token=info.status.generation,
+                       holder=info.holder.get("name"), until=info.status.until)
+
+    def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
+        got = area.acquire(self.party, lease, note)
+        if not isinstance(got, Grant):
+            raise errors.LockedByOther(f"area {area.name} is {got.describe()}")
+        return got
+
+    def _receive_newest(self, name: str, area: Area, hold: bool) -> Outcome:
+        """Bring the local copy to the newest version without losing unsent changes."""
+        row = self.registry.get_dataset(name)
+        newest = area.newest()
+        target = Path(row["path"])
+        synced = row["synced_version"]
+        if newest is None or (synced is not None and newest.version <= synced):
+            return Outcome(f"{name} is up to date (version {synced})", {"name": name, "version": synced})
+        changed = local_fingerprint(target) != (row["synced_hash"] or "absent")
+        kept = keep_aside(target, "local-changes") if changed and target.exists() else None
+        area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+        fields = {"synced_version": newest.version, "synced_hash": local_fingerprint(target)}
+        if hold:
+            self.registry.update_dataset(name, **fields)
+        else:
+            self._fire(name, Event.RECEIVED, f"version {newest.version}", fields=fields,
+                       version=newest.version)
+        writer = newest.writer.get("name", "?")
+        if kept is not None:
+            raise errors.Conflict(
+                f"both you and {writer} changed {name}: your copy was kept aside as {kept}; "
+                f"version {newest.version} was received"
+                + ("; you hold the lock" if hold else "")
+            )
+        return Outcome(f"{name} received version {newest.version} (by {writer})",
+                       {"name": name, "version": newest.version})
+
+    def close(self, name: str, note: str = "") -> Outcome:
+        """Send the new version (if changed) and release the lock."""
+        ds = self.registry.get_dataset(name)
+        machine, extras = _load_machine(ds)
+        if machine.state is not State.LOCKED_BY_ME:
+            raise errors.InvalidState(f"{name} is not open by you ({machine.state.value})",
+                                      hint=f"open it first with `cloudshare open {name}`")
+        grant = grant_from_dict(extras["grant"])
+        with self._observing(name), self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            self._unlock(area, f"share password of {name}")
+            return self._commit_and_release(name, area, grant, note)
+
+    def _commit_and_release(self, name: str, area: Area, grant: Grant, note: str) -> Outcome:
+        row = self.registry.get_dataset(name)
+        path = Path(row["path"])
+        if not path.exists():
+            raise errors.CloudShareError(f"{path} is missing; nothing was sent",
+                                         hint="put the data back, then close again")
+        snap = LocalSnapshot.scan(path, area.keys)
+        for skipped in snap.skipped:
+            self.ui.say(f"warning: {skipped} was not sent (not a regular file)")
+        try:
+            if snap.fingerprint == row["synced_hash"]:
+                area.ensure_holding(grant, self.party)
+                version = row["synced_version"]
+                message = f"{name} closed without changes (version {version})"
+            else:
+                version = area.commit(grant, self.party, snap, note, self._cache(area),
+                                      self.ui.progress("sending", snap.manifest.total_size()))
+                message = f"{name} sent as version {version}"
+        except errors.Fenced as exc:
+            self._fenced(name, area, exc)
+        area.release(grant, self.party)
+        self._sync_renewal(name, grant)
+        self._fire(name, Event.COMMITTED, message, extras={}, token=grant.lease.generation, version=version,
+                   fields={"synced_version": version, "synced_hash": snap.fingerprint})
+        return Outcome(message + "; lock released", {"name": name, "version": version})
+
+    def _fenced(self, name: str, area: Area, exc: errors.Fenced) -> NoReturn:
+        row = self.registry.get_dataset(name)
+        path = Path(row["path"])
+        kept = keep_aside(path, "not-sent")
+        obs, record = area.observe_lock()
+        newest = area.newest()
+        fields: dict[str, Any] = {"synced_hash": None, "synced_version": None}
+        if newest is not None:
+            area.download(newest, path, self._cache(area))
+            fields = {"synced_version": newest.version, "synced_hash": local_fingerprint(path)}
+        holder = (record.get("holder") or {}).get("name")
+        self._fire(name, Event.LEASE_LOST, str(exc), extras={}, fields=fields,
+                   token=max(obs.generation, (self._machine(name)[0].context.token or 0) + 1), holder=holder)
+        raise errors.Fenced(f"{exc}. Your work was kept aside as {kept}; the newest version "
+                            f"({newest.version if newest else 'none'}) was received")
+
+    # --- run -----------------------------------------------------------------------------------------
+
+    def run(self, name: str, command: Sequence[str], lease: int = DEFAULT_RUN_LEASE, note: str = "",
+            wait: float | None = None) -> int:
+        """Open, run the program while renewing the lease, close when it exits."""
+        if not command:
+            raise errors.CloudShareError("no program given", hint="cloudshare run NAME -- PROGRAM [ARGS…]")
+        self.ui.say(self.open(name, lease=lease, note=note or f"running {command[0]}", wait=wait).message)
+        ds = self.registry.get_dataset(name)
+        grant = grant_from_dict(_extras(ds)["grant"])
+        try:
+            proc = subprocess.Popen(list(command))
+        except OSError as exc:
+            self.ui.say(f"could not start {command[0]}: {exc}; closing")
+            self.close(name)
+            raise errors.CloudShareError(f"could not start {command[0]}: {exc}") from None
+        lost = self._renew_while_running(name, ds["remote"], grant, proc)
+        status = proc.returncode
+        if lost:
+            self.ui.say("WARNING: the lease was lost while the program ran; "
+                        "closing will keep your work aside")
+        self.ui.say(self.close(name).message)
+        return status
+
+    def _renew_while_running(self, name: str, remote: str, grant: Grant, proc: subprocess.Popen) -> bool:
+        session: Session | None = None
+        lost = False
+        try:
+            while True:
+                wait_for = max(0.2, grant.lease.renew_at - time.monotonic()) if not lost else None
+                try:
+                    proc.wait(timeout=wait_for)
+                    return lost
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    if session is None:
+                        session = self.connect(remote)
+                    area = Area(session, self.registry.get_dataset(name)["area"])
+                    area.renew(grant, self.party)
+                    self._save_grant(name, grant)
+                except errors.Fenced as exc:
+                    self.ui.say(f"WARNING: {exc}. Someone else now holds {name}; your changes will be "
+                                "kept aside when the program exits.")
+                    lost = True
+                except errors.CloudShareError as exc:
+                    with suppress(Exception):
+                        if session is not None:
+                            session.close()
+                    session = None
+                    if not grant.lease.valid(time.monotonic()):
+                        self.ui.say(f"WARNING: cannot renew the lease ({exc}); it has run out.")
+                        lost = True
+                    else:
+                        self.ui.say(f"warning: renewal failed ({exc}); retrying")
+                        with suppress(subprocess.TimeoutExpired):
+                            proc.wait(timeout=1.0)
+        finally:
+            if session is not None:
+                session.close()
+
+    def _sync_renewal(self, name: str, grant: Grant) -> None:
+        """Record a renewal made on the way (e.g. a close in a later process renews first)."""
+        machine, _ = self._machine(name)
+        if machine.state is State.LOCKED_BY_ME and grant.lease.generation > (machine.context.token or 0):
+            self._save_grant(name, grant)
+
+    def _save_grant(self, name: str, grant: Grant) -> None:
+        self._fire(name, Event.RENEWED, f"generation {grant.lease.generation}",
+                   extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
+
+    # --- stopping ------------------------------------------------------------------------------------
+
+    def leave(self, name: str, yes: bool) -> Outcome:
+        """Stop Cloud Share for me only; the others go on."""
+        ds = self._resume(name)
+        machine, _ = _load_machine(ds)
+        if machine.state is State.LOCKED_BY_ME:
+            raise errors.InvalidState(f"{name} is open by you",
+                                      hint=f"close it first: `cloudshare close {name}`")
+        if machine.state is not State.LEAVING:
+            if not yes and not self.ui.confirm(f"Release Cloud Share for {name} on this computer only?"):
+                raise errors.CloudShareError("nothing changed", hint="answer yes, or pass --yes")
+            missing = machine.state is State.AREA_MISSING
+            self._fire(name, Event.LEAVE, "just me")
+            if missing:
+                self._fire(name, Event.STEP_REACHED, "the area is missing: nothing to receive", step="forget")
+        return self._leave_steps(name)
+
+    def _leave_steps(self, name: str) -> Outcome:
+        machine, _ = self._machine(name)
+        ds = self.registry.get_dataset(name)
+        note = ""
+        if machine.context.step == "receive-latest" and machine.context.mode == LeaveMode.JUST_ME:
+            note = self._receive_before_leaving(name, ds)
+            self._fire(name, Event.STEP_REACHED, note, step="forget")
+        self._fire(name, Event.LEAVE_DONE, "stopped Cloud Share for me",
+                   fields={"remote": None, "area": None, "area_id": None}, extras={})
+        return Outcome(f"{name} no longer uses Cloud Share on this computer{note and '; ' + note}",
+                       {"name": name, "state": "unshared"})
+
+    def _receive_before_leaving(self, name: str, ds: dict[str, Any]) -> str:
+        try:
+            with self.connect(ds["remote"]) as session:
+                area = self._area_of(name, session)
+                self._unlock(area, f"share password of {name}")
+                newest = area.newest()
+                if newest is None or (ds["synced_version"] or 0) >= newest.version:
+                    return "your copy was already the newest"
+                changed = local_fingerprint(Path(ds["path"])) != (ds["synced_hash"] or "absent")
+                if changed:
+                    return "your local changes were kept; the newest version was not received"
+                area.download(newest, Path(ds["path"]), self._cache(area))
+                self.registry.update_dataset(name, synced_version=newest.version,
+                                             synced_hash=local_fingerprint(Path(ds["path"])))
+                return f"received the newest version ({newest.version}) first"
+        except (errors.AreaGone, errors.LoginRefused, errors.NetworkDown) as exc:
+            return f"could not receive the newest version ({exc.__class__.__name__})"
+
+    def delete_area(self, remote: str, area_name: str, yes: bool) -> Outcome:
+        """Delete the shared data on the host for everyone (password; not while locked by another)."""
+        validate_area_name(area_name)
+        local = self.registry.find_by_area(remote, area_name)
+        with self.connect(remote) as session:
+            area = Area(session, area_name)
+            area.load()
+            if not yes and not self.ui.confirm(f"Delete the selected data ({area_name}) on the host?"):
+                raise errors.CloudShareError("nothing was deleted", hint="answer yes, or pass --yes")
+            self._unlock(area, f"share password of area {area_name} (to delete it)")
+            names = [row["name"] for row in local if row["area_id"] in (None, area.area_id)]
+            for name in names:
+                self._start_delete(name, area)
+            try:
+                grant = self._grant_for_delete(area, names)
+            except errors.LockedByOther:
+                for name in names:
+                    self._fire(name, Event.LEAVE_ABORTED, "locked by another party")
+                raise
+            for name in names:
+                self._fire(name, Event.STEP_REACHED, "lock taken", step="delete")
+            area.delete(self.party, grant)
+        for name in names:
+            self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
+            self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
+                       fields={"remote": None, "area": None, "area_id": None}, extras={})
+        return Outcome(f"Cloud Share data deleted: area {area_name} on {remote}",
+                       {"area": area_name, "datasets": names})
+
+    def _start_delete(self, name: str, area: Area) -> None:
+        machine, _ = self._machine(name)
+        if machine.state is State.AREA_MISSING:
+            self._fire(name, Event.AREA_FOUND, "the area answers again")
+        if machine.state is State.LOCKED_BY_OTHER:
+            self._fire(name, Event.LOCK_FREE, "checking the lock before deleting")
+        if self._machine(name)[0].state is not State.LEAVING:
+            self._fire(name, Event.DELETE_FOR_EVERYONE, "delete for everyone")
+        self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
+        self._fire(name, Event.STEP_REACHED, "newest version received", step="lock")
+
+    def _receive_before_leaving_everyone(self, name: str, area: Area, ds: dict[str, Any]) -> None:
+        newest = area.newest()
+        if newest is None or (ds["synced_version"] or 0) >= newest.version:
+            return
+        path = Path(ds["path"])
+        if local_fingerprint(path) != (ds["synced_hash"] or "absent") and path.exists():
+            kept = keep_aside(path, "local-changes")
+            self.ui.say(f"your unsent changes were kept aside as {kept}")
+        area.download(newest, path, self._cache(area))
+        self.registry.update_dataset(name, synced_version=newest.version,
+                                     synced_hash=local_fingerprint(path))
+        self.ui.say(f"received the newest version ({newest.version}) of {name} first")
+
+    def _grant_for_delete(self, area: Area, names: list[str]) -> Grant:
+        for name in names:
+            machine, extras = self._machine(name)
+            if extras.get("grant"):
+                grant = grant_from_dict(extras["grant"])
+                area.ensure_holding(grant, self.party)
+                return grant
+        return self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "deleting the area")
+
+    def unlock(self, name: str) -> Outcome:
+        """Break another party's lock (password; recorded in the area's history)."""
+        ds = self._shared(name)
+        with self._observing(name), self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            self._unlock(area, f"share password of {name} (to break the lock)")
+            info = area.lock_info()
+            gen = area.break_lock(self.party, f"broken by {self.party.name}: was {info.describe()}")
+        machine, _ = self._machine(name)
+        if machine.state is State.LOCKED_BY_OTHER:
+            self._fire(name, Event.LOCK_FREE, f"lock broken (generation {gen})")
+        elif machine.state is State.LOCKED_BY_ME:
+            self._fire(name, Event.LEASE_LOST, "own lock broken", extras={}, token=gen, holder=None)
+        return Outcome(f"the lock on {name} was broken ({info.describe()}); this was recorded in the area",
+                       {"name": name, "generation": gen})
+
+    def restore(self, name: str, version: int) -> Outcome:
+        """Make an old version the newest (a new commit; nothing is deleted)."""
+        ds = self._shared(name)
+        machine, extras = _load_machine(ds)
+        if machine.state is State.LOCKED_BY_ME:
+            raise errors.InvalidState(f"{name} is open by you",
+                                      hint=f"close it first: `cloudshare close {name}`")
+        with self._observing(name), self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            self._unlock(area, f"share password of {name}")
+            old = next((v for v in area.versions() if v.version == version), None)
+            if old is None:
+                raise errors.CloudShareError(f"{name} has no version {version}",
+                                             hint=f"see `cloudshare history {name}`")
+            grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, f"restoring version {version}")
+            self._fire(name, Event.LOCK_GRANTED, f"restore {version}", extras={"grant": grant_to_dict(grant)},
+                       token=grant.lease.generation)
+            try:
+                self._receive_newest(name, area, hold=True)
+                new = area.recommit(grant, self.party, old, f"restored version {version}")
+                newest = area.newest()
+                path = Path(ds["path"])
+                area.download(newest, path, self._cache(area))
+            except errors.Fenced as exc:
+                self._fenced(name, area, exc)
+            area.release(grant, self.party)
+            self._sync_renewal(name, grant)
+            self._fire(name, Event.COMMITTED, f"restored {version} as {new}", extras={},
+                       token=grant.lease.generation, version=new,
+                       fields={"synced_version": new, "synced_hash": local_fingerprint(path)})
+        return Outcome(f"version {version} of {name} is the newest again, as version {new}",
+                       {"name": name, "version": new, "restored_from": version})
+
+    # --- resume -----------------------------------------------------------------------------------------
+
+    def _resume(self, name: str) -> dict[str, Any]:
+        """A process that died in `initializing` or `leaving` resumes or rolls back now."""
+        ds = self.registry.get_dataset(name)
+        machine, _ = _load_machine(ds)
+        if machine.state is State.INITIALIZING:
+            self.ui.say(f"{name}: an earlier setup stopped at step '{machine.context.step}'; resuming")
+            if machine.context.mode == SetupMode.UPLOAD:
+                self.share(name, None, ds["remote"], ds["area"], yes=True)
+            else:
+                self.join(name, Path(ds["path"]), ds["remote"], ds["area"])
+        elif machine.state is State.LEAVING:
+            self.ui.say(f"{name}: an earlier stop ({machine.context.mode}) was interrupted at "
+                        f"'{machine.context.step}'")
+            if machine.context.mode == LeaveMode.JUST_ME:
+                self._leave_steps(name)
+            elif machine.context.step in ("delete", "deleted"):
+                self._finish_interrupted_delete(name, ds)
+            else:
+                self._fire(name, Event.LEAVE_ABORTED, "interrupted delete rolled back")
+        return self.registry.get_dataset(name)
+
+    def _finish_interrupted_delete(self, name: str, ds: dict[str, Any]) -> None:
+        try:
+            with self.connect(ds["remote"]) as session:
+                Area(session, ds["area"]).load()
+            self._fire(name, Event.LEAVE_ABORTED, "the area still exists; delete rolled back")
+        except errors.AreaGone:
+            machine, _ = self._machine(name)
+            if machine.context.step != "deleted":
+                self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
+            self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
+                       fields={"remote": None, "area": None, "area_id": None}, extras={})
+
+    def resume(self, name: str) -> Outcome:
+        ds = self._resume(name)
+        return Outcome(f"{name} is {ds['state']}", {"name": name, "state": ds["state"]})
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _cache(self, area: Area) -> ChunkCache:
+        return ChunkCache(self.home / "cache" / area.area_id, area.keys)
+
+
+def _load_machine(row: dict[str, Any]) -> tuple[DataSetMachine, dict[str, Any]]:
+    raw = row.get("machine")
+    if not raw:
+        return DataSetMachine(row.get("state") or State.UNSHARED), {}
+    blob = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    machine = DataSetMachine.from_dict(blob.pop("machine"))
+    return machine, blob
+
+
+def _extras(row: dict[str, Any]) -> dict[str, Any]:
+    return _load_machine(row)[1]
+
+
+def _iso(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _local(ts: int | None) -> str:
+    if ts is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
