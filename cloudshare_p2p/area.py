@@ -38,9 +38,9 @@ from .transport import Session
 FORMAT = "cloudshare-area"
 FORMAT_VERSION = 1
 RECORD_VERSION = 1
-AREA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ENTRY_NAME = re.compile(r"^\d{20}$")
-OBJECT_ID = re.compile(r"^[0-9a-f]{64}$")
+AREA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ENTRY_NAME = re.compile(r"[0-9]{20}")
+OBJECT_ID = re.compile(r"[0-9a-f]{64}")
 FENCING_KINDS = ("fence", "break")
 MAX_APPEND_TRIES = 64
 MAX_RECORD = 64 << 10
@@ -50,13 +50,18 @@ def _name(n: int) -> str:
     return f"{n:020d}"
 
 
+def _int(value: Any, default: int | None = 0) -> int | None:
+    """A non-negative int from a record field, or `default` (records are untrusted)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def validate_area_name(name: str) -> str:
     """Area names are one path component: letters, digits, ``._-``, at most 64."""
-    if not AREA_NAME.match(name or ""):
+    if not AREA_NAME.fullmatch(name or ""):
         raise errors.CloudShareError(
             f"invalid area name {name!r}",
             hint="use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')",
@@ -216,7 +221,11 @@ class Area:
         """Create the area; refuses an area that exists. The config is published last."""
         if self.session.stat(self.p("config")) is not None:
             raise errors.AreaExists(f"area {self.name} already exists on the host")
-        self.session.mkdir(self.root)
+        if not self.session.mkdir(self.root) and self._leftovers():
+            raise errors.AreaExists(
+                f"the folder of area {self.name} holds leftovers of an earlier area",
+                hint="choose another area name, or ask the firm to remove that folder on the host",
+            )
         for sub in ("lock", "log", "manifests", "chunks", "tmp"):
             self.session.mkdir(self.p(sub))
         params = dict(kdf or crypto.KDF_DEFAULTS)
@@ -235,6 +244,15 @@ class Area:
             raise errors.AreaExists(f"area {self.name} already exists on the host")
         self.config = config
         self.keys = crypto.keys_from_data_key(data_key)
+
+    def _leftovers(self) -> bool:
+        for sub in ("lock", "log"):
+            try:
+                if self.session.listdir(self.p(sub)):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
 
     def load(self) -> dict[str, Any]:
         """Read and check the config; AreaGone if the area was deleted or emptied."""
@@ -292,32 +310,36 @@ class Area:
         except FileNotFoundError:
             self.check_present()
             raise errors.AreaCorrupt(f"area {self.name} lacks its {folder}/ folder") from None
-        return sorted(int(n) for n in names if ENTRY_NAME.match(n))
+        return sorted(int(n) for n in names if ENTRY_NAME.fullmatch(n))
 
     # --- the lock -------------------------------------------------------------------------
 
     def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
         """The highest lock generation and its record (server mtime included)."""
-        gens = self._entries("lock")
-        if not gens:
-            return LockObservation(0, LockKind.NONE), {}
-        top = gens[-1]
-        path = self.p("lock", _name(top))
-        record = self._read_json(path) or {}
-        st = self.session.stat(path)
-        if st is None:  # pruned under us: only older generations are ever pruned
-            return self.observe_lock()
+        for _ in range(MAX_APPEND_TRIES):
+            gens = self._entries("lock")
+            if not gens:
+                return LockObservation(0, LockKind.NONE), {}
+            path = self.p("lock", _name(gens[-1]))
+            record = self._read_json(path) or {}
+            st = self.session.stat(path)
+            if st is not None:  # None: removed under us; look again
+                return self._observation(gens[-1], record, st.mtime), record
+        raise errors.AreaCorrupt(f"the lock of area {self.name} keeps vanishing")
+
+    @staticmethod
+    def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
         kind = record.get("kind", LockKind.CLAIM.value)
         try:
             lock_kind = LockKind(kind)
         except ValueError:
             lock_kind = LockKind.CLAIM  # unknown kinds are treated as live claims
-        obs = LockObservation(
-            generation=top, kind=lock_kind, session=record.get("session"),
-            published_at=st.mtime, lease_seconds=int(record.get("lease_seconds") or 0),
-            since=record.get("since") or st.mtime,
+        session = record.get("session")
+        return LockObservation(
+            generation=top, kind=lock_kind, session=session if isinstance(session, str) else None,
+            published_at=mtime, lease_seconds=_int(record.get("lease_seconds"), 0),
+            since=_int(record.get("since"), None) or mtime,
         )
-        return obs, record
 
     def server_now(self) -> int:
         return self.session.server_now(self.p("tmp"))
@@ -340,9 +362,11 @@ class Area:
     def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
                since: int | None, note: str = "") -> tuple[bool, HolderLease]:
         body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
+        # Counted from before the temp file is written: the published file keeps the temp
+        # file's mtime (hard link), so the server's lease never starts before ours.
+        lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
         self.session.upload(tmp, body)
-        lease = claim_lease(gen, lease_seconds, self._clock)  # counted from sending
         return self.session.publish(tmp, self.p("lock", _name(gen))), lease
 
     def acquire(self, party: Party, lease_seconds: int, note: str = "",
@@ -453,16 +477,18 @@ class Area:
         """
         highest_fence, out = 0, []
         for entry in self.log():
-            gen = entry.get("gen") or 0
+            gen = _int(entry.get("gen"), None)
+            if gen is None:
+                continue  # a malformed entry counts as void
             if entry.get("kind") in FENCING_KINDS:
                 highest_fence = max(highest_fence, gen)
             elif entry.get("kind") == "commit" and gen >= highest_fence and \
-                    OBJECT_ID.match(str(entry.get("manifest", ""))):
+                    OBJECT_ID.fullmatch(str(entry.get("manifest", ""))):
                 out.append(Version(
                     version=len(out) + 1, seq=entry["seq"], manifest=entry["manifest"],
-                    size=int(entry.get("size") or 0),
-                    writer=entry.get("writer") or {}, time=entry.get("time", ""), gen=gen,
-                    note=entry.get("note") or "", restored_from=entry.get("restored_from"),
+                    size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
+                    time=str(entry.get("time", "")), gen=gen, note=str(entry.get("note") or ""),
+                    restored_from=_int(entry.get("restored_from"), None),
                 ))
         return out
 
@@ -601,6 +627,10 @@ class Area:
         self.session.remove_tree(aside)
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
 def new_session_id(party: Party) -> str:
     """A lock session: one per `open`, tied to this install."""
     return f"{party.install}-{secrets.token_hex(6)}"
@@ -655,7 +685,7 @@ def list_areas(session: Session) -> list[AreaSummary]:
                                      hint="check the remote's URL path") from None
     out = []
     for name in names:
-        if not AREA_NAME.match(name):
+        if not AREA_NAME.fullmatch(name):
             continue
         st = session.stat(session.path(name))
         if st is None or not st.is_dir:

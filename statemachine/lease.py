@@ -7,9 +7,9 @@ Two clocks, never compared with each other:
   length ``L`` has expired once "server now" ``N`` satisfies ``N >= P + L + slack``. The
   slack (at least 1 s) absorbs the truncation of SFTP v3 times to whole seconds, so nobody
   ever judges a live lease expired.
-* The **holder's monotonic clock**. The holder counts its own deadline from the moment it
-  *sent* its claim (the server created the file later, so others see it expire later),
-  minus a safety margin, and renews at about a third of the lease, as etcd does.
+* The **holder's monotonic clock**. The holder counts its own deadline from just before it
+  starts writing its claim (the server stamps the file later, so others see it expire
+  later), minus a safety margin, and renews at about a third of the lease, as etcd does.
 
 No wall clock is read here; callers pass ``now`` or inject a clock.
 """

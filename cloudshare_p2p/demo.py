@@ -1,0 +1,462 @@
+"""`cloudshare demo`: the whole story on an embedded host, narrated for a person at the terminal.
+
+Everything runs on this machine in one folder (temporary, or `--keep DIR`): the firm's
+embedded SFTP host on a free 127.0.0.1 port, and three homes (the firm, the client, the
+client's laptop) that each run the real `cloudshare` command as a subprocess. Every step
+checks its exit code and the key words of its output; the first surprise stops the story,
+says what happened, and the demo exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+COMMAND_TIMEOUT = 60.0  # seconds, for every cloudshare command
+HOST_START_TIMEOUT = 10.0
+HOST_STOP_TIMEOUT = 10.0
+HOST_GRACE = 2.0  # seconds live connections get when the host stops
+
+COMM_ID = "yamada"
+ID_PASSWORD = "demo login password"
+SHARE_PASSWORD = "demo share password"
+REMOTE = "office"
+AREA = "yamada-books"
+DATASET = "books"
+SHORT_LEASE = "3s"
+
+NAMES = {"firm": "Firm (Sato)", "client": "Client (Yamada Trading)", "client2": "Client laptop"}
+
+LEDGER = """account,name,balance
+1000,Cash,120000
+1100,Bank (Mizuho),2450000
+4000,Sales,-3100000
+5000,Purchases,1800000
+"""
+MARCH = """date,debit,credit,amount,memo
+2026-03-02,1100,4000,330000,Invoice 0312 Kato Shoji
+2026-03-05,5000,1100,148500,Stock purchase
+2026-03-10,1000,4000,22000,Cash sale
+"""
+
+
+class DemoFailure(Exception):
+    """A step did not behave as expected: the story stops here."""
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    code: int
+    output: str  # stdout and stderr, interleaved as written
+
+
+@dataclass
+class Demo:
+    base: Path
+    exe: list[str]
+    out: object = field(default_factory=lambda: sys.stdout)
+    host_proc: subprocess.Popen | None = None
+    host_log: Path | None = None
+    port: int = 0
+    fingerprint: str = ""
+    checks: int = 0
+    commands: int = 0
+
+    # --- narration -------------------------------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)  # type: ignore[arg-type]
+
+    def header(self, text: str) -> None:
+        self.say()
+        self.say(f"── {text} " + "─" * max(3, 78 - len(text)))
+
+    def show(self, text: str, prefix: str = "    ") -> None:
+        for line in text.rstrip("\n").splitlines():
+            self.say(f"{prefix}{line}")
+
+    def ok(self, text: str) -> None:
+        self.checks += 1
+        self.say(f"  ✓ {text}")
+
+    # --- running commands --------------------------------------------------------------------------
+
+    def env(self, who: str | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("CLOUDSHARE_")}  # nothing of the caller's own setup leaks in
+        env["CLOUDSHARE_PASSWORD"] = SHARE_PASSWORD
+        env["PYTHONIOENCODING"] = "utf-8"
+        env["PYTHONUNBUFFERED"] = "1"
+        if who is not None:
+            env["CLOUDSHARE_NAME"] = NAMES[who]
+        return env
+
+    def cloudshare(self, who: str | None, *args: str, expect: int = 0, contains: Sequence[str] = (),
+                   extra_env: dict[str, str] | None = None) -> Result:
+        """Run `cloudshare [--home WHO] ARGS` in the demo folder, show it, check it."""
+        argv = (["--home", who] if who else []) + list(args)
+        shown = " ".join(_quote(a) for a in ["cloudshare", *argv])
+        env_note = "".join(f"{k}=*** " if "PASSWORD" in k else f"{k}={_quote(v)} "
+                           for k, v in (extra_env or {}).items())
+        self.say(f"$ {env_note}{shown}")
+        env = self.env(who)
+        env.update(extra_env or {})
+        self.commands += 1
+        try:
+            # stdout and stderr into one pipe (both unbuffered): shown in the order they were written
+            proc = subprocess.run(self.exe + argv, cwd=self.base, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            self.show(_text(exc.stdout))
+            raise DemoFailure(f"`{shown}` did not finish within {COMMAND_TIMEOUT:.0f} s") from None
+        res = Result(argv, proc.returncode, _text(proc.stdout))
+        self.show(res.output)
+        if res.code != expect:
+            raise DemoFailure(f"`{shown}` exited {res.code}, expected {expect}")
+        missing = [c for c in contains if c.lower() not in res.output.lower()]
+        if missing:
+            raise DemoFailure(f"`{shown}` exited {res.code} as expected, but its output lacks "
+                              + ", ".join(repr(m) for m in missing))
+        if expect:
+            self.say(f"    (exit {res.code}, as expected)")
+        return res
+
+    def check(self, condition: bool, good: str, bad: str) -> None:
+        if not condition:
+            raise DemoFailure(bad)
+        self.ok(good)
+
+    # --- the embedded host -------------------------------------------------------------------------
+
+    def start_host(self) -> None:
+        last = ""
+        for _attempt in range(3):  # a free port can be taken between probe and bind: retry
+            port = _free_port()
+            self.host_log = self.base / "host.log"
+            argv = ["host", "serve", "host", "--bind", "127.0.0.1", "--port", str(port),
+                    "--grace", str(HOST_GRACE)]
+            self.say(f"$ cloudshare {' '.join(argv)} &     (output in host.log)")
+            with open(self.host_log, "ab") as log:
+                self.host_proc = subprocess.Popen(self.exe + argv, cwd=self.base, env=self.env(None),
+                                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            deadline = time.monotonic() + HOST_START_TIMEOUT
+            while time.monotonic() < deadline and self.host_proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        self.port = port
+                        self.ok(f"the host listens on 127.0.0.1:{port} (pid {self.host_proc.pid})")
+                        return
+                except OSError:
+                    time.sleep(0.05)
+            if self.host_proc.poll() is None:
+                self.stop_host(quiet=True)
+                raise DemoFailure(f"the host did not listen within {HOST_START_TIMEOUT:.0f} s:\n"
+                                  + self.host_log.read_text(errors="replace")[-2000:])
+            last = self.host_log.read_text(errors="replace")[-2000:]
+            self.host_proc = None
+        raise DemoFailure(f"the host did not start:\n{last}")
+
+    def stop_host(self, quiet: bool = False) -> int | None:
+        """SIGTERM, bounded wait, kill if it hangs; returns its exit status (None if not running)."""
+        proc, self.host_proc = self.host_proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            if not quiet:
+                self.say(f"$ kill -TERM {proc.pid}     (the host's pid)")
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=HOST_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+                return -9
+        return proc.returncode
+
+
+def run_demo(keep: Path | None) -> int:
+    """Run the narrated story; 0 only if every step behaved as expected."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")  # a terminal without UTF-8 still gets the story
+    if keep is not None:
+        keep = Path(keep)
+        if keep.exists() and any(keep.iterdir()):
+            print(f"Error: {keep} is not empty; give a new or empty folder to --keep", file=sys.stderr)
+            return 2
+        keep.mkdir(parents=True, exist_ok=True)
+        base = keep.resolve()
+        tmp = None
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="cloudshare-demo-")
+        base = Path(tmp.name).resolve()
+    demo = Demo(base, _cloudshare_command())
+    started = time.monotonic()
+    try:
+        _story(demo)
+    except DemoFailure as exc:
+        demo.say()
+        demo.say("✗ The demo stopped: a step did not behave as expected.")
+        demo.show(str(exc), "  ")
+        if demo.host_log is not None and demo.host_log.exists():
+            demo.say("  Last lines of the host's log:")
+            demo.show("\n".join(demo.host_log.read_text(errors="replace").splitlines()[-8:]), "    ")
+        return 1
+    except KeyboardInterrupt:
+        demo.say("\n✗ interrupted")
+        return 1
+    finally:
+        status = demo.stop_host(quiet=True)
+        if status not in (None, 0):
+            demo.say(f"(the host was still running and stopped with status {status})")
+        if tmp is not None:
+            tmp.cleanup()
+    demo.say()
+    demo.say(f"All {demo.checks} checks passed ({demo.commands} commands, "
+             f"{time.monotonic() - started:.0f} s).")
+    if keep is not None:
+        demo.say(f"Everything is kept in {base}: look around with "
+                 f"`cloudshare --home {base / 'firm'} status`")
+    return 0
+
+
+# --- the story --------------------------------------------------------------------------------------
+
+
+def _story(d: Demo) -> None:
+    d.say("Cloud Share demo: an accounting firm and its client share one set of books")
+    d.say(f"through an SFTP host the firm runs. Everything happens in {d.base}")
+    d.say("(the commands below run there; `--home firm` is the firm's computer, `--home client`")
+    d.say("the client's office PC, `--home client2` the client's laptop).")
+
+    # 1 --------------------------------------------------------------------------------------------
+    d.header("1. The firm starts its host")
+    res = d.cloudshare(None, "host", "init", "host", contains=["host key fingerprint: SHA256:"])
+    d.fingerprint = next(w for w in res.output.split() if w.startswith("SHA256:"))
+    keys = d.base / "keys"
+    keys.mkdir()
+    _make_key(keys / COMM_ID)
+    d.say(f"(the demo made an SSH key pair for the communication ID: keys/{COMM_ID}, keys/{COMM_ID}.pub)")
+    d.cloudshare(None, "host", "add-id", "host", COMM_ID, "--authorized-key", f"keys/{COMM_ID}.pub",
+                 extra_env={"CLOUDSHARE_ID_PASSWORD": ID_PASSWORD},
+                 contains=[f"added communication ID {COMM_ID}"])
+    d.start_host()
+    d.say(f"The firm gives its client the host key fingerprint: {d.fingerprint}")
+
+    # 2 --------------------------------------------------------------------------------------------
+    d.header("2. Three computers register the host (the same communication ID)")
+    d.say("Each computer runs `cloudshare` with its own CLOUDSHARE_NAME (the name others see on the")
+    d.say("lock: " + ", ".join(f'"{n}"' for n in NAMES.values()) + ") and the share password in")
+    d.say("CLOUDSHARE_PASSWORD (a person types it instead).")
+    url = f"sftp://{COMM_ID}@127.0.0.1:{d.port}"
+    for who in NAMES:
+        d.cloudshare(who, "remote", "add", REMOTE, url, "--identity", f"keys/{COMM_ID}",
+                     "--accept-host-key", d.fingerprint, contains=[f"remote {REMOTE} added", d.fingerprint])
+    d.ok("each computer pinned the host key the firm announced")
+
+    # 3 --------------------------------------------------------------------------------------------
+    d.header("3. The firm shares its books; the client and the laptop join")
+    books = {who: d.base / who / "books" for who in NAMES}
+    (books["firm"] / "journal").mkdir(parents=True)
+    (books["firm"] / "ledger.csv").write_text(LEDGER, encoding="utf-8")
+    (books["firm"] / "journal" / "2026-03.csv").write_text(MARCH, encoding="utf-8")
+    d.say("(the demo wrote the firm's books: firm/books/ledger.csv, firm/books/journal/2026-03.csv)")
+    d.cloudshare("firm", "share", DATASET, "firm/books", "--remote", REMOTE, "--area", AREA, "--yes",
+                 contains=[f"shared in area {AREA}"])
+    for who in ("client", "client2"):
+        d.cloudshare(who, "join", DATASET, f"{who}/books", "--remote", REMOTE, "--area", AREA,
+                     contains=["received version 1", "now shared"])
+    d.check(_read(books["client"], "journal/2026-03.csv") == MARCH
+            and _read(books["client2"], "ledger.csv") == LEDGER,
+            "both client computers now hold exactly the firm's books",
+            "a joined copy differs from the firm's books")
+    d.cloudshare("firm", "areas", REMOTE, contains=[AREA, "free"])
+
+    # 4 --------------------------------------------------------------------------------------------
+    d.header("4. The client opens the books; the firm is refused")
+    client = NAMES["client"]
+    d.cloudshare("client", "open", DATASET, "--note", "entering March receipts", contains=["locked by you"])
+    d.cloudshare("firm", "open", DATASET, expect=3,
+                 contains=[f"locked by {client}", "since", "until", "entering March receipts"])
+    d.ok(f"the firm was refused (exit 3) and sees who holds the lock: {client}, since/until, the note")
+    d.cloudshare("firm", "areas", REMOTE, contains=[f"locked by {client}"])
+    receipt = "2026-03-18,1000,4000,55000,March receipt (entered by the client)\n"
+    _append(books["client"] / "journal" / "2026-03.csv", receipt)
+    d.say("(the client adds a March receipt to client/books/journal/2026-03.csv)")
+    d.cloudshare("client", "close", DATASET, contains=["sent as version 2", "lock released"])
+    d.cloudshare("firm", "open", DATASET, "--note", "monthly review",
+                 contains=["received version 2", "locked by you"])
+    d.check(receipt in _read(books["firm"], "journal/2026-03.csv"),
+            "the firm received the client's receipt just by opening",
+            "the firm's copy does not show the client's receipt")
+    d.cloudshare("firm", "close", DATASET, contains=["closed without changes", "lock released"])
+
+    # 5 --------------------------------------------------------------------------------------------
+    d.header("5. A holder vanishes: the laptop opens the books, then its lid is closed")
+    laptop = NAMES["client2"]
+    d.cloudshare("client2", "open", DATASET, "--lease", SHORT_LEASE, "--note", "on the train",
+                 contains=["received version 2", "locked by you"])
+    d.say(f"(a {SHORT_LEASE} lease, for the demo: the default is 8 hours. The laptop now goes silent.)")
+    d.cloudshare("firm", "open", DATASET, expect=3, contains=[f"locked by {laptop}", "until"])
+    d.say("The firm waits for the laptop's lease to run out (`--wait` alone waits until then):")
+    t0 = time.monotonic()
+    d.cloudshare("firm", "open", DATASET, "--wait", "--note", "year-end adjustments",
+                 contains=["locked by you"])
+    d.ok(f"the firm got the lock after {time.monotonic() - t0:.0f} s, without anyone breaking it")
+    adjustment = "2026-03-31,5000,1100,12000,Year-end adjustment (firm)\n"
+    _append(books["firm"] / "journal" / "2026-03.csv", adjustment)
+    d.say("(the firm adds an adjustment to firm/books/journal/2026-03.csv)")
+    late = "2026-03-20,1000,4000,99999,Entered on the laptop after its lease ran out\n"
+    _append(books["client2"] / "journal" / "2026-03.csv", late)
+    d.say("The laptop wakes up, adds an entry it typed offline, and closes:")
+    res = d.cloudshare("client2", "close", DATASET, expect=6, contains=["kept aside"])
+    kept = _kept_aside(d.base / "client2", books["client2"])
+    d.check(kept is not None and late in _read(kept, "journal/2026-03.csv"),
+            f"fenced (exit 6): the laptop's work is kept aside as {_rel(d.base, kept)}",
+            f"no kept-aside copy with the laptop's entry next to client2/books:\n{res.output}")
+    d.cloudshare("firm", "close", DATASET, contains=["sent as version 3", "lock released"])
+    firm_march = _read(books["firm"], "journal/2026-03.csv")
+    d.check(adjustment in firm_march and late not in firm_march,
+            "nothing was overwritten: version 3 is the firm's, without the laptop's late entry",
+            "the firm's version was changed by the late laptop")
+
+    # 6 --------------------------------------------------------------------------------------------
+    d.header("6. History and the data list on each computer")
+    d.cloudshare("client", "history", DATASET, contains=["v1", "v2", "v3", NAMES["firm"], client])
+    for who in NAMES:
+        d.cloudshare(who, "status", contains=[DATASET, f"{REMOTE}/{AREA}"])
+
+    # 7 --------------------------------------------------------------------------------------------
+    d.header("7. The laptop stops sharing on its own; the others go on")
+    d.cloudshare("client2", "leave", DATASET, "--yes", contains=["no longer uses Cloud Share"])
+    d.cloudshare("client2", "status", contains=["unshared"])
+    d.cloudshare("client", "open", DATASET, "--note", "April opening balances",
+                 contains=["received version 3", "locked by you"])
+    april = "2026-04-01,1000,4000,10000,April opening entry (client)\n"
+    _append(books["client"] / "journal" / "2026-03.csv", april)
+    d.cloudshare("client", "close", DATASET, contains=["sent as version 4", "lock released"])
+    d.ok("the firm and the client still share the books (version 4)")
+
+    # 8 --------------------------------------------------------------------------------------------
+    d.header("8. The firm deletes the shared copy for everyone")
+    d.cloudshare("firm", "delete-area", REMOTE, AREA, "--yes",
+                 contains=["newest version (4)", "Cloud Share data deleted"])
+    d.check(april in _read(books["firm"], "journal/2026-03.csv"),
+            "the firm received version 4 before deleting: its copy is complete",
+            "the firm's copy lacks the client's last version")
+    d.cloudshare("firm", "status", contains=["unshared"])
+    d.cloudshare("firm", "areas", REMOTE, contains=["no areas"])
+    d.say("The client selects the books again:")
+    d.cloudshare("client", "open", DATASET, expect=4, contains=["gone"])
+    d.ok("the client is told the area's data is gone (exit 4)")
+    d.cloudshare("client", "leave", DATASET, "--yes", contains=["no longer uses Cloud Share"])
+    res = d.cloudshare("client", "status", contains=["unshared"])
+    d.check("☁" not in res.output, "the cloud mark is gone from the client's data list",
+            "the client's data list still shows the books as shared")
+    d.check(april in _read(books["client"], "journal/2026-03.csv"),
+            "the client keeps its own copy of the books", "the client's copy was lost")
+
+    # 9 --------------------------------------------------------------------------------------------
+    d.header("9. The firm stops its host")
+    status = d.stop_host()
+    d.check(status == 0, "the host stopped cleanly (exit 0)", f"the host exited with status {status}")
+    log_lines = (d.host_log.read_text(errors="replace") if d.host_log else "").splitlines()
+    d.show("\n".join(log_lines[-3:]), "    host.log: ")
+    d.check(not any("Traceback" in line for line in log_lines), "the host's log has no errors",
+            "the host's log shows a Traceback")
+
+    d.header("Summary")
+    d.show(
+        "• open received the newest version and took the lock; close sent it and released it\n"
+        "• while the client held the lock the firm was refused (exit 3) and saw who, since, until\n"
+        "• the laptop's lease ran out: the firm got the lock by waiting; the laptop's late close was\n"
+        "  fenced (exit 6), its work kept aside, nothing overwritten\n"
+        "• the laptop stopped alone; the firm and the client went on\n"
+        "• the firm deleted the area for everyone after receiving the newest version; the client\n"
+        "  was told the data is gone (exit 4) and released Cloud Share",
+        "  ",
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _cloudshare_command() -> list[str]:
+    """The `cloudshare` executable next to this interpreter, else the same CLI through it."""
+    exe = shutil.which("cloudshare", path=str(Path(sys.executable).parent))
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "from cloudshare_p2p.cli import main; main()"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_key(private_path: Path) -> None:
+    """An Ed25519 key pair in OpenSSH format (private 0600, public `.pub`)."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                            serialization.NoEncryption())
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    Path(f"{private_path}.pub").write_text(public.decode() + f" {COMM_ID}@demo\n", encoding="utf-8")
+
+
+def _kept_aside(folder: Path, original: Path) -> Path | None:
+    """The sibling of `original` that keep_aside made (newest first), if any."""
+    found = sorted((p for p in folder.iterdir() if p.name.startswith(original.name + ".") and p != original),
+                   key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    return found[0] if found else None
+
+
+def _read(root: Path, rel: str = "") -> str:
+    path = root / rel if rel else root
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _rel(base: Path, path: Path | None) -> str:
+    if path is None:
+        return "?"
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+
+
+def _quote(arg: str) -> str:
+    if arg and all(c.isalnum() or c in "-_./:=@,+%" for c in arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
