@@ -526,7 +526,8 @@ def print_table(meta: dict[str, Any], res: Results) -> None:
     print(f"tree:    {meta['git']}")
     v = meta["versions"]
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    print(f"machine: {meta['platform']}, {meta['cpus']} CPUs")
+    print(f"machine: {meta['platform']}, {meta['cpus']} CPUs; load average (1/5/15 min) at start "
+          f"{'/'.join(f'{x:.2f}' for x in meta['loadavg_start'])}")
     s = meta["server"]
     print(f"server:  {s['kind']} on {s['address']}: {s['description']}; {s.get('server_version', '')}")
     print(f"ssh:     cipher {s.get('cipher')} (client to server)")
@@ -548,7 +549,8 @@ def print_table(meta: dict[str, Any], res: Results) -> None:
     if res.notes:
         for note in res.notes:
             print(f"note: {note}")
-    print(f"\nwall time: {meta['wall_seconds']:.1f} s; server stop: {meta['server_stop']}")
+    print(f"\nwall time: {meta['wall_seconds']:.1f} s; load average at end "
+          f"{'/'.join(f'{x:.2f}' for x in meta['loadavg_end'])}; server stop: {meta['server_stop']}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -591,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {**versions(), "openssh": openssh_version()},
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
         "repeat": args.repeat, "big_repeat": args.big_repeat, "big_mib": args.big_mib,
         "kinds": args.kinds, "budget": args.budget,
     }
@@ -618,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                 meta["server_stop"] = running.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     meta["wall_seconds"] = time.monotonic() - started
+    meta["loadavg_end"] = os.getloadavg()
     meta["chunk_size"] = CHUNK_SIZE
     if args.json:
         doc = {**meta, "figures": [res.figures[k].as_json() for _, keys in res.sections for k in keys],

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +64,7 @@ def _now_iso() -> str:
 def validate_area_name(name: str) -> str:
     """Area names are one path component: letters, digits, ``._-``, at most 64."""
     if not AREA_NAME.fullmatch(name or ""):
-        raise errors.CloudShareError(
+        raise errors.InvalidName(
             f"invalid area name {name!r}",
             hint="use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')",
         )
@@ -194,6 +196,17 @@ class Area:
         self.keys: crypto.Keys | None = None
         self.stats = TransferStats()
         self._clock = clock or time.monotonic
+        self.cache = AreaCache(None)
+        self._cache_dir: Path | None = None
+
+    def use_cache(self, cache_dir: Path) -> None:
+        """Remember log entries and the lock's top generation under cache_dir/<area_id>/.
+
+        Takes effect once the config is read (the cache is per area id).
+        """
+        self._cache_dir = cache_dir
+        if self.config is not None:
+            self.cache = AreaCache(cache_dir / self.config["area_id"] / "area.json")
 
     # --- paths --------------------------------------------------------------------
 
@@ -263,6 +276,8 @@ class Area:
         except FileNotFoundError:
             raise self._gone() from None
         self.config = parse_config(raw)
+        if self._cache_dir is not None:
+            self.use_cache(self._cache_dir)
         return self.config
 
     def _gone(self) -> errors.AreaGone:
@@ -304,6 +319,35 @@ class Area:
             return None  # a torn record (written without hard links) counts as void
         return data if isinstance(data, dict) else None
 
+    def _read_entry(self, seq: int) -> dict[str, Any] | None | bool:
+        """Log entry `seq`: a dict, None if void (torn or malformed), False if absent."""
+        if seq in self.cache.entries:
+            return self.cache.entries[seq]
+        try:
+            raw = self.session.read_bytes(self.p("log", _name(seq)), MAX_RECORD)
+        except FileNotFoundError:
+            return False
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or entry.get("seq") != seq:
+            entry = None
+        self.cache.remember_entry(seq, entry)
+        return entry
+
+    def _sync_log(self) -> int:
+        """Read the entries appended since last time; return the head (highest seq).
+
+        Slots are created in order (each writer creates head + 1 exclusively), so the log
+        has no gaps: probing from the known head finds every new entry without a listing.
+        """
+        head = self.cache.log_head()
+        while self._read_entry(head + 1) is not False:
+            head += 1
+        self.cache.save()
+        return head
+
     def _entries(self, folder: str) -> list[int]:
         try:
             names = self.session.listdir(self.p(folder))
@@ -315,17 +359,30 @@ class Area:
     # --- the lock -------------------------------------------------------------------------
 
     def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
-        """The highest lock generation and its record (server mtime included)."""
-        for _ in range(MAX_APPEND_TRIES):
+        """The highest lock generation and its record (server mtime included).
+
+        Generations are never removed, so the highest known one is a safe place to probe
+        upwards from; without a hint (or if the hint is gone) the folder is listed once.
+        """
+        top = self.cache.lock_top
+        st = self.session.stat(self.p("lock", _name(top))) if top else None
+        if st is None:
             gens = self._entries("lock")
             if not gens:
                 return LockObservation(0, LockKind.NONE), {}
-            path = self.p("lock", _name(gens[-1]))
-            record = self._read_json(path) or {}
-            st = self.session.stat(path)
-            if st is not None:  # None: removed under us; look again
-                return self._observation(gens[-1], record, st.mtime), record
-        raise errors.AreaCorrupt(f"the lock of area {self.name} keeps vanishing")
+            top = gens[-1]
+            st = self.session.stat(self.p("lock", _name(top)))
+        for _ in range(1_000_000):
+            nxt = self.session.stat(self.p("lock", _name(top + 1)))
+            if nxt is None:
+                break
+            top, st = top + 1, nxt
+        if st is None:
+            raise errors.AreaCorrupt(f"the lock of area {self.name} vanished")
+        self.cache.lock_top = top
+        self.cache.save()
+        record = self._read_json(self.p("lock", _name(top))) or {}
+        return self._observation(top, record, st.mtime), record
 
     @staticmethod
     def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
@@ -382,9 +439,15 @@ class Area:
         won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
         if not won:  # another party created this generation first
             return self.lock_info(session)
-        since = self._mtime(self.p("lock", _name(gen)))
-        fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
-                                  "writer": party.as_dict()}, None)
+        try:
+            since = self._mtime(self.p("lock", _name(gen)))
+            fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
+                                      "writer": party.as_dict()}, None)
+        except BaseException:
+            # Half-acquired: let go at once rather than block everyone for the whole lease.
+            with suppress(Exception):
+                self._claim(LockKind.RELEASE, gen + 1, session, party, 0, None)
+            raise
         return Grant(session, lease, fence_seq, since, since + lease_seconds)
 
     def _mtime(self, path: str) -> int:
@@ -403,11 +466,11 @@ class Area:
         """Extend our lease by claiming the next generation; `Fenced` if it was taken."""
         ours, obs = self.holding(grant)
         if not ours:
-            raise errors.Fenced("the lock was taken by someone else after our lease ran out")
+            raise errors.Fenced("the lock was taken by someone else after your lease ran out")
         won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
                                  int(grant.lease.lease_seconds), grant.since)
         if not won:
-            raise errors.Fenced("the lock was taken by someone else after our lease ran out")
+            raise errors.Fenced("the lock was taken by someone else after your lease ran out")
         until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
         grant.lease, grant.until = lease, until
         return grant
@@ -440,34 +503,31 @@ class Area:
     def _append(self, entry: dict[str, Any], grant: Grant | None) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced."""
         for _ in range(MAX_APPEND_TRIES):
-            seqs = self._entries("log")
-            head = seqs[-1] if seqs else 0
+            head = self._sync_log()
             if grant is not None:
-                self._check_not_fenced(grant, [s for s in seqs if s > grant.fence_seq])
+                self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
             seq = head + 1
             body = dict(entry, v=RECORD_VERSION, seq=seq, time=_now_iso())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
+                self.cache.remember_entry(seq, json.loads(json.dumps(body)))
+                self.cache.save()
                 return seq
         raise errors.CloudShareError("the commit log kept moving; gave up", hint="try again")
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
-            entry = self._read_json(self.p("log", _name(seq))) or {}
+            entry = self._read_entry(seq) or {}
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
                 who = (entry.get("writer") or {}).get("name", "someone")
                 raise errors.Fenced(
-                    f"our lease ran out and {who} took the lock (generation {entry.get('gen')}); "
-                    "the commit was refused"
+                    f"your lease ran out and {who} took the lock (generation {entry.get('gen')}); "
+                    "your version was not sent"
                 )
 
     def log(self) -> list[dict[str, Any]]:
-        """Every readable log entry, in order."""
-        out = []
-        for seq in self._entries("log"):
-            entry = self._read_json(self.p("log", _name(seq)))
-            if entry is not None and entry.get("seq") == seq:
-                out.append(entry)
-        return out
+        """Every readable log entry, in order (void entries left out)."""
+        head = self._sync_log()
+        return [e for e in (self.cache.entries[s] for s in range(1, head + 1)) if e is not None]
 
     def versions(self) -> list[Version]:
         """Valid commits, numbered 1, 2, 3…: a commit counts only if no newer fence precedes it.
@@ -538,6 +598,7 @@ class Area:
         """Publish a new version under our lease; returns its number; `Fenced` if a newer holder exists."""
         self.ensure_holding(grant, party)
         manifest_id = self.upload_snapshot(snap, cache, progress)
+        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
         return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None)
 
     def recommit(self, grant: Grant, party: Party, old: Version, note: str = "") -> int:
@@ -550,7 +611,8 @@ class Area:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
         ours, obs = self.holding(grant)
         if not ours:
-            raise errors.Fenced("our lease ran out and the lock was taken; the commit was refused")
+            who = (self.observe_lock()[1].get("holder") or {}).get("name", "someone else")
+            raise errors.Fenced(f"your lease ran out and {who} took the lock; your version was not sent")
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):
             self.renew(grant, party)
@@ -563,7 +625,10 @@ class Area:
             "note": note, "restored_from": restored_from,
         }
         seq = self._append(entry, grant)
-        return next(v.version for v in self.versions() if v.seq == seq)
+        version = next((v.version for v in self.versions() if v.seq == seq), None)
+        if version is None:  # only a forged or out-of-order fence can make it invalid
+            raise errors.Fenced("a newer holder fenced the log; your version does not count")
+        return version
 
     def read_manifest(self, version: Version) -> Manifest:
         keys = self._require_keys()
@@ -610,6 +675,17 @@ class Area:
         restore(manifest, target, fetch, keys)
         return manifest
 
+    def sweep_tmp(self, max_age: int = 86400, limit: int = 200) -> int:
+        """Remove temp files a day old or more (abandoned uploads); returns how many."""
+        now, removed = self.server_now(), 0
+        for name in sorted(self.session.listdir(self.p("tmp")))[:limit]:
+            st = self.session.stat(self.p("tmp", name))
+            if st is not None and not st.is_dir and st.mtime < now - max_age:
+                with suppress(FileNotFoundError):
+                    self.session.remove(self.p("tmp", name))
+                    removed += 1
+        return removed
+
     # --- delete ------------------------------------------------------------------------------
 
     def delete(self, party: Party, grant: Grant) -> None:
@@ -629,6 +705,49 @@ class Area:
 
 def _dict(value: Any) -> dict[str, Any]:
     return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
+class AreaCache:
+    """What never changes on the host, remembered locally: log entries, the lock's top.
+
+    Log entries are immutable and lock generations are never removed, so this cache is
+    never wrong, only behind; it turns each command's log scan into a probe for new slots.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[int, dict[str, Any] | None] = {}
+        self.lock_top = 0
+        self._saved: tuple[int, int] = (0, 0)
+        if path is not None and path.exists():
+            with suppress(ValueError, OSError, TypeError, AttributeError):
+                data = json.loads(path.read_text())
+                self.entries = {int(k): v for k, v in data["entries"].items()}
+                self.lock_top = int(data["lock_top"])
+        self._saved = (len(self.entries), self.lock_top)
+
+    def log_head(self) -> int:
+        head = 0
+        while head + 1 in self.entries:
+            head += 1
+        return head
+
+    def remember_entry(self, seq: int, entry: dict[str, Any] | None) -> None:
+        self.entries[seq] = entry
+
+    def save(self) -> None:
+        """Write atomically, only when something new was learnt (best effort)."""
+        if self.path is None or (len(self.entries), self.lock_top) == self._saved:
+            return
+        with suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp-{secrets.token_hex(4)}")
+            # Void entries are not kept: on a host without hard links one may have been torn
+            # while being written, and must be read again next time.
+            entries = {k: v for k, v in self.entries.items() if v is not None}
+            tmp.write_text(json.dumps({"entries": entries, "lock_top": self.lock_top}))
+            os.replace(tmp, self.path)
+            self._saved = (len(self.entries), self.lock_top)
 
 
 def new_session_id(party: Party) -> str:

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,8 +20,10 @@ from statemachine.lease import parse_duration
 from . import __version__, errors
 from .errors import ExitCode
 from .hostcli import host
-from .registry import default_home
-from .service import DEFAULT_LEASE, DEFAULT_RUN_LEASE, UI, Outcome, Service
+from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
+
+if TYPE_CHECKING:
+    from .service import Outcome, Service
 
 EXIT_MEANINGS = {
     ExitCode.OK: "done",
@@ -112,6 +114,8 @@ def _progress(label: str, total: int) -> Callable[[int], None] | None:
 
 
 def _service(ctx: click.Context) -> Service:
+    from .service import UI, Service  # paramiko and friends load only when needed
+
     obj = ctx.ensure_object(dict)
     if "service" not in obj:
         ui = UI(share_password=_share_password, ssh_password=_ssh_password, confirm=_confirm,
@@ -161,6 +165,8 @@ def main(ctx: click.Context, home: Path | None) -> None:
       cloudshare join books ~/books.db --remote firm --area yamada-books
       cloudshare run books -- accounting-app ~/books.db
     """
+    from .registry import default_home
+
     ctx.ensure_object(dict)["home"] = home or default_home()
 
 
@@ -359,14 +365,16 @@ def run(ctx: click.Context, name: str, command: tuple[str, ...], lease: int | No
 
 @main.command()
 @click.argument("name", required=False)
+@click.option("--refresh", is_flag=True, help="Ask the hosts who holds each lock now (else: as last seen).")
 @json_option
 @click.pass_context
-def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
+def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -> None:
     """The data list: state, host/area, local version, lock holder (☁ = shared).
 
-    Example: cloudshare status --json
+    Without --refresh it shows what this computer last saw, without going online.
+    Example: cloudshare status --refresh --json
     """
-    rows = _service(ctx).status(name)
+    rows = _service(ctx).status(name, refresh)
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
@@ -377,7 +385,11 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         where = f"{row['remote']}/{row['area']}" if row["remote"] else "-"
         holder = f" held by {row['lock_holder']}" if row["lock_holder"] else ""
         version = f"v{row['version']}" if row["version"] is not None else "-"
-        click.echo(f"{mark} {row['name']:<16} {row['state']:<16} {where:<28} {version:<6}{holder}")
+        newer = f" (host has v{row['host_version']})" if row.get("host_version") not in (
+            None, row["version"]) else ""
+        click.echo(f"{mark} {row['name']:<16} {row['state']:<16} {where:<28} {version:<6}{holder}{newer}")
+        if row.get("problem"):
+            click.echo(f"  {'':<16} problem: {row['problem']}")
 
 
 @main.command()
@@ -449,6 +461,26 @@ def restore(ctx: click.Context, name: str, version: int, as_json: bool) -> None:
     Example: cloudshare restore books 12
     """
     _emit(_service(ctx).restore(name, version), as_json)
+
+
+@main.command()
+@click.option("--set", "new_name", metavar="NAME", help="Set the name the others see.")
+@json_option
+@click.pass_context
+def whoami(ctx: click.Context, new_name: str | None, as_json: bool) -> None:
+    """The name others see while you hold a lock, and this install's id.
+
+    CLOUDSHARE_NAME overrides the name for one command.
+    Example: cloudshare whoami --set "Sato (firm)"
+    """
+    from .service import Outcome
+
+    service = _service(ctx)
+    if new_name:
+        service.registry.set_display_name(new_name)
+        service.party = type(service.party)(new_name, service.party.install, service.party.host)
+    data = {"name": service.party.name, "install_id": service.party.install, "home": str(service.home)}
+    _emit(Outcome(f"{data['name']} (install {data['install_id']}, home {data['home']})", data), as_json)
 
 
 @main.command()

@@ -284,7 +284,6 @@ def _story(d: Demo) -> None:
             and _read(books["client2"], "ledger.csv") == LEDGER,
             "both client computers now hold exactly the firm's books",
             "a joined copy differs from the firm's books")
-    d.cloudshare("firm", "areas", REMOTE, contains=[AREA, "free"])
 
     # 4 --------------------------------------------------------------------------------------------
     d.header("4. The client opens the books; the firm is refused")

@@ -165,6 +165,12 @@ class NotRegistered(CloudShareError):
     hint = "see `cloudshare status` and `cloudshare remote list`"
 
 
+class InvalidName(CloudShareError):
+    """A name given on the command line is not acceptable (a usage error)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InvalidState(CloudShareError):
     """The command is not allowed in the data set's current state."""
 

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import click
 
-from cloudshare_p2p import host as hostlib
 from cloudshare_p2p.errors import CloudShareError
+
+
+class _LazyHost:
+    """`cloudshare_p2p.host` (asyncssh) is imported only when a host command runs."""
+
+    def __getattr__(self, name: str):
+        from cloudshare_p2p import host
+
+        return getattr(host, name)
+
+
+hostlib = _LazyHost()
 
 PASSWORD_ENV = "CLOUDSHARE_ID_PASSWORD"
 
@@ -30,6 +41,7 @@ def init_cmd(host_dir: Path) -> None:
     """Create a host folder DIR (host key, accounts, data root); print the host key.
 
     Safe to run again: an existing host folder is kept as it is and its fingerprint printed.
+    Example: cloudshare host init ./host
     """
     existed = (host_dir / hostlib.HOST_KEY).exists()
     try:
@@ -57,6 +69,7 @@ def add_id_cmd(host_dir: Path, comm_id: str, pubkey_file: Path | None, no_passwo
     """Create communication ID COMM_ID, confined to its own folder.
 
     The password is asked twice (not shown), or read from $CLOUDSHARE_ID_PASSWORD.
+    Example: cloudshare host add-id ./host yamada --authorized-key yamada.pub
     """
     try:
         hostlib._require_host_dir(host_dir)
@@ -90,7 +103,10 @@ def add_id_cmd(host_dir: Path, comm_id: str, pubkey_file: Path | None, no_passwo
 @click.argument("comm_id")
 @click.option("--delete-data", is_flag=True, help="Also delete the ID's folder and its areas.")
 def remove_id_cmd(host_dir: Path, comm_id: str, delete_data: bool) -> None:
-    """Remove communication ID COMM_ID (its folder is kept unless --delete-data)."""
+    """Remove communication ID COMM_ID (its folder is kept unless --delete-data).
+
+    Example: cloudshare host remove-id ./host yamada
+    """
     try:
         hostlib.remove_id(host_dir, comm_id, delete_data=delete_data)
     except CloudShareError as exc:
@@ -102,7 +118,10 @@ def remove_id_cmd(host_dir: Path, comm_id: str, delete_data: bool) -> None:
 @host.command("list-ids")
 @HOST_DIR
 def list_ids_cmd(host_dir: Path) -> None:
-    """List the communication IDs of host folder DIR."""
+    """List the communication IDs of host folder DIR.
+
+    Example: cloudshare host list-ids ./host
+    """
     try:
         ids = hostlib.list_ids(host_dir)
     except CloudShareError as exc:
@@ -131,7 +150,10 @@ def list_ids_cmd(host_dir: Path) -> None:
     help="Seconds live connections get to finish after SIGINT/SIGTERM.",
 )
 def serve_cmd(host_dir: Path, bind: str, port: int, grace: float) -> None:
-    """Serve DIR over SFTP until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve DIR over SFTP until interrupted (Ctrl-C or SIGTERM).
+
+    Example: cloudshare host serve ./host --port 2222
+    """
     hostlib.setup_logging()
     try:
         hostlib.serve_forever(host_dir, bind, port, grace=grace)
@@ -154,7 +176,10 @@ def serve_cmd(host_dir: Path, bind: str, port: int, grace: float) -> None:
 )
 @click.option("--no-password", is_flag=True, help="Key login only.")
 def openssh_config_cmd(comm_id: str, data_root: str, no_password: bool) -> None:
-    """Print the sshd_config block that serves COMM_ID with OpenSSH instead."""
+    """Print the sshd_config block that serves COMM_ID with OpenSSH instead.
+
+    Example: cloudshare host openssh-config yamada --data-root /srv/cloudshare
+    """
     try:
         click.echo(hostlib.openssh_config(comm_id, data_root, password=not no_password), nl=False)
     except CloudShareError as exc:

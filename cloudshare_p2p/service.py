@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -32,12 +33,12 @@ from .area import (
     validate_area_name,
 )
 from .registry import Registry
+from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
 from .snapshot import ChunkCache, LocalSnapshot, keep_aside, local_fingerprint
 from .transport import Credentials, Endpoint, KnownHosts, Session, connect, probe_host_key
 
-DEFAULT_LEASE = 8 * 3600
-DEFAULT_RUN_LEASE = 120
 WAIT_POLL_MAX = 5.0
+SECRET_ENV = ("CLOUDSHARE_PASSWORD", "CLOUDSHARE_SSH_PASSWORD", "CLOUDSHARE_ID_PASSWORD")
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Service:
         self.registry = Registry(self.home)
         self.known_hosts = KnownHosts(self.home / "known_hosts")
         self.ui = ui
+        self._ssh_password: str | None = None
+        self.live_grants: dict[str, Grant] = {}  # grants taken by this process (their clock is live)
         name = os.environ.get("CLOUDSHARE_NAME") or self.registry.display_name
         self.party = Party(name, self.registry.install_id, socket.gethostname())
 
@@ -116,10 +119,16 @@ class Service:
                           accept: str | None = None) -> Session:
         creds = Credentials(
             identity=Path(identity) if identity else None,
-            password=self.ui.ssh_password,
+            password=self._login_password,
             use_agent=identity is None,
         )
         return connect(endpoint, self.known_hosts, creds, accept_fingerprint=accept)
+
+    def _login_password(self) -> str | None:
+        """Asked at most once per process (never again while `run` renews)."""
+        if self._ssh_password is None:
+            self._ssh_password = self.ui.ssh_password()
+        return self._ssh_password
 
     def connect(self, remote: str) -> Session:
         """One connection per command, reused for every step."""
@@ -148,9 +157,42 @@ class Service:
         self.registry.add_dataset(name, path.resolve())
         return Outcome(f"data set {name} registered ({path.resolve()}), not shared yet")
 
-    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+    def status(self, name: str | None = None, refresh: bool = False) -> list[dict[str, Any]]:
+        """The data list; with `refresh`, each shared data set's lock is looked up on its host."""
         rows = [self.registry.get_dataset(name)] if name else self.registry.list_datasets()
-        return [self._status_row(row) for row in rows]
+        if not refresh:
+            return [self._status_row(row) for row in rows]
+        sessions: dict[str, Session] = {}
+        try:
+            return [self._refreshed_row(row, sessions) for row in rows]
+        finally:
+            for session in sessions.values():
+                session.close()
+
+    def _refreshed_row(self, row: dict[str, Any], sessions: dict[str, Session]) -> dict[str, Any]:
+        """Observe the host (no password needed) and let the machine follow what it sees."""
+        name, problem, newest = row["name"], None, None
+        if row["remote"] and row["state"] in (State.SHARED_IDLE, State.LOCKED_BY_OTHER, State.AREA_MISSING):
+            try:
+                with self._observing(name):
+                    if row["remote"] not in sessions:
+                        sessions[row["remote"]] = self.connect(row["remote"])
+                    area = self._area_of(name, sessions[row["remote"]])
+                    self._found_again(name)
+                    info, newest = area.lock_info(), area.newest()
+                self._follow_lock(name, info)
+            except errors.CloudShareError as exc:
+                problem = exc.__class__.__name__ + ": " + str(exc)
+        out = self._status_row(self.registry.get_dataset(name))
+        out.update(host_version=newest.version if newest else None, problem=problem)
+        return out
+
+    def _follow_lock(self, name: str, info: LockInfo) -> None:
+        machine, _ = self._machine(name)
+        if info.status.claimable and machine.state is State.LOCKED_BY_OTHER:
+            self._fire(name, Event.LOCK_FREE, info.describe())
+        elif not info.status.claimable and machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
+            self._note_held(name, info)
 
     def _status_row(self, row: dict[str, Any]) -> dict[str, Any]:
         machine, _ = _load_machine(row)
@@ -176,11 +218,11 @@ class Service:
     def _fire(self, name: str, event: Event, detail: str = "", extras: dict | None = None,
               fields: dict | None = None, **data: Any) -> State:
         """Step the machine, then persist it with an audit record in one transaction."""
-        machine, old_extras = self._machine(name)
-        before = machine.state
-        after = machine.fire(event, **data)
-        blob = {"machine": machine.to_dict(), **(old_extras if extras is None else extras)}
         with self.registry.write():
+            machine, old_extras = self._machine(name)
+            before = machine.state
+            after = machine.fire(event, **data)
+            blob = {"machine": machine.to_dict(), **(old_extras if extras is None else extras)}
             self.registry.update_dataset(
                 name, state=after.value, step=machine.context.step, machine=json.dumps(blob),
                 **(fields or {}),
@@ -197,7 +239,7 @@ class Service:
 
     def _area_of(self, name: str, session: Session) -> Area:
         row = self.registry.get_dataset(name)
-        area = Area(session, row["area"])
+        area = self._new_area(session, row["area"])
         config = area.load()
         if row["area_id"] and config["area_id"] != row["area_id"]:
             raise errors.AreaGone(f"area {row['area']} was deleted and another one now has its name",
@@ -221,6 +263,8 @@ class Service:
 
     def _mark_missing(self, name: str, reason: AreaGoneReason, detail: str) -> None:
         machine, _ = self._machine(name)
+        if reason is AreaGoneReason.ID_UNUSABLE and machine.state is State.LOCKED_BY_ME:
+            return  # keep our lock: once the login works again, `close` sends the work
         if Event.AREA_GONE.value in machine.allowed():
             self._fire(name, Event.AREA_GONE, detail, reason=reason.value)
 
@@ -237,6 +281,7 @@ class Service:
         self.registry.get_remote(remote)
         row = self._ensure_dataset(name, path, must_exist=True)
         machine, _ = _load_machine(row)
+        _same_setup(row, machine, remote, area_name)
         if machine.state is not State.INITIALIZING:
             if machine.state is not State.UNSHARED:
                 raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
@@ -256,17 +301,19 @@ class Service:
 
     def _share_steps(self, name: str, session: Session, area_name: str, password: str) -> Outcome:
         machine, _ = self._machine(name)
-        area = Area(session, area_name)
+        area = self._new_area(session, area_name)
         if machine.context.step == "uploaded":
             self._fire(name, Event.SETUP_DONE, "resumed")
             version = machine.context.version
             return Outcome(f"{name} is shared in area {area_name} (version {version})",
                            {"name": name, "area": area_name, "version": version})
         if machine.context.step == "create-area":
-            area.create(self.registry.get_dataset(name)["name"], password, self.party)
+            self._create_or_adopt(area, self.registry.get_dataset(name)["name"], password)
             self._fire(name, Event.STEP_REACHED, "area created", step="upload",
                        fields={"area_id": area.area_id})
         else:  # resuming: the area we created is there; check it is ours
+            if area.area_id != self.registry.get_dataset(name)["area_id"]:
+                raise errors.AreaGone(f"area {area_name} is no longer the area this setup created")
             area.unlock_keys(password)
         row = self.registry.get_dataset(name)
         grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "first upload")
@@ -281,13 +328,26 @@ class Service:
                        f"{_size(snap.manifest.total_size())})",
                        {"name": name, "area": area_name, "version": version})
 
+    def _create_or_adopt(self, area: Area, dataset: str, password: str) -> None:
+        """Create the area; after a crash, adopt the empty area this install had created."""
+        try:
+            area.create(dataset, password, self.party)
+        except errors.AreaExists:
+            config = area.load()
+            ours = (config.get("created_by") or {}).get("install") == self.party.install
+            if not ours or area.newest() is not None:
+                raise
+            area.unlock_keys(password)
+            self.ui.say(f"found the area {area.name} this computer created before it was interrupted")
+
     def _roll_back_setup(self, name: str, exc: Exception) -> None:
         """Undo a setup that cannot go on; transient network trouble resumes later instead."""
         machine, _ = self._machine(name)
         transient = isinstance(exc, errors.NetworkDown | errors.TransferError)
         early = machine.context.step in ("create-area", "check-password")
         receiving = machine.context.mode == SetupMode.RECEIVE
-        if machine.state is State.INITIALIZING and (early or (receiving and not transient)):
+        gone = isinstance(exc, errors.AreaGone)
+        if machine.state is State.INITIALIZING and (early or gone or (receiving and not transient)):
             self._fire(name, Event.SETUP_FAILED, str(exc), fields={"remote": None, "area": None,
                                                                    "area_id": None})
 
@@ -312,6 +372,7 @@ class Service:
         self.registry.get_remote(remote)
         row = self._ensure_dataset(name, path, must_exist=False)
         machine, _ = _load_machine(row)
+        _same_setup(row, machine, remote, area_name)
         if machine.state is not State.INITIALIZING:
             if machine.state is not State.UNSHARED:
                 raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
@@ -325,7 +386,7 @@ class Service:
             raise
 
     def _join_steps(self, name: str, session: Session, area_name: str) -> Outcome:
-        area = Area(session, area_name)
+        area = self._new_area(session, area_name)
         self._unlock(area, f"share password of area {area_name}")
         machine, _ = self._machine(name)
         if machine.context.step == "check-password":
@@ -373,6 +434,7 @@ class Service:
             grant = self._acquire_waiting(name, area, lease, note, wait)
             self._fire(name, Event.LOCK_GRANTED, f"generation {grant.lease.generation}",
                        extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
+            self.live_grants[name] = grant
             outcome = self._receive_newest(name, area, hold=True)
             outcome.message += f"; locked by you until {_local(grant.until)}"
             outcome.data.update(state="locked-by-me", lock_until=_iso(grant.until))
@@ -382,7 +444,7 @@ class Service:
                          wait: float | None) -> Grant:
         deadline = None if wait is None else time.monotonic() + wait
         while True:
-            got = area.acquire(self.party, lease, note)
+            got = self._acquire_once(area, lease, note)
             if isinstance(got, Grant):
                 return got
             self._note_held(name, got)
@@ -404,8 +466,17 @@ class Service:
             self._fire(name, Event.LOCK_HELD, info.describe(), token=info.status.generation,
                        holder=info.holder.get("name"), until=info.status.until)
 
-    def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
+    def _acquire_once(self, area: Area, lease: int, note: str) -> Grant | LockInfo:
+        """Acquire; a lost race against a lock that is already free again is retried."""
         got = area.acquire(self.party, lease, note)
+        for _ in range(3):
+            if isinstance(got, Grant) or not got.status.claimable:
+                break
+            got = area.acquire(self.party, lease, note)
+        return got
+
+    def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
+        got = self._acquire_once(area, lease, note)
         if not isinstance(got, Grant):
             raise errors.LockedByOther(f"area {area.name} is {got.describe()}")
         return got
@@ -441,10 +512,12 @@ class Service:
         """Send the new version (if changed) and release the lock."""
         ds = self.registry.get_dataset(name)
         machine, extras = _load_machine(ds)
+        if machine.state is State.AREA_MISSING:
+            raise _missing_error(name, machine.context.missing_reason)
         if machine.state is not State.LOCKED_BY_ME:
             raise errors.InvalidState(f"{name} is not open by you ({machine.state.value})",
                                       hint=f"open it first with `cloudshare open {name}`")
-        grant = grant_from_dict(extras["grant"])
+        grant = self.live_grants.get(name) or grant_from_dict(extras["grant"])
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             self._unlock(area, f"share password of {name}")
@@ -459,96 +532,123 @@ class Service:
         snap = LocalSnapshot.scan(path, area.keys)
         for skipped in snap.skipped:
             self.ui.say(f"warning: {skipped} was not sent (not a regular file)")
-        try:
-            if snap.fingerprint == row["synced_hash"]:
+        if snap.fingerprint == row["synced_hash"]:
+            version, message = row["synced_version"], f"{name} closed without changes"
+            try:
                 area.ensure_holding(grant, self.party)
-                version = row["synced_version"]
-                message = f"{name} closed without changes (version {version})"
-            else:
+            except errors.Fenced as exc:  # nothing to lose: just follow the new holder
+                self._lease_lost(name, area, str(exc), fields={})
+                return Outcome(f"{message}; your lease had run out and someone else holds the lock now",
+                               {"name": name, "version": version})
+        else:
+            try:
                 version = area.commit(grant, self.party, snap, note, self._cache(area),
                                       self.ui.progress("sending", snap.manifest.total_size()))
-                message = f"{name} sent as version {version}"
-        except errors.Fenced as exc:
-            self._fenced(name, area, exc)
+            except errors.Fenced as exc:
+                self._fenced(name, area, exc)
+            message = f"{name} sent as version {version}"
+            # Recorded at once: a retried close after a failed release must not send it twice.
+            self.registry.update_dataset(name, synced_version=version, synced_hash=snap.fingerprint)
         area.release(grant, self.party)
+        with suppress(errors.CloudShareError, OSError):
+            area.sweep_tmp()  # abandoned uploads of crashed writers, a day old or more
         self._sync_renewal(name, grant)
-        self._fire(name, Event.COMMITTED, message, extras={}, token=grant.lease.generation, version=version,
-                   fields={"synced_version": version, "synced_hash": snap.fingerprint})
+        self._fire(name, Event.COMMITTED, message, extras={}, token=grant.lease.generation, version=version)
+        self.live_grants.pop(name, None)
         return Outcome(message + "; lock released", {"name": name, "version": version})
 
-    def _fenced(self, name: str, area: Area, exc: errors.Fenced) -> NoReturn:
-        row = self.registry.get_dataset(name)
-        path = Path(row["path"])
-        kept = keep_aside(path, "not-sent")
+    def _lease_lost(self, name: str, area: Area, detail: str, fields: dict[str, Any]) -> str | None:
+        """Record that a newer holder exists (fenced); returns who holds the lock now."""
         obs, record = area.observe_lock()
-        newest = area.newest()
-        fields: dict[str, Any] = {"synced_hash": None, "synced_version": None}
-        if newest is not None:
-            area.download(newest, path, self._cache(area))
-            fields = {"synced_version": newest.version, "synced_hash": local_fingerprint(path)}
         holder = (record.get("holder") or {}).get("name")
-        self._fire(name, Event.LEASE_LOST, str(exc), extras={}, fields=fields,
-                   token=max(obs.generation, (self._machine(name)[0].context.token or 0) + 1), holder=holder)
-        raise errors.Fenced(f"{exc}. Your work was kept aside as {kept}; the newest version "
-                            f"({newest.version if newest else 'none'}) was received")
+        token = max(obs.generation, (self._machine(name)[0].context.token or 0) + 1)
+        self._fire(name, Event.LEASE_LOST, detail, extras={}, fields=fields, token=token, holder=holder)
+        self.live_grants.pop(name, None)
+        return holder
+
+    def _fenced(self, name: str, area: Area, exc: errors.Fenced) -> NoReturn:
+        """Keep the unsent work aside, record the loss, then receive the newest version."""
+        path = Path(self.registry.get_dataset(name)["path"])
+        kept = keep_aside(path, "not-sent")
+        self._lease_lost(name, area, str(exc), fields={"synced_hash": None, "synced_version": None})
+        newest, received = area.newest(), "nothing was received"
+        if newest is not None:
+            try:
+                area.download(newest, path, self._cache(area))
+                self.registry.update_dataset(name, synced_version=newest.version,
+                                             synced_hash=local_fingerprint(path))
+                received = f"the newest version ({newest.version}) was received"
+            except errors.CloudShareError as err:
+                received = f"receiving the newest version failed ({err}); open it again"
+        raise errors.Fenced(f"{exc}. Your work was kept aside as {kept}; {received}")
 
     # --- run -----------------------------------------------------------------------------------------
 
     def run(self, name: str, command: Sequence[str], lease: int = DEFAULT_RUN_LEASE, note: str = "",
             wait: float | None = None) -> int:
-        """Open, run the program while renewing the lease, close when it exits."""
+        """Open, run the program while renewing the lease, close when it exits.
+
+        Returns the program's exit status (128 + N when a signal N ended it).
+        """
         if not command:
             raise errors.CloudShareError("no program given", hint="cloudshare run NAME -- PROGRAM [ARGS…]")
         self.ui.say(self.open(name, lease=lease, note=note or f"running {command[0]}", wait=wait).message)
         ds = self.registry.get_dataset(name)
-        grant = grant_from_dict(_extras(ds)["grant"])
+        grant = self.live_grants.get(name) or grant_from_dict(_extras(ds)["grant"])
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # no secrets for the program
         try:
-            proc = subprocess.Popen(list(command))
+            proc = subprocess.Popen(list(command), env=env)
         except OSError as exc:
             self.ui.say(f"could not start {command[0]}: {exc}; closing")
             self.close(name)
             raise errors.CloudShareError(f"could not start {command[0]}: {exc}") from None
-        lost = self._renew_while_running(name, ds["remote"], grant, proc)
-        status = proc.returncode
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the program
+        try:
+            lost = self._renew_while_running(name, ds["remote"], grant, proc)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            proc.wait()
         if lost:
             self.ui.say("WARNING: the lease was lost while the program ran; "
                         "closing will keep your work aside")
         self.ui.say(self.close(name).message)
-        return status
+        code = proc.returncode
+        return 128 - code if code < 0 else code
 
     def _renew_while_running(self, name: str, remote: str, grant: Grant, proc: subprocess.Popen) -> bool:
+        """Renew at a third of the lease until the program exits; True if the lease was lost.
+
+        Only being fenced is final: other failures are retried (a lease may be renewed as
+        long as nobody has claimed the next generation).
+        """
         session: Session | None = None
-        lost = False
+        lost, retry_at = False, 0.0
         try:
             while True:
-                wait_for = max(0.2, grant.lease.renew_at - time.monotonic()) if not lost else None
+                due = max(grant.lease.renew_at, retry_at) - time.monotonic()
                 try:
-                    proc.wait(timeout=wait_for)
+                    proc.wait(timeout=None if lost else max(0.2, due))
                     return lost
                 except subprocess.TimeoutExpired:
                     pass
                 try:
                     if session is None:
                         session = self.connect(remote)
-                    area = Area(session, self.registry.get_dataset(name)["area"])
-                    area.renew(grant, self.party)
+                    self._new_area(session, self.registry.get_dataset(name)["area"]).renew(grant, self.party)
                     self._save_grant(name, grant)
                 except errors.Fenced as exc:
                     self.ui.say(f"WARNING: {exc}. Someone else now holds {name}; your changes will be "
                                 "kept aside when the program exits.")
                     lost = True
-                except errors.CloudShareError as exc:
+                except Exception as exc:  # noqa: BLE001 - keep supervising the program whatever happens
                     with suppress(Exception):
                         if session is not None:
                             session.close()
                     session = None
-                    if not grant.lease.valid(time.monotonic()):
-                        self.ui.say(f"WARNING: cannot renew the lease ({exc}); it has run out.")
-                        lost = True
-                    else:
-                        self.ui.say(f"warning: renewal failed ({exc}); retrying")
-                        with suppress(subprocess.TimeoutExpired):
-                            proc.wait(timeout=1.0)
+                    left = grant.lease.remaining(time.monotonic())
+                    self.ui.say(f"warning: could not renew the lease ({exc}); retrying "
+                                f"({format_duration(left)} of the lease left)")
+                    retry_at = time.monotonic() + 2.0
         finally:
             if session is not None:
                 session.close()
@@ -567,6 +667,10 @@ class Service:
 
     def leave(self, name: str, yes: bool) -> Outcome:
         """Stop Cloud Share for me only; the others go on."""
+        if self.registry.get_dataset(name)["state"] == State.LEAVING.value:
+            state = self._resume(name, finish_leave=True)["state"]
+            return Outcome(f"{name}: the interrupted stop was finished ({state})",
+                           {"name": name, "state": state})
         ds = self._resume(name)
         machine, _ = _load_machine(ds)
         if machine.state is State.LOCKED_BY_ME:
@@ -614,23 +718,24 @@ class Service:
     def delete_area(self, remote: str, area_name: str, yes: bool) -> Outcome:
         """Delete the shared data on the host for everyone (password; not while locked by another)."""
         validate_area_name(area_name)
-        local = self.registry.find_by_area(remote, area_name)
+        names = self._local_users_of(remote, area_name)
         with self.connect(remote) as session:
-            area = Area(session, area_name)
+            area = self._new_area(session, area_name)
             area.load()
             if not yes and not self.ui.confirm(f"Delete the selected data ({area_name}) on the host?"):
                 raise errors.CloudShareError("nothing was deleted", hint="answer yes, or pass --yes")
             self._unlock(area, f"share password of area {area_name} (to delete it)")
-            names = [row["name"] for row in local if row["area_id"] in (None, area.area_id)]
+            names = [n for n in names if self.registry.get_dataset(n)["area_id"] in (None, area.area_id)]
             for name in names:
                 self._start_delete(name, area)
             try:
-                grant = self._grant_for_delete(area, names)
+                grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "deleting the area")
             except errors.LockedByOther:
                 for name in names:
                     self._fire(name, Event.LEAVE_ABORTED, "locked by another party")
                 raise
-            for name in names:
+            for name in names:  # someone may have sent a version since: receive it too
+                self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
                 self._fire(name, Event.STEP_REACHED, "lock taken", step="delete")
             area.delete(self.party, grant)
         for name in names:
@@ -640,14 +745,24 @@ class Service:
         return Outcome(f"Cloud Share data deleted: area {area_name} on {remote}",
                        {"area": area_name, "datasets": names})
 
+    def _local_users_of(self, remote: str, area_name: str) -> list[str]:
+        """Local data sets shared through this area, transient states settled first."""
+        names = []
+        for row in self.registry.find_by_area(remote, area_name):
+            state = self._resume(row["name"], finish_leave=True)["state"]
+            if state == State.LOCKED_BY_ME.value:
+                raise errors.InvalidState(f"{row['name']} is open by you",
+                                          hint=f"close it first: `cloudshare close {row['name']}`")
+            if state != State.UNSHARED.value:
+                names.append(row["name"])
+        return names
+
     def _start_delete(self, name: str, area: Area) -> None:
-        machine, _ = self._machine(name)
-        if machine.state is State.AREA_MISSING:
+        if self._machine(name)[0].state is State.AREA_MISSING:
             self._fire(name, Event.AREA_FOUND, "the area answers again")
-        if machine.state is State.LOCKED_BY_OTHER:
+        if self._machine(name)[0].state is State.LOCKED_BY_OTHER:
             self._fire(name, Event.LOCK_FREE, "checking the lock before deleting")
-        if self._machine(name)[0].state is not State.LEAVING:
-            self._fire(name, Event.DELETE_FOR_EVERYONE, "delete for everyone")
+        self._fire(name, Event.DELETE_FOR_EVERYONE, "delete for everyone")
         self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
         self._fire(name, Event.STEP_REACHED, "newest version received", step="lock")
 
@@ -664,15 +779,6 @@ class Service:
                                      synced_hash=local_fingerprint(path))
         self.ui.say(f"received the newest version ({newest.version}) of {name} first")
 
-    def _grant_for_delete(self, area: Area, names: list[str]) -> Grant:
-        for name in names:
-            machine, extras = self._machine(name)
-            if extras.get("grant"):
-                grant = grant_from_dict(extras["grant"])
-                area.ensure_holding(grant, self.party)
-                return grant
-        return self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "deleting the area")
-
     def unlock(self, name: str) -> Outcome:
         """Break another party's lock (password; recorded in the area's history)."""
         ds = self._shared(name)
@@ -682,22 +788,31 @@ class Service:
             info = area.lock_info()
             gen = area.break_lock(self.party, f"broken by {self.party.name}: was {info.describe()}")
         machine, _ = self._machine(name)
-        if machine.state is State.LOCKED_BY_OTHER:
-            self._fire(name, Event.LOCK_FREE, f"lock broken (generation {gen})")
-        elif machine.state is State.LOCKED_BY_ME:
+        if machine.state is State.LOCKED_BY_ME:
             self._fire(name, Event.LEASE_LOST, "own lock broken", extras={}, token=gen, holder=None)
+            self.live_grants.pop(name, None)
+        if self._machine(name)[0].state is State.LOCKED_BY_OTHER:
+            self._fire(name, Event.LOCK_FREE, f"lock broken (generation {gen})")
         return Outcome(f"the lock on {name} was broken ({info.describe()}); this was recorded in the area",
                        {"name": name, "generation": gen})
 
     def restore(self, name: str, version: int) -> Outcome:
         """Make an old version the newest (a new commit; nothing is deleted)."""
-        ds = self._shared(name)
-        machine, extras = _load_machine(ds)
+        ds = self._resume(name)
+        self._shared(name)
+        machine, _ = _load_machine(ds)
         if machine.state is State.LOCKED_BY_ME:
             raise errors.InvalidState(f"{name} is open by you",
                                       hint=f"close it first: `cloudshare close {name}`")
+        path = Path(ds["path"])
+        if local_fingerprint(path) != (ds["synced_hash"] or "absent"):
+            raise errors.InvalidState(
+                f"{name} has local changes that were never sent; restoring would replace them",
+                hint=f"send them first (`cloudshare open {name}` then `close`), or move them away",
+            )
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
+            self._found_again(name)
             self._unlock(area, f"share password of {name}")
             old = next((v for v in area.versions() if v.version == version), None)
             if old is None:
@@ -709,23 +824,26 @@ class Service:
             try:
                 self._receive_newest(name, area, hold=True)
                 new = area.recommit(grant, self.party, old, f"restored version {version}")
-                newest = area.newest()
-                path = Path(ds["path"])
-                area.download(newest, path, self._cache(area))
             except errors.Fenced as exc:
                 self._fenced(name, area, exc)
+            area.download(area.newest(), path, self._cache(area))
+            self.registry.update_dataset(name, synced_version=new, synced_hash=local_fingerprint(path))
             area.release(grant, self.party)
             self._sync_renewal(name, grant)
             self._fire(name, Event.COMMITTED, f"restored {version} as {new}", extras={},
-                       token=grant.lease.generation, version=new,
-                       fields={"synced_version": new, "synced_hash": local_fingerprint(path)})
+                       token=grant.lease.generation, version=new)
         return Outcome(f"version {version} of {name} is the newest again, as version {new}",
                        {"name": name, "version": new, "restored_from": version})
 
     # --- resume -----------------------------------------------------------------------------------------
 
-    def _resume(self, name: str) -> dict[str, Any]:
-        """A process that died in `initializing` or `leaving` resumes or rolls back now."""
+    def _resume(self, name: str, finish_leave: bool = False) -> dict[str, Any]:
+        """A process that died in `initializing` or `leaving` resumes or rolls back now.
+
+        A setup resumes. An interrupted stop for me only is finished by `leave` (and
+        `delete-area`) and rolled back by any other command; an interrupted delete is
+        finished if the area is gone, else rolled back.
+        """
         ds = self.registry.get_dataset(name)
         machine, _ = _load_machine(ds)
         if machine.state is State.INITIALIZING:
@@ -737,8 +855,10 @@ class Service:
         elif machine.state is State.LEAVING:
             self.ui.say(f"{name}: an earlier stop ({machine.context.mode}) was interrupted at "
                         f"'{machine.context.step}'")
-            if machine.context.mode == LeaveMode.JUST_ME:
+            if machine.context.mode == LeaveMode.JUST_ME and finish_leave:
                 self._leave_steps(name)
+            elif machine.context.mode == LeaveMode.JUST_ME:
+                self._fire(name, Event.LEAVE_ABORTED, "interrupted stop rolled back")
             elif machine.context.step in ("delete", "deleted"):
                 self._finish_interrupted_delete(name, ds)
             else:
@@ -748,7 +868,7 @@ class Service:
     def _finish_interrupted_delete(self, name: str, ds: dict[str, Any]) -> None:
         try:
             with self.connect(ds["remote"]) as session:
-                Area(session, ds["area"]).load()
+                self._new_area(session, ds["area"]).load()
             self._fire(name, Event.LEAVE_ABORTED, "the area still exists; delete rolled back")
         except errors.AreaGone:
             machine, _ = self._machine(name)
@@ -763,8 +883,29 @@ class Service:
 
     # --- helpers -------------------------------------------------------------------------------------------
 
+    def _new_area(self, session: Session, name: str) -> Area:
+        area = Area(session, name)
+        area.use_cache(self.home / "cache")
+        return area
+
     def _cache(self, area: Area) -> ChunkCache:
         return ChunkCache(self.home / "cache" / area.area_id, area.keys)
+
+
+def _same_setup(row: dict[str, Any], machine: DataSetMachine, remote: str, area: str) -> None:
+    """A resumed setup must target the host and area it started with."""
+    if machine.state is State.INITIALIZING and (row["remote"], row["area"]) != (remote, area):
+        raise errors.InvalidState(
+            f"an interrupted setup of {row['name']} targets {row['remote']}/{row['area']}",
+            hint=f"finish it with --remote {row['remote']} --area {row['area']}",
+        )
+
+
+def _missing_error(name: str, reason: str | None) -> errors.CloudShareError:
+    if reason == AreaGoneReason.ID_UNUSABLE:
+        return errors.LoginRefused(f"the communication ID of {name} could not be used last time",
+                                   hint=f"check with the firm, or release it: `cloudshare leave {name}`")
+    return errors.AreaGone(f"the shared data of {name} is gone from the host")
 
 
 def _load_machine(row: dict[str, Any]) -> tuple[DataSetMachine, dict[str, Any]]:
@@ -791,7 +932,7 @@ def _iso(ts: int | None) -> str | None:
 def _local(ts: int | None) -> str:
     if ts is None:
         return "?"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def _size(n: int) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,42 @@ def test_password_checked_before_delete_is_possible(firm_and_client):
     create_area(firm_s, name, party("firm"))
     with pytest.raises(errors.WrongPassword):
         Area(firm_s, name).unlock_keys(PASSWORD + "x")
+
+
+def test_sweep_removes_only_day_old_temp_files(firm_and_client):
+    server, firm_s, _ = firm_and_client
+    name = new_area_name()
+    area = create_area(firm_s, name, party("firm"))
+    tmp = server.root / name / "tmp"
+    old, fresh = tmp / "abandoned.tmp", tmp / "in-flight.tmp"
+    old.write_bytes(b"x"), fresh.write_bytes(b"y")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert area.sweep_tmp() == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_log_cache_keeps_each_command_cheap_and_never_hides_new_entries(firm_and_client, tmp_path):
+    _, firm_s, client_s = firm_and_client
+    name, firm = new_area_name(), party("firm")
+    area = create_area(firm_s, name, firm)
+    for i in range(12):
+        first_version(area, firm, write(tmp_path / "b.db", f"v{i}".encode()))
+    reader = Area(client_s, name)
+    reader.use_cache(tmp_path / "cache")
+    reader.load()
+    assert reader.newest().version == 12  # a fresh reader reads the whole log once
+    reads = []
+    later = Area(client_s, name)
+    later.use_cache(tmp_path / "cache")
+    original = client_s.read_bytes
+    client_s.read_bytes = lambda path, *a, **k: reads.append(path) or original(path, *a, **k)
+    try:
+        later.load()
+        assert later.newest().version == 12
+        log_reads = [p for p in reads if "/log/" in p]
+        assert len(log_reads) == 1  # only the probe for the next slot
+        first_version(area, firm, write(tmp_path / "b.db", b"v13"))  # someone else appends
+        assert later.newest().version == 13
+    finally:
+        client_s.read_bytes = original

@@ -269,13 +269,36 @@ def test_delete_needs_the_password(firm, client, area):
 
 
 def test_unlock_force_breaks_a_lock_and_is_recorded(firm, client, area):
-    shared_pair(firm, client, area)
+    _, client_books = shared_pair(firm, client, area)
     client.run("open", "books")
     firm.run("open", "books", expect=3)
     firm.run("unlock", "books", "--force")
     firm.run("open", "books")
+    (client_books / "ledger.csv").write_text("typed after the lock was broken\n")
     late = client.run("close", "books", expect=6)
     assert "kept aside" in late.stderr
+
+
+def test_close_without_changes_after_losing_the_lease_is_harmless(firm, client, area):
+    shared_pair(firm, client, area)
+    client.run("open", "books", "--lease", "2s")
+    time.sleep(4)
+    firm.run("open", "books")
+    result = client.run("close", "books")
+    assert "without changes" in result.stdout and "someone else holds the lock" in result.stdout
+    assert status(client)["state"] == "locked-by-other"
+    assert not [p for p in client.data.iterdir() if "conflict" in p.name]
+
+
+def test_restore_refuses_to_replace_unsent_local_changes(firm, client, area):
+    firm_books, _ = shared_pair(firm, client, area)
+    firm.run("open", "books")
+    (firm_books / "ledger.csv").write_text("v2\n")
+    firm.run("close", "books")
+    (firm_books / "ledger.csv").write_text("unsent work\n")
+    result = firm.run("restore", "books", "1", expect=1)
+    assert "never sent" in result.stderr
+    assert (firm_books / "ledger.csv").read_text() == "unsent work\n"
 
 
 # --- host keys ---------------------------------------------------------------------------------
@@ -337,3 +360,65 @@ def test_communication_id_removed_gives_exit_5_then_release(share_server: ShareS
     finally:
         if proc is not None:
             stop_sshd(proc)
+
+
+# --- a process killed in a transient state ------------------------------------------------------
+
+
+def test_share_killed_midway_resumes_on_the_next_command(firm, client, area, share_server):
+    big = firm.data / "big.db"
+    big.write_bytes(os.urandom(48 << 20))
+    proc = subprocess.Popen(
+        [CLOUDSHARE, "--home", str(firm.root / "home"), "share", "books", str(big), "--remote", "host",
+         "--area", area, "--yes"],
+        env={**os.environ, "CLOUDSHARE_PASSWORD": SHARE_PASSWORD, "CLOUDSHARE_NAME": firm.name},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    config = share_server.root / area / "config"
+    deadline = time.monotonic() + 60
+    while not config.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=10)
+    row = status(firm)
+    if row["state"] == "shared-idle":
+        pytest.skip("the share finished before it could be killed (machine too fast)")
+    assert row["state"] == "initializing" and row["step"] in ("create-area", "upload")
+    resumed = firm.run("open", "books")
+    assert "resuming" in resumed.stderr
+    assert status(firm)["state"] == "locked-by-me"
+    firm.run("close", "books")
+    client.run("join", "books", str(client.data / "big.db"), "--remote", "host", "--area", area)
+    assert (client.data / "big.db").read_bytes() == big.read_bytes()
+
+
+def test_interrupted_leave_finishes_on_the_next_command(firm, client, area):
+    shared_pair(firm, client, area)
+    from cloudshare_p2p.registry import Registry
+    from statemachine import DataSetMachine, Event
+
+    with Registry(client.root / "home") as registry:  # as if killed right after `leave` began
+        row = registry.get_dataset("books")
+        blob = json.loads(row["machine"])
+        machine = DataSetMachine.from_dict(blob["machine"])
+        machine.fire(Event.LEAVE)
+        blob["machine"] = machine.to_dict()
+        registry.update_dataset("books", state=machine.state.value, step=machine.context.step,
+                                machine=json.dumps(blob))
+    assert status(client)["state"] == "leaving"
+    result = client.run("leave", "books", "--yes")
+    assert "interrupted" in result.stderr
+    assert status(client)["state"] == "unshared"
+
+
+def test_status_refresh_shows_the_hosts_view(firm, client, area):
+    firm_books, _ = shared_pair(firm, client, area)
+    firm.run("open", "books", "--note", "audit")
+    assert status(client)["state"] == "shared-idle"  # offline view: as last seen
+    rows = json.loads(client.run("status", "--refresh", "--json").stdout)
+    assert rows[0]["state"] == "locked-by-other" and rows[0]["lock_holder"] == "Firm (Sato)"
+    (firm_books / "ledger.csv").write_text("audited\n")
+    firm.run("close", "books")
+    rows = json.loads(client.run("status", "--refresh", "--json").stdout)
+    assert rows[0]["state"] == "shared-idle" and rows[0]["host_version"] == 2 and rows[0]["version"] == 1
+    assert "(host has v2)" in client.run("status", "--refresh").stdout
