@@ -57,7 +57,7 @@ def _int(value: Any, default: int | None = 0) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
-def _now_iso() -> str:
+def _nowiso_utc() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -101,7 +101,7 @@ class LockInfo:
         if self.status.verdict in (Verdict.FREE, Verdict.EXPIRED):
             return "free" if self.status.verdict is Verdict.FREE else "free (the last lease expired)"
         who = self.holder.get("name", "?")
-        since, until = _fmt_ts(self.status.since), _fmt_ts(self.status.until)
+        since, until = local_time(self.status.since), local_time(self.status.until)
         note = f" — note: {self.note}" if self.note else ""
         return f"locked by {who} since {since} until {until}{note}"
 
@@ -112,19 +112,21 @@ class LockInfo:
             "generation": self.status.generation,
             "holder": self.holder.get("name") if live else None,
             "holder_host": self.holder.get("host") if live else None,
-            "since": _iso(self.status.since) if live else None,
-            "until": _iso(self.status.until) if live else None,
+            "since": iso_utc(self.status.since) if live else None,
+            "until": iso_utc(self.status.until) if live else None,
             "note": self.note if live else None,
         }
 
 
-def _iso(ts: int | None) -> str | None:
+def iso_utc(ts: int | None) -> str | None:
+    """Server seconds as ISO 8601 UTC (`…Z`), the form of every `--json` time."""
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _fmt_ts(ts: int | None) -> str:
+def local_time(ts: int | None) -> str:
+    """Server seconds in this computer's time zone, for people."""
     if ts is None:
         return "?"
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -248,7 +250,7 @@ class Area:
         wrapped = crypto.wrap_key(crypto.derive_kek(password, salt, params), data_key, area_id)
         config = {
             "format": FORMAT, "version": FORMAT_VERSION, "area_id": area_id,
-            "dataset": dataset_name, "created": _now_iso(), "created_by": creator.as_dict(),
+            "dataset": dataset_name, "created": _nowiso_utc(), "created_by": creator.as_dict(),
             "kdf": {**params, "salt": base64.b64encode(salt).decode()},
             "wrapped_key": base64.b64encode(wrapped).decode(), "chunker": CHUNKER,
         }
@@ -405,14 +407,14 @@ class Area:
         obs, record = self.observe_lock()
         now = self.server_now()
         status = judge(obs, me, now, slack)
-        return LockInfo(status, record.get("holder") or {}, record.get("note") or "", now)
+        return LockInfo(status, _dict(record.get("holder")), str(record.get("note") or ""), now)
 
     def _lock_record(self, kind: LockKind, gen: int, session: str, party: Party,
                      lease_seconds: int, since: int | None, note: str = "") -> bytes:
         record = {
             "v": RECORD_VERSION, "gen": gen, "kind": kind.value, "session": session,
             "holder": party.as_dict(), "lease_seconds": lease_seconds, "since": since,
-            "note": note, "client_time": _now_iso(),
+            "note": note, "client_time": _nowiso_utc(),
         }
         return json.dumps(record, sort_keys=True).encode()
 
@@ -434,7 +436,7 @@ class Area:
         now = self.server_now()
         status = judge(obs, session, now)
         if not status.claimable:
-            return LockInfo(status, record.get("holder") or {}, record.get("note") or "", now)
+            return LockInfo(status, _dict(record.get("holder")), str(record.get("note") or ""), now)
         gen = obs.generation + 1
         won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
         if not won:  # another party created this generation first
@@ -449,6 +451,25 @@ class Area:
                 self._claim(LockKind.RELEASE, gen + 1, session, party, 0, None)
             raise
         return Grant(session, lease, fence_seq, since, since + lease_seconds)
+
+    def adopt(self, session: str, party: Party, lease_seconds: int) -> Grant | None:
+        """Take back a claim of `session` whose process died before recording it.
+
+        Only the session's own id (kept locally before claiming) can adopt it; the lease is
+        renewed at once. None when the lock is no longer that session's.
+        """
+        obs, record = self.observe_lock()
+        if obs.session != session or obs.kind not in (LockKind.CLAIM, LockKind.RENEW):
+            return None
+        fences = [e["seq"] for e in self.log() if e.get("kind") == "fence" and e.get("session") == session]
+        if fences:
+            fence_seq = fences[-1]
+        else:  # died between claiming and fencing: fence now, with the claimed generation
+            fence_seq = self._append({"kind": "fence", "gen": obs.generation, "session": session,
+                                      "writer": party.as_dict()}, None)
+        since = obs.since or obs.published_at or 0
+        lease = HolderLease(obs.generation, float("-inf"), float(lease_seconds))
+        return self.renew(Grant(session, lease, fence_seq, since, since + lease_seconds), party)
 
     def _mtime(self, path: str) -> int:
         st = self.session.stat(path)
@@ -492,7 +513,7 @@ class Area:
             session = new_session_id(party)
             won, _ = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
             if won:
-                broken = (record.get("holder") or {}).get("name")
+                broken = _dict(record.get("holder")).get("name")
                 self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),
                               "broken_holder": broken, "note": reason}, None)
                 return gen
@@ -507,7 +528,7 @@ class Area:
             if grant is not None:
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
             seq = head + 1
-            body = dict(entry, v=RECORD_VERSION, seq=seq, time=_now_iso())
+            body = dict(entry, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
@@ -518,7 +539,7 @@ class Area:
         for seq in later:
             entry = self._read_entry(seq) or {}
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
-                who = (entry.get("writer") or {}).get("name", "someone")
+                who = _dict(entry.get("writer")).get("name", "someone")
                 raise errors.Fenced(
                     f"your lease ran out and {who} took the lock (generation {entry.get('gen')}); "
                     "your version was not sent"
@@ -611,7 +632,7 @@ class Area:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
         ours, obs = self.holding(grant)
         if not ours:
-            who = (self.observe_lock()[1].get("holder") or {}).get("name", "someone else")
+            who = _dict(self.observe_lock()[1].get("holder")).get("name", "someone else")
             raise errors.Fenced(f"your lease ran out and {who} took the lock; your version was not sent")
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):

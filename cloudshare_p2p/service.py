@@ -29,7 +29,10 @@ from .area import (
     Party,
     grant_from_dict,
     grant_to_dict,
+    iso_utc,
     list_areas,
+    local_time,
+    new_session_id,
     validate_area_name,
 )
 from .registry import Registry
@@ -206,7 +209,7 @@ class Service:
             "name": row["name"], "path": row["path"], "shared": machine.state is not State.UNSHARED,
             "state": machine.state.value, "step": ctx.step, "remote": row["remote"], "area": row["area"],
             "version": row["synced_version"], "lock_holder": holder,
-            "lock_until": _iso(ctx.holder_until) if machine.state is State.LOCKED_BY_OTHER else None,
+            "lock_until": iso_utc(ctx.holder_until) if machine.state is State.LOCKED_BY_OTHER else None,
             "missing_reason": ctx.missing_reason,
         }
 
@@ -277,14 +280,8 @@ class Service:
 
     def share(self, name: str, path: Path | None, remote: str, area_name: str, yes: bool) -> Outcome:
         """Upload the local data and start Cloud Share (creates the area)."""
-        validate_area_name(area_name)
-        self.registry.get_remote(remote)
-        row = self._ensure_dataset(name, path, must_exist=True)
-        machine, _ = _load_machine(row)
-        _same_setup(row, machine, remote, area_name)
+        row, machine = self._setup_prelude(name, path, remote, area_name, must_exist=True)
         if machine.state is not State.INITIALIZING:
-            if machine.state is not State.UNSHARED:
-                raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
             question = (f"Upload your local data ({row['path']}) to area {area_name} on {remote} "
                         "and start Cloud Share?")
             if not yes and not self.ui.confirm(question):
@@ -316,17 +313,29 @@ class Service:
                 raise errors.AreaGone(f"area {area_name} is no longer the area this setup created")
             area.unlock_keys(password)
         row = self.registry.get_dataset(name)
-        grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "first upload")
+        grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, "first upload")
         snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
         version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
                               self.ui.progress("uploading", snap.manifest.total_size()))
         area.release(grant, self.party)
         self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
-        self._fire(name, Event.SETUP_DONE, fields={"synced_version": version,
+        self._fire(name, Event.SETUP_DONE, extras={}, fields={"synced_version": version,
                                                    "synced_hash": snap.fingerprint})
         return Outcome(f"{name} is shared in area {area_name} (version {version}, "
                        f"{_size(snap.manifest.total_size())})",
                        {"name": name, "area": area_name, "version": version})
+
+    def _setup_prelude(self, name: str, path: Path | None, remote: str, area_name: str,
+                       must_exist: bool) -> tuple[dict[str, Any], DataSetMachine]:
+        """Checks shared by share and join: names, remote, data set, and a setup to resume."""
+        validate_area_name(area_name)
+        self.registry.get_remote(remote)
+        row = self._ensure_dataset(name, path, must_exist=must_exist)
+        machine, _ = _load_machine(row)
+        _same_setup(row, machine, remote, area_name)
+        if machine.state not in (State.INITIALIZING, State.UNSHARED):
+            raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
+        return row, machine
 
     def _create_or_adopt(self, area: Area, dataset: str, password: str) -> None:
         """Create the area; after a crash, adopt the empty area this install had created."""
@@ -368,14 +377,8 @@ class Service:
 
     def join(self, name: str, path: Path, remote: str, area_name: str) -> Outcome:
         """Receive the area's data into PATH and start sharing (only if the password matches)."""
-        validate_area_name(area_name)
-        self.registry.get_remote(remote)
-        row = self._ensure_dataset(name, path, must_exist=False)
-        machine, _ = _load_machine(row)
-        _same_setup(row, machine, remote, area_name)
+        row, machine = self._setup_prelude(name, path, remote, area_name, must_exist=False)
         if machine.state is not State.INITIALIZING:
-            if machine.state is not State.UNSHARED:
-                raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
             self._fire(name, Event.START_RECEIVE, f"{remote}/{area_name}",
                        fields={"remote": remote, "area": area_name})
         try:
@@ -423,7 +426,7 @@ class Service:
                                       "or `cloudshare join`")
         if machine.state is State.LOCKED_BY_ME:
             grant = grant_from_dict(_extras(ds)["grant"])
-            return Outcome(f"{name} is already open by you (lease until {_local(grant.until)})",
+            return Outcome(f"{name} is already open by you (lease until {local_time(grant.until)})",
                            {"name": name, "state": "locked-by-me"})
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
@@ -431,20 +434,41 @@ class Service:
             self._unlock(area, f"share password of {name}")
             if read_only:
                 return self._receive_newest(name, area, hold=False)
-            grant = self._acquire_waiting(name, area, lease, note, wait)
+            grant = self._acquire_for(name, area, lease, note, wait)
             self._fire(name, Event.LOCK_GRANTED, f"generation {grant.lease.generation}",
                        extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
             self.live_grants[name] = grant
             outcome = self._receive_newest(name, area, hold=True)
-            outcome.message += f"; locked by you until {_local(grant.until)}"
-            outcome.data.update(state="locked-by-me", lock_until=_iso(grant.until))
+            outcome.message += f"; locked by you until {local_time(grant.until)}"
+            outcome.data.update(state="locked-by-me", lock_until=iso_utc(grant.until))
             return outcome
 
+    def _acquire_for(self, name: str, area: Area, lease: int, note: str,
+                     wait: float | None = None) -> Grant:
+        """Acquire for a data set. The session id is saved before claiming, so a process
+        killed right after its claim leaves a lock the next command can take back at once.
+        """
+        pending = self._machine(name)[1].get("pending_session")
+        if pending:
+            adopted = area.adopt(pending, self.party, lease)
+            if adopted is not None:
+                self.ui.say(f"{name}: took back the lock an interrupted command had claimed")
+                return adopted
+        session = new_session_id(self.party)
+        self._set_extras(name, pending_session=session)
+        return self._acquire_waiting(name, area, lease, note, wait, session)
+
+    def _set_extras(self, name: str, **values: Any) -> None:
+        with self.registry.write():
+            machine, extras = self._machine(name)
+            blob = {"machine": machine.to_dict(), **extras, **values}
+            self.registry.update_dataset(name, machine=json.dumps(blob))
+
     def _acquire_waiting(self, name: str, area: Area, lease: int, note: str,
-                         wait: float | None) -> Grant:
+                         wait: float | None, session: str | None = None) -> Grant:
         deadline = None if wait is None else time.monotonic() + wait
         while True:
-            got = self._acquire_once(area, lease, note)
+            got = self._acquire_once(area, lease, note, session)
             if isinstance(got, Grant):
                 return got
             self._note_held(name, got)
@@ -466,13 +490,14 @@ class Service:
             self._fire(name, Event.LOCK_HELD, info.describe(), token=info.status.generation,
                        holder=info.holder.get("name"), until=info.status.until)
 
-    def _acquire_once(self, area: Area, lease: int, note: str) -> Grant | LockInfo:
+    def _acquire_once(self, area: Area, lease: int, note: str,
+                      session: str | None = None) -> Grant | LockInfo:
         """Acquire; a lost race against a lock that is already free again is retried."""
-        got = area.acquire(self.party, lease, note)
+        got = area.acquire(self.party, lease, note, session)
         for _ in range(3):
             if isinstance(got, Grant) or not got.status.claimable:
                 break
-            got = area.acquire(self.party, lease, note)
+            got = area.acquire(self.party, lease, note, session)
         return got
 
     def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
@@ -560,7 +585,8 @@ class Service:
     def _lease_lost(self, name: str, area: Area, detail: str, fields: dict[str, Any]) -> str | None:
         """Record that a newer holder exists (fenced); returns who holds the lock now."""
         obs, record = area.observe_lock()
-        holder = (record.get("holder") or {}).get("name")
+        holder = record.get("holder")
+        holder = holder.get("name") if isinstance(holder, dict) else None
         token = max(obs.generation, (self._machine(name)[0].context.token or 0) + 1)
         self._fire(name, Event.LEASE_LOST, detail, extras={}, fields=fields, token=token, holder=holder)
         self.live_grants.pop(name, None)
@@ -818,7 +844,7 @@ class Service:
             if old is None:
                 raise errors.CloudShareError(f"{name} has no version {version}",
                                              hint=f"see `cloudshare history {name}`")
-            grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, f"restoring version {version}")
+            grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, f"restoring version {version}")
             self._fire(name, Event.LOCK_GRANTED, f"restore {version}", extras={"grant": grant_to_dict(grant)},
                        token=grant.lease.generation)
             try:
@@ -919,20 +945,6 @@ def _load_machine(row: dict[str, Any]) -> tuple[DataSetMachine, dict[str, Any]]:
 
 def _extras(row: dict[str, Any]) -> dict[str, Any]:
     return _load_machine(row)[1]
-
-
-def _iso(ts: int | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _local(ts: int | None) -> str:
-    if ts is None:
-        return "?"
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def _size(n: int) -> str:

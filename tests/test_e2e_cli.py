@@ -422,3 +422,26 @@ def test_status_refresh_shows_the_hosts_view(firm, client, area):
     rows = json.loads(client.run("status", "--refresh", "--json").stdout)
     assert rows[0]["state"] == "shared-idle" and rows[0]["host_version"] == 2 and rows[0]["version"] == 1
     assert "(host has v2)" in client.run("status", "--refresh").stdout
+
+
+def test_lock_claimed_by_a_killed_open_is_taken_back(firm, client, area, share_server):
+    """`open` dies right after its claim: the next `open` takes the lock back at once."""
+    shared_pair(firm, client, area)
+    from cloudshare_p2p.area import Area, Party
+    from cloudshare_p2p.registry import Registry
+    from tests.parties import session_for
+
+    with Registry(firm.root / "home") as registry:
+        row = registry.get_dataset("books")
+        blob = json.loads(row["machine"])
+        blob["pending_session"] = f"{registry.install_id}-deadbeef0001"  # saved before claiming
+        registry.update_dataset("books", machine=json.dumps(blob))
+        me = Party("Firm (Sato)", registry.install_id, "test")
+    with session_for(share_server, firm.root) as session:
+        claim = Area(session, area).acquire(me, 3600, "", session=blob["pending_session"])
+        assert claim.session == blob["pending_session"]  # ...and then the process was killed
+    client.run("open", "books", expect=3)  # the others see the lock
+    result = firm.run("open", "books")
+    assert "took back the lock" in result.stderr
+    firm.run("close", "books")
+    client.run("open", "books")
