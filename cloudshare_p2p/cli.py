@@ -125,10 +125,15 @@ def _service(ctx: click.Context) -> Service:
     return obj["service"]
 
 
-def _emit(outcome: Outcome, as_json: bool) -> None:
+def _json_out(data: Any, as_json: bool) -> bool:
+    """Print `data` as the stable `--json` form when asked; True if it was printed."""
     if as_json:
-        click.echo(json.dumps(outcome.data, indent=2, sort_keys=True))
-    else:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    return as_json
+
+
+def _emit(outcome: Outcome, as_json: bool) -> None:
+    if not _json_out(outcome.data, as_json):
         click.echo(outcome.message)
 
 
@@ -211,8 +216,7 @@ def remote_add(ctx: click.Context, name: str, url: str, identity: str | None,
 def remote_list(ctx: click.Context, as_json: bool) -> None:
     """List the hosts. Example: cloudshare remote list --json"""
     rows = _service(ctx).remote_list()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+    if _json_out(rows, as_json):
         return
     for row in rows:
         click.echo(f"{row['name']:<12} {row['url']:<40} {row['host_key']}")
@@ -236,8 +240,7 @@ def areas(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     Example: cloudshare areas firm --json
     """
     rows = _service(ctx).areas(remote_name)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+    if _json_out(rows, as_json):
         return
     if not rows:
         click.echo("no areas on this host yet")
@@ -375,8 +378,7 @@ def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -
     Example: cloudshare status --refresh --json
     """
     rows = _service(ctx).status(name, refresh)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+    if _json_out(rows, as_json):
         return
     if not rows:
         click.echo("no data sets yet: `cloudshare add NAME PATH` or `cloudshare join`")
@@ -441,8 +443,7 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
     Example: cloudshare history books --json
     """
     rows = _service(ctx).history(name)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+    if _json_out(rows, as_json):
         return
     for row in rows:
         restored = f" (restored from v{row['restored_from']})" if row["restored_from"] else ""

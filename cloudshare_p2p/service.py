@@ -903,10 +903,6 @@ class Service:
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
                        fields={"remote": None, "area": None, "area_id": None}, extras={})
 
-    def resume(self, name: str) -> Outcome:
-        ds = self._resume(name)
-        return Outcome(f"{name} is {ds['state']}", {"name": name, "state": ds["state"]})
-
     # --- helpers -------------------------------------------------------------------------------------------
 
     def _new_area(self, session: Session, name: str) -> Area:

@@ -145,23 +145,22 @@ def make_host_dir(
     return host_dir, identity, fp
 
 
+def _share_server(kind: str, host_dir: Path, identity: Path, fp: str, ports: tuple[int, ...]) -> ShareServer:
+    """The embedded host's test ID, served on `ports` (one or several processes)."""
+    return ShareServer(
+        kind=kind, host="127.0.0.1", port=ports[0], user=EMBEDDED_ID, base="/",
+        root=host_dir / hostlib.DATA / EMBEDDED_ID, identity=identity, host_key_fingerprint=fp,
+        password=EMBEDDED_PASSWORD, ports=ports if len(ports) > 1 else (),
+    )
+
+
 @pytest.fixture(scope="session")
 def embedded_server(tmp_path_factory: pytest.TempPathFactory):
     """The embedded asyncssh host, one process, as a ShareServer (kind "embedded")."""
     host_dir, identity, fp = make_host_dir(tmp_path_factory.mktemp("embedded"))
     hp = start_host_process(host_dir)
     try:
-        yield ShareServer(
-            kind="embedded",
-            host="127.0.0.1",
-            port=hp.port,
-            user=EMBEDDED_ID,
-            base="/",
-            root=host_dir / hostlib.DATA / EMBEDDED_ID,
-            identity=identity,
-            host_key_fingerprint=fp,
-            password=EMBEDDED_PASSWORD,
-        )
+        yield _share_server("embedded", host_dir, identity, fp, (hp.port,))
     finally:
         assert_clean_stop(hp)
 
@@ -175,18 +174,7 @@ def embedded_x4_server(tmp_path_factory: pytest.TempPathFactory):
         for _ in range(4):
             procs.append(start_host_process(host_dir))
         ports = tuple(hp.port for hp in procs)
-        yield ShareServer(
-            kind="embedded-x4",
-            host="127.0.0.1",
-            port=ports[0],
-            user=EMBEDDED_ID,
-            base="/",
-            root=host_dir / hostlib.DATA / EMBEDDED_ID,
-            identity=identity,
-            host_key_fingerprint=fp,
-            password=EMBEDDED_PASSWORD,
-            ports=ports,
-        )
+        yield _share_server("embedded-x4", host_dir, identity, fp, ports)
     finally:
         failures = []
         for hp in procs:
