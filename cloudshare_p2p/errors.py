@@ -22,6 +22,12 @@ class ExitCode(IntEnum):
     WRONG_PASSWORD = 7  # the share password does not match
     HOST_KEY = 8  # the host key is unknown or changed
     UNREACHABLE = 9  # the host cannot be reached (network down, timeout)
+    LOCAL_DISK = 10  # the local disk refused a write (full, read-only, name too long, file in use)
+    AREA_DAMAGED = 11  # the share area failed verification or uses an unknown format
+    INTERNAL = 70  # an unexpected internal error (details in the log file named)
+    CANNOT_EXECUTE = 126  # `run`: the program exists but cannot be executed
+    NOT_FOUND = 127  # `run`: the program does not exist
+    INTERRUPTED = 130  # stopped with Ctrl-C (what was left behind is said)
 
 
 class CloudShareError(Exception):
@@ -169,6 +175,32 @@ class InvalidName(CloudShareError):
     """A name given on the command line is not acceptable (a usage error)."""
 
     exit_code = ExitCode.USAGE
+
+
+class LocalDiskError(CloudShareError):
+    """The local disk refused a write: full, read-only, name too long, or a file in use."""
+
+    exit_code = ExitCode.LOCAL_DISK
+    hint = "free some space or fix the folder's permissions, then try again; nothing was lost"
+
+
+class FileInUse(LocalDiskError):
+    """The newest version could not be put in place: another program holds the file open."""
+
+    hint = "close the accounting program, then open again (what was received is kept)"
+
+
+class Busy(CloudShareError):
+    """Another cloudshare command is working on the same data set on this computer."""
+
+    exit_code = ExitCode.LOCKED
+    hint = "wait for the other cloudshare command to finish, then try again"
+
+
+class Interrupted(CloudShareError):
+    """The user pressed Ctrl-C; the message says what was left behind."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class InvalidState(CloudShareError):
