@@ -1,0 +1,284 @@
+"""Secrets remembered on this computer, so a share password is typed once per computer.
+
+What is kept: an area's *unwrapped data key* (never the share password) and, when the user
+asks for it, an SSH login password for a remote. Where:
+
+1. The operating system's credential store through ``keyring`` (Windows Credential
+   Manager, macOS Keychain, Secret Service), when a real one is available. Values are
+   base64 text well under Windows' 1280-character limit; on Windows the credential is kept
+   on this computer only (``persist = "local machine"``, not roaming).
+2. Otherwise a file ``secrets.json`` in the home folder, readable only by its owner (mode
+   0600 on POSIX; on Windows it relies on the user's profile folder being private). It
+   holds the keys in base64, not encrypted: **like an SSH key without a passphrase** —
+   anyone who can read the file can open the areas it names, without the password. Use
+   ``--no-remember`` / ``CLOUDSHARE_REMEMBER=0`` on shared computers.
+
+Remembering is best effort: a locked or broken credential store falls back to the file,
+and a damaged file reads as empty. Two homes on one computer never see each other's
+entries (the keyring user name carries a hash of the home path).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # keyring is imported lazily: it is slow to import
+    from keyring.backend import KeyringBackend
+
+SERVICE = "cloudshare-p2p"
+FILE_NAME = "secrets.json"
+REMEMBER_ENV = "CLOUDSHARE_REMEMBER"
+KEYRING_ENV = "CLOUDSHARE_KEYRING"  # "0": never use the OS credential store (file only)
+KEY_SIZES = (32, 64)
+MAX_KEYRING_VALUE = 1279  # Windows: 2560-byte blob = 1280 UTF-16 characters
+_FORMAT = 1
+_FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def remember_enabled(flag: bool | None) -> bool:
+    """Whether to remember secrets: an explicit flag wins, else ``CLOUDSHARE_REMEMBER`` (default on)."""
+    if flag is not None:
+        return flag
+    return os.environ.get(REMEMBER_ENV, "").strip().lower() not in _FALSE_WORDS
+
+
+def usable_keyring() -> KeyringBackend | None:
+    """The OS credential store if a real one is available, else None.
+
+    Not usable: keyring not installed or failing to start, ``fail.Keyring``, a chainer with
+    no acceptable backend, any backend with priority < 1 (null, "possibly insecure") and
+    anything from ``keyrings.alt`` (plaintext or prompting files). A chainer is unwrapped to
+    its best acceptable backend, so nothing is ever written to a plaintext one behind it.
+    """
+    try:
+        import keyring
+        from keyring.backends import chainer, fail
+    except Exception:
+        return None
+    try:
+        current = keyring.get_keyring()
+        candidates = list(current.backends) if isinstance(current, chainer.ChainerBackend) else [current]
+    except Exception:
+        return None
+    for backend in candidates:
+        if _acceptable(backend, fail.Keyring, chainer.ChainerBackend):
+            return backend
+    return None
+
+
+def _acceptable(backend: Any, fail_cls: type, chainer_cls: type) -> bool:
+    if isinstance(backend, (fail_cls, chainer_cls)):
+        return False
+    if type(backend).__module__.split(".")[0] == "keyrings":  # keyrings.alt and the like
+        return False
+    try:
+        return float(backend.priority) >= 1
+    except Exception:
+        return False
+
+
+def _encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _decode(text: object) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+
+
+def _key_or_none(text: object) -> bytes | None:
+    key = _decode(text)
+    return key if key is not None and len(key) in KEY_SIZES else None
+
+
+def _login_or_none(text: object) -> str | None:
+    raw = _decode(text)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class SecretStore:
+    """Data keys and login passwords remembered for one home on this computer.
+
+    ``enabled=False`` (``--no-remember``): nothing is stored and nothing is returned.
+    ``use_keyring``: None = the OS store when usable unless ``CLOUDSHARE_KEYRING=0``;
+    True = the OS store when usable; False = the file only.
+    """
+
+    def __init__(self, home: Path, *, enabled: bool = True, use_keyring: bool | None = None) -> None:
+        self.home = Path(home)
+        self.enabled = enabled
+        self.path = self.home / FILE_NAME
+        if use_keyring is None:
+            use_keyring = os.environ.get(KEYRING_ENV, "").strip().lower() not in _FALSE_WORDS
+        self._want_keyring = use_keyring
+        self._backend: KeyringBackend | None = None
+        self._probed = False
+        normalized = os.path.normcase(os.path.abspath(self.home.expanduser()))
+        self._tag = hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    # --- where ---------------------------------------------------------------------
+
+    def _keyring(self) -> KeyringBackend | None:
+        if not self._probed:
+            self._probed = True
+            if self._want_keyring:
+                self._backend = usable_keyring()
+                if self._backend is not None and sys.platform == "win32":
+                    with contextlib.suppress(Exception):
+                        self._backend.persist = "local machine"  # type: ignore[attr-defined]
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        """Where new secrets go, for messages: the credential store's name or the file."""
+        if not self.enabled:
+            return "nowhere (remembering is off)"
+        backend = self._keyring()
+        if backend is not None:
+            return f"keyring ({backend.name})"
+        return f"file {self.path}"
+
+    # --- data keys -----------------------------------------------------------------
+
+    def get_data_key(self, area_id: str) -> bytes | None:
+        """The remembered data key of the area, or None."""
+        if not self.enabled:
+            return None
+        key = _key_or_none(self._kr_get(f"key:{area_id}"))
+        if key is None:
+            key = _key_or_none(self._read().get("keys", {}).get(area_id))
+        return key
+
+    def put_data_key(self, area_id: str, key: bytes) -> str | None:
+        """Remember the area's data key; returns "keyring" or the file path, None if not stored."""
+        if len(key) not in KEY_SIZES:
+            raise ValueError(f"a data key is {' or '.join(map(str, KEY_SIZES))} bytes")
+        return self._put("keys", f"key:{area_id}", area_id, _encode(bytes(key)))
+
+    def forget_data_key(self, area_id: str) -> None:
+        """Remove the area's data key from the credential store and the file."""
+        self._forget("keys", f"key:{area_id}", area_id)
+
+    # --- login passwords -----------------------------------------------------------
+
+    def get_login(self, account: str) -> str | None:
+        """The remembered login password for ``account`` (a remote url / user@host:port)."""
+        if not self.enabled:
+            return None
+        login = _login_or_none(self._kr_get(f"login:{account}"))
+        if login is None:
+            login = _login_or_none(self._read().get("logins", {}).get(account))
+        return login
+
+    def put_login(self, account: str, password: str) -> str | None:
+        """Remember an SSH login password; returns "keyring" or the file path, None if not stored."""
+        return self._put("logins", f"login:{account}", account, _encode(password.encode("utf-8")))
+
+    def forget_login(self, account: str) -> None:
+        """Remove the login password for ``account`` from the credential store and the file."""
+        self._forget("logins", f"login:{account}", account)
+
+    # --- common --------------------------------------------------------------------
+
+    def _username(self, name: str) -> str:
+        return f"{self._tag}:{name}"
+
+    def _kr_get(self, name: str) -> str | None:
+        backend = self._keyring()
+        if backend is None:
+            return None
+        try:
+            return backend.get_password(SERVICE, self._username(name))
+        except Exception:
+            return None
+
+    def _put(self, section: str, name: str, item: str, value: str) -> str | None:
+        if not self.enabled:
+            return None
+        backend = self._keyring()
+        if backend is not None and len(value) <= MAX_KEYRING_VALUE:
+            try:
+                backend.set_password(SERVICE, self._username(name), value)
+            except Exception:
+                pass  # locked, refused, too big: fall back to the file
+            else:
+                self._drop_from_file(section, item)  # no stale copy outside the store
+                return "keyring"
+        if backend is not None:  # no stale entry in the store that would win over the file
+            with contextlib.suppress(Exception):
+                backend.delete_password(SERVICE, self._username(name))
+        data = self._read()
+        data.setdefault(section, {})[item] = value
+        try:
+            self._write(data)
+        except OSError:
+            return None
+        return str(self.path)
+
+    def _forget(self, section: str, name: str, item: str) -> None:
+        backend = self._keyring()
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.delete_password(SERVICE, self._username(name))
+        self._drop_from_file(section, item)
+
+    def _drop_from_file(self, section: str, item: str) -> None:
+        data = self._read()
+        if item in data.get(section, {}):
+            del data[section][item]
+            with contextlib.suppress(OSError):
+                self._write(data)
+
+    def _read(self) -> dict[str, Any]:
+        """The file's content; missing, unreadable or malformed reads as empty."""
+        empty: dict[str, Any] = {"v": _FORMAT, "keys": {}, "logins": {}}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return empty
+        if not isinstance(data, dict) or data.get("v") != _FORMAT:
+            return empty
+        for section in ("keys", "logins"):
+            entries = data.get(section)
+            if isinstance(entries, dict):
+                empty[section] = {k: v for k, v in entries.items() if isinstance(v, str)}
+        return empty
+
+    def _write(self, data: dict[str, Any]) -> None:
+        """Replace the file atomically; the new file is created 0600 (owner only on POSIX).
+
+        Two processes writing at once may lose one entry; that only means one more
+        password prompt later.
+        """
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise

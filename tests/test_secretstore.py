@@ -1,0 +1,309 @@
+"""SecretStore: the OS credential store through keyring when real, else an owner-only file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+from keyring.backends import chainer, fail
+from keyring.errors import KeyringLocked, PasswordDeleteError
+
+from cloudshare_p2p import secretstore
+from cloudshare_p2p.secretstore import SecretStore, remember_enabled, usable_keyring
+
+KEY = bytes(range(32))
+KEY2 = bytes(range(100, 132))
+AREA = "a1b2c3d4"
+
+
+class DictKeyring(KeyringBackend):
+    """A real in-process keyring backend keeping entries in a dict."""
+
+    priority = 5  # type: ignore[assignment]
+    viable = False  # never picked by keyring's own detection in other tests
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.entries.pop((service, username), None) is None:
+            raise PasswordDeleteError("not found")
+
+
+class LockedKeyring(DictKeyring):
+    """A store that is there but locked: every call raises."""
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise KeyringLocked("locked")
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise KeyringLocked("locked")
+
+
+class LowPriorityKeyring(DictKeyring):
+    """Like keyrings.alt's plaintext file: works, but priority < 1 ("possibly insecure")."""
+
+    priority = 0.5  # type: ignore[assignment]
+
+
+@pytest.fixture
+def use_backend() -> Iterator[object]:
+    """Install a keyring backend for one test; the previous one comes back afterwards."""
+    before = keyring.get_keyring()
+
+    def install(backend: KeyringBackend) -> KeyringBackend:
+        keyring.set_keyring(backend)
+        return backend
+
+    yield install
+    keyring.set_keyring(before)
+
+
+@pytest.fixture
+def no_keyring(use_backend) -> None:
+    use_backend(fail.Keyring())
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(secretstore.REMEMBER_ENV, raising=False)
+    monkeypatch.delenv(secretstore.KEYRING_ENV, raising=False)
+
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+# --- file fallback -------------------------------------------------------------------
+
+
+def test_file_roundtrip_owner_only(tmp_path: Path, no_keyring: None) -> None:
+    store = SecretStore(tmp_path / "home")
+    assert store.get_data_key(AREA) is None
+    where = store.put_data_key(AREA, KEY)
+    assert where == str(tmp_path / "home" / secretstore.FILE_NAME)
+    assert store.backend_name.startswith("file ")
+    assert store.get_data_key(AREA) == KEY
+    assert SecretStore(tmp_path / "home").get_data_key(AREA) == KEY  # a new process sees it
+    data = json.loads(Path(where).read_text())
+    assert data["v"] == 1 and set(data["keys"]) == {AREA}
+    if sys.platform != "win32":
+        assert stat.S_IMODE(os.stat(where).st_mode) == 0o600
+    assert [p.name for p in files_under(tmp_path)] == [secretstore.FILE_NAME]  # no temp file left
+
+
+def test_file_mode_stays_0600_after_rewrite_with_loose_umask(tmp_path: Path, no_keyring: None) -> None:
+    if sys.platform == "win32":
+        pytest.skip("POSIX modes")
+    old = os.umask(0)
+    try:
+        store = SecretStore(tmp_path)
+        store.put_data_key(AREA, KEY)
+        store.put_login("yamada@files.example.jp:2222", "pw")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+
+
+def test_64_byte_key_and_wrong_size_refused(tmp_path: Path, no_keyring: None) -> None:
+    store = SecretStore(tmp_path)
+    store.put_data_key(AREA, KEY + KEY2)
+    assert store.get_data_key(AREA) == KEY + KEY2
+    with pytest.raises(ValueError):
+        store.put_data_key(AREA, b"short")
+
+
+def test_two_homes_do_not_see_each_other(tmp_path: Path, no_keyring: None) -> None:
+    firm, client = SecretStore(tmp_path / "firm"), SecretStore(tmp_path / "client")
+    firm.put_data_key(AREA, KEY)
+    assert client.get_data_key(AREA) is None
+    client.put_data_key(AREA, KEY2)
+    assert firm.get_data_key(AREA) == KEY and client.get_data_key(AREA) == KEY2
+
+
+def test_forget_removes(tmp_path: Path, no_keyring: None) -> None:
+    store = SecretStore(tmp_path)
+    store.put_data_key(AREA, KEY)
+    store.put_data_key("other", KEY2)
+    store.put_login("yamada@h:22", "login-pw")
+    store.forget_data_key(AREA)
+    store.forget_login("yamada@h:22")
+    store.forget_data_key("never-stored")  # no error
+    assert store.get_data_key(AREA) is None and store.get_login("yamada@h:22") is None
+    assert store.get_data_key("other") == KEY2
+    assert "login-pw" not in store.path.read_text()
+
+
+def test_disabled_stores_nothing(tmp_path: Path, no_keyring: None) -> None:
+    SecretStore(tmp_path).put_data_key(AREA, KEY)
+    off = SecretStore(tmp_path / "off", enabled=False)
+    assert off.put_data_key(AREA, KEY) is None
+    assert off.put_login("u@h:22", "pw") is None
+    assert off.get_data_key(AREA) is None and off.get_login("u@h:22") is None
+    assert not (tmp_path / "off").exists()
+    assert SecretStore(tmp_path, enabled=False).get_data_key(AREA) is None  # and uses nothing
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe garbage",
+        b"[]",
+        b'{"v": 99, "keys": {"a1b2c3d4": "AAAA"}}',
+        b'{"v": 1, "keys": ["a1b2c3d4"]}',
+        b'{"v": 1, "keys": {"a1b2c3d4": 12}}',
+        b'{"v": 1, "keys": {"a1b2c3d4": "not base64!!"}}',
+        b'{"v": 1, "keys": {"a1b2c3d4": "AAAA"}}',  # valid base64, wrong length
+        b"",
+    ],
+)
+def test_corrupt_file_reads_as_empty(tmp_path: Path, no_keyring: None, content: bytes) -> None:
+    (tmp_path / secretstore.FILE_NAME).write_bytes(content)
+    store = SecretStore(tmp_path)
+    assert store.get_data_key(AREA) is None
+    assert store.get_login("u@h:22") is None
+    store.put_data_key("fresh", KEY)  # and can be written over
+    assert store.get_data_key("fresh") == KEY
+
+
+def test_file_holds_the_key_and_nothing_else(tmp_path: Path, no_keyring: None) -> None:
+    share_password = "correct horse battery staple"
+    store = SecretStore(tmp_path)
+    store.put_data_key(AREA, KEY)
+    data = json.loads(store.path.read_text())
+    assert secretstore._decode(data["keys"][AREA]) == KEY
+    assert data["logins"] == {}
+    for path in files_under(tmp_path):
+        raw = path.read_bytes()
+        assert share_password.encode() not in raw
+    assert not any("password" in name for name in dir(SecretStore) if not name.startswith("_"))
+
+
+def test_login_roundtrip_non_ascii(tmp_path: Path, no_keyring: None) -> None:
+    store = SecretStore(tmp_path)
+    store.put_login("yamada@files.example.jp:2222", "パスワード-1")
+    assert store.get_login("yamada@files.example.jp:2222") == "パスワード-1"
+    assert store.get_login("other@h:22") is None
+
+
+def test_remember_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert remember_enabled(None) is True
+    assert remember_enabled(False) is False
+    for word in ("0", "false", "No", " off "):
+        monkeypatch.setenv(secretstore.REMEMBER_ENV, word)
+        assert remember_enabled(None) is False
+        assert remember_enabled(True) is True  # an explicit flag wins
+    monkeypatch.setenv(secretstore.REMEMBER_ENV, "1")
+    assert remember_enabled(None) is True
+
+
+# --- keyring -------------------------------------------------------------------------
+
+
+def test_keyring_roundtrip_text_small_and_no_file(tmp_path: Path, use_backend) -> None:
+    backend = use_backend(DictKeyring())
+    assert usable_keyring() is backend
+    store = SecretStore(tmp_path)
+    assert store.put_data_key(AREA, KEY + KEY2) == "keyring"
+    assert store.put_login("yamada@h:22", "login-pw") == "keyring"
+    assert store.backend_name.startswith("keyring")
+    assert store.get_data_key(AREA) == KEY + KEY2
+    assert store.get_login("yamada@h:22") == "login-pw"
+    assert not store.path.exists()
+    assert all(service == secretstore.SERVICE for service, _ in backend.entries)
+    for value in backend.entries.values():
+        assert isinstance(value, str) and value.isascii() and len(value) < 1280
+    store.forget_data_key(AREA)
+    store.forget_login("yamada@h:22")
+    assert backend.entries == {}
+
+
+def test_keyring_two_homes_do_not_collide(tmp_path: Path, use_backend) -> None:
+    backend = use_backend(DictKeyring())
+    firm, client = SecretStore(tmp_path / "firm"), SecretStore(tmp_path / "client")
+    firm.put_data_key(AREA, KEY)
+    client.put_data_key(AREA, KEY2)
+    assert len(backend.entries) == 2
+    assert firm.get_data_key(AREA) == KEY and client.get_data_key(AREA) == KEY2
+
+
+def test_keyring_bad_value_ignored(tmp_path: Path, use_backend) -> None:
+    backend = use_backend(DictKeyring())
+    store = SecretStore(tmp_path)
+    store.put_data_key(AREA, KEY)
+    (entry,) = backend.entries
+    backend.entries[entry] = "AAAA"  # valid base64, wrong length
+    assert store.get_data_key(AREA) is None
+    backend.entries[entry] = "%%%"
+    assert store.get_data_key(AREA) is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [fail.Keyring, LowPriorityKeyring, chainer.ChainerBackend],
+    ids=["fail", "priority<1", "chainer"],
+)
+def test_unusable_backend_falls_back_to_file(tmp_path: Path, use_backend, make) -> None:
+    backend = use_backend(make())
+    if isinstance(backend, chainer.ChainerBackend) and any(b.priority >= 1 for b in backend.backends):
+        pytest.skip("this machine has a real credential store")
+    assert usable_keyring() is None
+    store = SecretStore(tmp_path)
+    assert store.put_data_key(AREA, KEY) == str(store.path)
+    assert store.get_data_key(AREA) == KEY
+    if isinstance(backend, DictKeyring):
+        assert backend.entries == {}  # nothing written to the "possibly insecure" store
+
+
+def test_keyrings_alt_module_refused(tmp_path: Path, use_backend) -> None:
+    plaintext = type("PlaintextKeyring", (DictKeyring,), {"__module__": "keyrings.alt.file"})
+    use_backend(plaintext())
+    assert usable_keyring() is None
+
+
+def test_locked_keyring_falls_back_to_file(tmp_path: Path, use_backend) -> None:
+    use_backend(LockedKeyring())
+    store = SecretStore(tmp_path)
+    assert store.put_data_key(AREA, KEY) == str(store.path)
+    assert store.get_data_key(AREA) == KEY
+
+
+def test_file_entry_moves_into_keyring_and_keyring_entry_never_stale(tmp_path: Path, use_backend) -> None:
+    use_backend(fail.Keyring())
+    SecretStore(tmp_path).put_data_key(AREA, KEY)
+    backend = use_backend(DictKeyring())
+    store = SecretStore(tmp_path)
+    assert store.get_data_key(AREA) == KEY  # written while no store was usable: still found
+    store.put_data_key(AREA, KEY2)
+    assert store.get_data_key(AREA) == KEY2
+    assert AREA not in json.loads(store.path.read_text())["keys"]  # no copy left in the file
+    # A value too long for the store goes to the file and the old store entry is dropped.
+    long_login = "x" * 2000
+    store.put_login("u@h:22", "short")
+    assert store.put_login("u@h:22", long_login) == str(store.path)
+    assert store.get_login("u@h:22") == long_login
+    assert not any("login:" in user for _, user in backend.entries)
+
+
+def test_use_keyring_false_and_env_off(tmp_path: Path, use_backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = use_backend(DictKeyring())
+    assert SecretStore(tmp_path / "a", use_keyring=False).put_data_key(AREA, KEY) != "keyring"
+    monkeypatch.setenv(secretstore.KEYRING_ENV, "0")
+    assert SecretStore(tmp_path / "b").put_data_key(AREA, KEY) != "keyring"
+    assert SecretStore(tmp_path / "c", use_keyring=True).put_data_key(AREA, KEY) == "keyring"
+    assert len(backend.entries) == 1
