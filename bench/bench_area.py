@@ -333,7 +333,7 @@ def bench_small_commit(session: Session, reqs: RequestCounter, work: Path, n: in
     data = work / "small.db"
     write_random(data, SMALL_CHANGE)
     grant = acquire(area, firm)  # warm-up version, not counted
-    area.commit(grant, firm, LocalSnapshot.scan(data, area.keys))
+    area.commit(grant, firm, LocalSnapshot.scan(data, area.keys), base=area.newest_number())
     area.release(grant, firm)
     for _ in budget.rounds(n, "small commit", res):
         write_random(data, SMALL_CHANGE)
@@ -364,7 +364,7 @@ def bench_small_commit(session: Session, reqs: RequestCounter, work: Path, n: in
     source, local = work / "tiny-source.db", work / "tiny-local.db"
     write_random(source, TINY_DATASET)
     grant = acquire(area, firm)  # first version (setup), not counted
-    area.commit(grant, firm, LocalSnapshot.scan(source, area.keys))
+    area.commit(grant, firm, LocalSnapshot.scan(source, area.keys), base=area.newest_number())
     area.release(grant, firm)
 
     steps: dict[str, int] = {}
@@ -383,7 +383,7 @@ def bench_small_commit(session: Session, reqs: RequestCounter, work: Path, n: in
 
     def close(g: Grant) -> None:
         r0 = reqs.count
-        area.commit(g, firm, LocalSnapshot.scan(local, area.keys))
+        area.commit(g, firm, LocalSnapshot.scan(local, area.keys), base=area.newest_number())
         r1 = reqs.count
         area.release(g, firm)
         steps.update(commit=r1 - r0, release=reqs.count - r1)
@@ -458,7 +458,7 @@ def bench_big(server: ShareServer, firm_s: Session, client_s: Session, work: Pat
             # the firm edits 100 bytes again and commits (setup, not counted) ...
             grant = acquire(area, firm)
             edit_middle(data)
-            area.commit(grant, firm, LocalSnapshot.scan(data, area.keys))
+            area.commit(grant, firm, LocalSnapshot.scan(data, area.keys), base=area.newest_number())
             area.release(grant, firm)
             # ... and the client receives it with its warm chunk cache
             newest = c_area.newest()

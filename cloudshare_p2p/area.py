@@ -35,7 +35,8 @@ from statemachine.lease import (
 
 from . import crypto, errors
 from .snapshot import CHUNK_SIZE, CHUNKER, ChunkCache, LocalSnapshot, Manifest, restore
-from .transport import Session
+from .textsafe import MAX_NAME, MAX_NOTE, note_problem, printable
+from .transport import FileTooLarge, Session
 
 FORMAT = "cloudshare-area"
 FORMAT_VERSION = 1
@@ -45,16 +46,37 @@ ENTRY_NAME = re.compile(r"[0-9]{20}")
 OBJECT_ID = re.compile(r"[0-9a-f]{64}")
 FENCING_KINDS = ("fence", "break")
 MAX_APPEND_TRIES = 64
-MAX_RECORD = 64 << 10
+MAX_RECORD = 16 << 10  # lock records and log entries; a larger one is void (notes are at most 1 KiB)
+MAX_CONFIG = 64 << 10
+MAX_LEASE = 7 * 86400  # the longest lease a client may ask for; a record saying more is malformed
+MAX_TIME = 1 << 34  # server seconds (year 2514): a larger time in a record is malformed
+MAX_COUNT = 1 << 53  # generations, sequence numbers, sizes
 
 
 def _name(n: int) -> str:
     return f"{n:020d}"
 
 
-def _int(value: Any, default: int | None = 0) -> int | None:
-    """A non-negative int from a record field, or `default` (records are untrusted)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+def _int(value: Any, default: int | None = 0, limit: int = MAX_COUNT) -> int | None:
+    """A non-negative int up to `limit` from a record field, or `default` (records are untrusted)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    return value if ok else default
+
+
+def check_note(note: str) -> str:
+    """A note a client may write: at most 1 KiB (a longer one is refused, not cut)."""
+    problem = note_problem(note or "")
+    if problem:
+        raise errors.InvalidName(problem, hint="write a shorter note (about one line)")
+    return note or ""
+
+
+def check_lease(seconds: int) -> int:
+    """A lease a client may ask for: 1 s to 7 days."""
+    if not isinstance(seconds, int) or not 1 <= seconds <= MAX_LEASE:
+        raise errors.InvalidName(f"a lease of {seconds} s is out of range (at most 7 days)",
+                                 hint="ask for at most 7 days (for example --lease 8h)")
+    return seconds
 
 
 def _nowiso_utc() -> str:
@@ -274,9 +296,11 @@ class Area:
         if self.config is not None:
             return self.config
         try:
-            raw = self.session.read_bytes(self.p("config"), MAX_RECORD)
+            raw = self.session.read_bytes(self.p("config"), MAX_CONFIG)
         except FileNotFoundError:
             raise self._gone() from None
+        except FileTooLarge:
+            raise errors.AreaCorrupt(f"the config of area {self.name} is too large") from None
         self.config = parse_config(raw)
         if self._cache_dir is not None:
             self.use_cache(self._cache_dir)
@@ -311,15 +335,12 @@ class Area:
     # --- records ------------------------------------------------------------------------
 
     def _read_json(self, path: str) -> dict[str, Any] | None:
+        """A record as a dict; None if missing, oversized, torn or not an object (void)."""
         try:
             raw = self.session.read_bytes(path, MAX_RECORD)
-        except FileNotFoundError:
+        except (FileNotFoundError, FileTooLarge):
             return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None  # a torn record (written without hard links) counts as void
-        return data if isinstance(data, dict) else None
+        return _json_object(raw)
 
     def _read_entry(self, seq: int) -> dict[str, Any] | None | bool:
         """Log entry `seq`: a dict, None if void (torn or malformed), False if absent."""
@@ -329,11 +350,10 @@ class Area:
             raw = self.session.read_bytes(self.p("log", _name(seq)), MAX_RECORD)
         except FileNotFoundError:
             return False
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            entry = None
-        if not isinstance(entry, dict) or entry.get("seq") != seq:
+        except FileTooLarge:
+            raw = b""  # oversized: void, like a torn entry
+        entry = _json_object(raw)
+        if entry is None or entry.get("seq") != seq or not _entry_fields_ok(entry):
             entry = None
         self.cache.remember_entry(seq, entry)
         return entry
@@ -388,6 +408,8 @@ class Area:
 
     @staticmethod
     def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
+        if not _lock_fields_ok(record):
+            record = {}  # malformed: a claim with no lease (it expires after the slack)
         kind = record.get("kind", LockKind.CLAIM.value)
         try:
             lock_kind = LockKind(kind)
@@ -396,8 +418,8 @@ class Area:
         session = record.get("session")
         return LockObservation(
             generation=top, kind=lock_kind, session=session if isinstance(session, str) else None,
-            published_at=mtime, lease_seconds=_int(record.get("lease_seconds"), 0),
-            since=_int(record.get("since"), None) or mtime,
+            published_at=mtime, lease_seconds=_int(record.get("lease_seconds"), 0, MAX_LEASE),
+            since=_int(record.get("since"), None, MAX_TIME) or mtime,
         )
 
     def server_now(self) -> int:
@@ -407,7 +429,7 @@ class Area:
         obs, record = self.observe_lock()
         now = self.server_now()
         status = judge(obs, me, now, slack)
-        return LockInfo(status, _dict(record.get("holder")), str(record.get("note") or ""), now)
+        return _lock_info(status, record, now)
 
     def _lock_record(self, kind: LockKind, gen: int, session: str, party: Party,
                      lease_seconds: int, since: int | None, note: str = "") -> bytes:
@@ -431,12 +453,14 @@ class Area:
     def acquire(self, party: Party, lease_seconds: int, note: str = "",
                 session: str | None = None) -> Grant | LockInfo:
         """Claim the lock: a `Grant`, or the `LockInfo` of whoever holds it."""
+        check_lease(lease_seconds)
+        note = check_note(note)
         session = session or new_session_id(party)
         obs, record = self.observe_lock()
         now = self.server_now()
         status = judge(obs, session, now)
         if not status.claimable:
-            return LockInfo(status, _dict(record.get("holder")), str(record.get("note") or ""), now)
+            return _lock_info(status, record, now)
         gen = obs.generation + 1
         won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
         if not won:  # another party created this generation first
@@ -521,12 +545,17 @@ class Area:
 
     # --- the commit log -------------------------------------------------------------------
 
-    def _append(self, entry: dict[str, Any], grant: Grant | None) -> int:
-        """Exclusively create the next log slot; with a grant, refuse if fenced."""
+    def _append(self, entry: dict[str, Any], grant: Grant | None, base: int | None = None) -> int:
+        """Exclusively create the next log slot; with a grant, refuse if fenced; with a
+        base, refuse (`StaleBase`) if a newer version than `base` exists."""
         for _ in range(MAX_APPEND_TRIES):
             head = self._sync_log()
             if grant is not None:
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
+            if base is not None:
+                newest = self.newest()
+                if (newest.version if newest else 0) != base:
+                    raise errors.StaleBase(base, newest.version if newest else 0)
             seq = head + 1
             body = dict(entry, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
@@ -551,24 +580,25 @@ class Area:
         return [e for e in (self.cache.entries[s] for s in range(1, head + 1)) if e is not None]
 
     def versions(self) -> list[Version]:
-        """Valid commits, numbered 1, 2, 3…: a commit counts only if no newer fence precedes it.
+        """Valid commits, numbered 1, 2, 3…
 
-        The log is append-only and validity depends only on earlier entries, so a version's
-        number never changes.
+        A commit counts only if no newer fence precedes it and, when it names its `base`,
+        that base is the newest valid version before it (a copy built on an older version
+        is never published as if it were the newest). The log is append-only and validity
+        depends only on earlier entries, so a version's number never changes.
         """
         highest_fence, out = 0, []
         for entry in self.log():
-            gen = _int(entry.get("gen"), None)
-            if gen is None:
+            if not _entry_fields_ok(entry):
                 continue  # a malformed entry counts as void
-            if entry.get("kind") in FENCING_KINDS:
+            gen = entry["gen"]
+            if entry["kind"] in FENCING_KINDS:
                 highest_fence = max(highest_fence, gen)
-            elif entry.get("kind") == "commit" and gen >= highest_fence and \
-                    OBJECT_ID.fullmatch(str(entry.get("manifest", ""))):
+            elif _commit_counts(entry, highest_fence, len(out)):
                 out.append(Version(
                     version=len(out) + 1, seq=entry["seq"], manifest=entry["manifest"],
                     size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
-                    time=str(entry.get("time", "")), gen=gen, note=str(entry.get("note") or ""),
+                    time=printable(entry.get("time", ""), 40), gen=gen, note=_note(entry.get("note")),
                     restored_from=_int(entry.get("restored_from"), None),
                 ))
         return out
@@ -576,6 +606,11 @@ class Area:
     def newest(self) -> Version | None:
         versions = self.versions()
         return versions[-1] if versions else None
+
+    def newest_number(self) -> int:
+        """The newest version's number, 0 when nothing was committed yet."""
+        newest = self.newest()
+        return newest.version if newest else 0
 
     # --- snapshots --------------------------------------------------------------------------
 
@@ -615,18 +650,41 @@ class Area:
         return manifest_id
 
     def commit(self, grant: Grant, party: Party, snap: LocalSnapshot, note: str = "",
-               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None) -> int:
-        """Publish a new version under our lease; returns its number; `Fenced` if a newer holder exists."""
+               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
+               *, base: int) -> int:
+        """Publish a new version built on version `base` (0: none) under our lease.
+
+        Returns its number. `Fenced` if a newer holder exists; `StaleBase` if `base` is not
+        the newest version (the work must be kept aside, never published over newer data).
+        A retry after a commit that was published but not recorded returns that version.
+        """
+        note = check_note(note)
         self.ensure_holding(grant, party)
+        sent = self._check_base(base, snap.manifest)
+        if sent is not None:
+            return sent
         manifest_id = self.upload_snapshot(snap, cache, progress)
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
-        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None)
+        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+
+    def _check_base(self, base: int, manifest: Manifest) -> int | None:
+        """None if `base` is the newest version; the newest version's number if our copy
+        already is it (sent by an interrupted close); else `StaleBase`."""
+        newest = self.newest()
+        if (newest.version if newest else 0) == base:
+            return None
+        if newest is not None and same_content(self.read_manifest(newest), manifest):
+            return newest.version
+        raise errors.StaleBase(base, newest.version if newest else 0)
 
     def recommit(self, grant: Grant, party: Party, old: Version, note: str = "") -> int:
-        """Make an old version the newest again (a new commit; nothing is deleted)."""
+        """Make an old version the newest again (a new commit built on the newest; nothing is deleted)."""
+        note = check_note(note)
         self.ensure_holding(grant, party)
         self.read_manifest(old)  # verify it is still complete and readable
-        return self._commit_entry(grant, party, old.manifest, old.size, note, old.version)
+        newest = self.newest()
+        base = newest.version if newest else 0
+        return self._commit_entry(grant, party, old.manifest, old.size, note, old.version, base)
 
     def ensure_holding(self, grant: Grant, party: Party) -> None:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
@@ -639,13 +697,13 @@ class Area:
             self.renew(grant, party)
 
     def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
-                      restored_from: int | None) -> int:
+                      restored_from: int | None, base: int) -> int:
         entry = {
             "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
             "writer": party.as_dict(), "manifest": manifest_id, "size": size,
-            "note": note, "restored_from": restored_from,
+            "note": note, "restored_from": restored_from, "base": base,
         }
-        seq = self._append(entry, grant)
+        seq = self._append(entry, grant, base)
         version = next((v.version for v in self.versions() if v.seq == seq), None)
         if version is None:  # only a forged or out-of-order fence can make it invalid
             raise errors.Fenced("a newer holder fenced the log; your version does not count")
@@ -725,7 +783,78 @@ class Area:
 
 
 def _dict(value: Any) -> dict[str, Any]:
-    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+    """A party record from the host: only string fields, made printable and bounded."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: printable(v, MAX_NAME) for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _note(value: Any) -> str:
+    """A note from the host: printable, at most about 1 KiB shown."""
+    return printable(value, MAX_NOTE) if isinstance(value, str) else ""
+
+
+def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bool:
+    """A commit entry is a version: not fenced, a real manifest, built on the newest version."""
+    base = entry.get("base")
+    return (
+        entry.get("kind") == "commit" and entry["gen"] >= highest_fence
+        and OBJECT_ID.fullmatch(str(entry.get("manifest", ""))) is not None
+        and (base is None or base == newest)
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object, or None (torn, malformed, or not an object: void)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _optional_int_ok(record: dict[str, Any], key: str, limit: int) -> bool:
+    value = record.get(key)
+    return value is None or _int(value, None, limit) is not None
+
+
+def _lock_fields_ok(record: dict[str, Any]) -> bool:
+    """Every field a reader uses is of the right type and within range."""
+    return (
+        _optional_int_ok(record, "lease_seconds", MAX_LEASE)
+        and _optional_int_ok(record, "since", MAX_TIME)
+        and _optional_int_ok(record, "gen", MAX_COUNT)
+        and isinstance(record.get("session", ""), str | None)
+        and isinstance(record.get("kind", ""), str)
+        and isinstance(record.get("holder", {}), dict | None)
+        and isinstance(record.get("note", ""), str | None)
+    )
+
+
+def _entry_fields_ok(entry: dict[str, Any]) -> bool:
+    """A log entry whose fields are all usable; otherwise the entry is void."""
+    return (
+        _int(entry.get("gen"), None) is not None
+        and isinstance(entry.get("kind"), str)
+        and isinstance(entry.get("session", ""), str | None)
+        and isinstance(entry.get("writer", {}), dict)
+        and isinstance(entry.get("note", ""), str | None)
+        and isinstance(entry.get("time", ""), str)
+        and _optional_int_ok(entry, "size", MAX_COUNT)
+        and _optional_int_ok(entry, "base", MAX_COUNT)
+        and _optional_int_ok(entry, "restored_from", MAX_COUNT)
+    )
+
+
+def _lock_info(status: LockStatus, record: dict[str, Any], now: int) -> LockInfo:
+    if not _lock_fields_ok(record):
+        record = {}
+    return LockInfo(status, _dict(record.get("holder")), _note(record.get("note")), now)
+
+
+def same_content(a: Manifest, b: Manifest) -> bool:
+    """Same files with the same bytes (modes and times aside)."""
+    return a.kind == b.kind and [(f.path, f.chunks) for f in a.files] == [(f.path, f.chunks) for f in b.files]
 
 
 class AreaCache:

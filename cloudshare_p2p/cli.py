@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from statemachine import StateMachineError
-from statemachine.lease import parse_duration
 
 from . import __version__, errors
+from .durations import parse_duration
 from .errors import ExitCode
 from .hostcli import host
 from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
@@ -36,6 +37,12 @@ EXIT_MEANINGS = {
     ExitCode.WRONG_PASSWORD: "wrong share password",
     ExitCode.HOST_KEY: "host key unknown or changed",
     ExitCode.UNREACHABLE: "host unreachable (network down or timed out)",
+    ExitCode.LOCAL_DISK: "the local disk refused a write (full, read-only, name too long, file in use)",
+    ExitCode.AREA_DAMAGED: "the share area is damaged or uses an unknown format",
+    ExitCode.INTERNAL: "internal error (details in the log file named)",
+    ExitCode.CANNOT_EXECUTE: "run: the program cannot be executed",
+    ExitCode.NOT_FOUND: "run: the program was not found",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); what was left is said",
 }
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {c.value}  {m}" for c, m in EXIT_MEANINGS.items())
 
@@ -49,15 +56,82 @@ class CommandError(click.ClickException):
 
 
 class CloudShareGroup(click.Group):
-    """Turns the library's errors into `Error: …` on stderr and the documented exit code."""
+    """Turns every error into one plain `Error: …` on stderr and the documented exit code.
+
+    No traceback ever reaches the user: an unexpected exception is written to a log file
+    in the home, and the message names that file (exit 70).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except errors.CloudShareError as exc:
-            raise CommandError(exc.user_message(), int(exc.exit_code)) from None
+            raise CommandError(safe_text(exc.user_message()), int(exc.exit_code)) from None
         except StateMachineError as exc:
-            raise CommandError(str(exc), int(ExitCode.ERROR)) from None
+            raise CommandError(_state_refusal(exc), int(ExitCode.ERROR)) from None
+        except KeyboardInterrupt:
+            raise CommandError("interrupted", int(ExitCode.INTERRUPTED)) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            local = _local_disk_error(exc)
+            if local is not None:
+                raise CommandError(local.user_message(), int(local.exit_code)) from None
+            log = _log_internal_error(ctx, exc)
+            raise CommandError(f"an internal error happened ({type(exc).__name__}); details were written "
+                               f"to {log}\n  next: try again; if it happens again, send that file to "
+                               "your support", int(ExitCode.INTERNAL)) from None
+
+
+def _state_refusal(exc: StateMachineError) -> str:
+    """A state-machine refusal in plain words (internal event names never reach a user)."""
+    state = getattr(exc, "state", None)
+    where = f" while it is {state}" if state else ""
+    return (f"that cannot be done now{where}\n  next: see `cloudshare status` for the data set's state, "
+            "then open, close or leave it as shown there")
+
+
+def _local_disk_error(exc: BaseException) -> errors.CloudShareError | None:
+    """A full or read-only disk (also under the registry's SQLite) as a clear local error."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            word in str(exc) for word in ("full", "readonly", "read-only", "unable to open", "disk I/O")):
+        return errors.LocalDiskError(f"the local registry could not be written: {exc}")
+    known = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EDQUOT}
+    if isinstance(exc, OSError) and exc.errno in known:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return errors.LocalDiskError(f"a local write failed: {exc.strerror}{where}")
+    return None
+
+
+def _log_internal_error(ctx: click.Context, exc: BaseException) -> Path:
+    """Write the traceback to the home's log folder (or the temp folder); return the file."""
+    import tempfile
+    import time
+    import traceback
+
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} cloudshare {' '.join(sys.argv[1:2])}\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
+    home = (ctx.find_root().obj or {}).get("home")
+    for folder in ([Path(home) / "logs"] if home else []) + [Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "cloudshare-errors.log"
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            return path
+        except OSError:
+            continue
+    return Path("(no log could be written)")
+
+
+def safe_text(text: str) -> str:
+    """Escape control characters (but keep line breaks) before anything reaches a terminal."""
+    from .textsafe import printable
+
+    return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
 # --- the person at the terminal -----------------------------------------------------------
@@ -94,7 +168,7 @@ def _confirm(question: str) -> bool:
 
 
 def _say(text: str) -> None:
-    click.echo(text, err=True)
+    click.echo(safe_text(text), err=True)
 
 
 def _progress(label: str, total: int) -> Callable[[int], None] | None:
@@ -134,7 +208,16 @@ def _json_out(data: Any, as_json: bool) -> bool:
 
 def _emit(outcome: Outcome, as_json: bool) -> None:
     if not _json_out(outcome.data, as_json):
-        click.echo(outcome.message)
+        click.echo(safe_text(outcome.message))
+
+
+@contextmanager
+def _working(ctx: click.Context, name: str) -> Iterator[None]:
+    """One cloudshare command at a time on a data set (`errors.Busy`, exit 3, after a short wait)."""
+    from .worklock import working_on
+
+    with working_on(ctx.find_root().obj["home"], name):
+        yield
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -144,6 +227,15 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _note(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from .textsafe import note_problem
+
+    problem = note_problem(value or "")
+    if problem:
+        raise click.BadParameter(f"{problem}; write a shorter note (about one line)")
+    return value or ""
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
@@ -281,7 +373,8 @@ def share(ctx: click.Context, name: str, path: Path | None, remote_name: str, ar
 
     Example: cloudshare share books ~/books.db --remote firm --area yamada-books --yes
     """
-    _emit(_service(ctx).share(name, path, remote_name, area, yes), as_json)
+    with _working(ctx, name):
+        _emit(_service(ctx).share(name, path, remote_name, area, yes), as_json)
 
 
 @main.command()
@@ -297,15 +390,17 @@ def join(ctx: click.Context, name: str, path: Path, remote_name: str, area: str,
     Anything already at PATH is kept aside under a name the message prints.
     Example: cloudshare join books ~/books.db --remote firm --area yamada-books
     """
-    _emit(_service(ctx).join(name, path, remote_name, area), as_json)
+    with _working(ctx, name):
+        _emit(_service(ctx).join(name, path, remote_name, area), as_json)
 
 
 @main.command("open")
 @click.argument("name")
 @click.option("--lease", default=None, callback=_duration, metavar="DURATION",
-              help=f"How long the lock holds without renewal (e.g. 90s, 30m, 8h) [default "
-                   f"{DEFAULT_LEASE // 3600}h].")
-@click.option("--note", default="", help="A note the others see while you hold the lock.")
+              help=f"How long the lock holds without renewal (e.g. 90s, 30m, 8h, 1h30m; at most 7d) "
+                   f"[default {DEFAULT_LEASE // 3600}h].")
+@click.option("--note", default="", callback=_note,
+              help="A note the others see while you hold the lock (at most 1 KiB).")
 @click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
               help="Wait while another holds the lock (alone: until their lease runs out).")
 @click.option("--read-only", is_flag=True, help="Receive the newest version without the lock.")
@@ -318,7 +413,8 @@ def open_(ctx: click.Context, name: str, lease: int | None, note: str, wait: str
     Locked by another: says who, since when and until when, and exits 3.
     Example: cloudshare open books --note "closing March" --wait 10m
     """
-    _emit(_service(ctx).open(name, lease or DEFAULT_LEASE, note, _wait(wait), read_only), as_json)
+    with _working(ctx, name):
+        _emit(_service(ctx).open(name, lease or DEFAULT_LEASE, note, _wait(wait), read_only), as_json)
 
 
 def _wait(value: str | None) -> float | None:
@@ -334,7 +430,8 @@ def _wait(value: str | None) -> float | None:
 
 @main.command()
 @click.argument("name")
-@click.option("--note", default="", help="A note recorded with the new version.")
+@click.option("--note", default="", callback=_note,
+              help="A note recorded with the new version (at most 1 KiB).")
 @json_option
 @click.pass_context
 def close(ctx: click.Context, name: str, note: str, as_json: bool) -> None:
@@ -343,15 +440,18 @@ def close(ctx: click.Context, name: str, note: str, as_json: bool) -> None:
     If your lease ran out and someone else took the lock, your work is kept aside (exit 6).
     Example: cloudshare close books
     """
-    _emit(_service(ctx).close(name, note), as_json)
+    with _working(ctx, name):
+        _emit(_service(ctx).close(name, note), as_json)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--lease", default=None, callback=_duration, metavar="DURATION",
-              help=f"Lease, renewed at a third while the program runs [default {DEFAULT_RUN_LEASE}s].")
-@click.option("--note", default="", help="A note the others see while the program runs.")
+              help=f"Lease, renewed at a third while the program runs (at most 7d) "
+                   f"[default {DEFAULT_RUN_LEASE}s].")
+@click.option("--note", default="", callback=_note,
+              help="A note the others see while the program runs (at most 1 KiB).")
 @click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
               help="Wait while another holds the lock.")
 @click.pass_context
@@ -362,7 +462,8 @@ def run(ctx: click.Context, name: str, command: tuple[str, ...], lease: int | No
     The program's exit status is passed on.
     Example: cloudshare run books -- accounting-app ~/books.db
     """
-    status = _service(ctx).run(name, command, lease or DEFAULT_RUN_LEASE, note, _wait(wait))
+    with _working(ctx, name):
+        status = _service(ctx).run(name, command, lease or DEFAULT_RUN_LEASE, note, _wait(wait))
     ctx.exit(status)
 
 
@@ -404,7 +505,8 @@ def leave(ctx: click.Context, name: str, yes: bool) -> None:
     The newest version is received first when possible; the others go on sharing.
     Example: cloudshare leave books --yes
     """
-    _emit(_service(ctx).leave(name, yes), False)
+    with _working(ctx, name):
+        _emit(_service(ctx).leave(name, yes), False)
 
 
 @main.command("delete-area")
@@ -430,7 +532,8 @@ def unlock(ctx: click.Context, name: str, force: bool) -> None:
 
     Example: cloudshare unlock books --force
     """
-    _emit(_service(ctx).unlock(name), False)
+    with _working(ctx, name):
+        _emit(_service(ctx).unlock(name), False)
 
 
 @main.command()
@@ -461,7 +564,8 @@ def restore(ctx: click.Context, name: str, version: int, as_json: bool) -> None:
 
     Example: cloudshare restore books 12
     """
-    _emit(_service(ctx).restore(name, version), as_json)
+    with _working(ctx, name):
+        _emit(_service(ctx).restore(name, version), as_json)
 
 
 @main.command()

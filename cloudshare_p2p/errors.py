@@ -157,6 +157,15 @@ class Conflict(CloudShareError):
     hint = "compare the copy kept aside with the newest version and re-apply your changes"
 
 
+class StaleBase(Conflict):
+    """A commit was built on an older version than the newest: it is never published."""
+
+    def __init__(self, base: int, newest: int) -> None:
+        self.base, self.newest = base, newest
+        super().__init__(f"your copy was based on version {base}, but version {newest} is the newest; "
+                         "nothing was sent")
+
+
 class UnsafePath(AreaCorrupt):
     """A manifest names a path outside the data set."""
 

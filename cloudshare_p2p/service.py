@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from statemachine import AreaGoneReason, DataSetMachine, Event, LeaveMode, SetupMode, State
-from statemachine.lease import DEFAULT_SLACK, format_duration
+from statemachine.lease import DEFAULT_SLACK
 
 from . import errors
 from .area import (
@@ -27,14 +27,17 @@ from .area import (
     Grant,
     LockInfo,
     Party,
+    Version,
     grant_from_dict,
     grant_to_dict,
     iso_utc,
     list_areas,
     local_time,
     new_session_id,
+    same_content,
     validate_area_name,
 )
+from .durations import format_duration
 from .registry import Registry
 from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
 from .snapshot import ChunkCache, LocalSnapshot, keep_aside, local_fingerprint
@@ -316,7 +319,7 @@ class Service:
         grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, "first upload")
         snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
         version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
-                              self.ui.progress("uploading", snap.manifest.total_size()))
+                              self.ui.progress("uploading", snap.manifest.total_size()), base=0)
         area.release(grant, self.party)
         self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
         self._fire(name, Event.SETUP_DONE, extras={}, fields={"synced_version": version,
@@ -424,7 +427,8 @@ class Service:
         if machine.state is State.UNSHARED:
             raise errors.InvalidState(f"{name} is not shared", hint=f"start with `cloudshare share {name}` "
                                       "or `cloudshare join`")
-        if machine.state is State.LOCKED_BY_ME:
+        holding = machine.state is State.LOCKED_BY_ME
+        if holding and machine.context.received:
             grant = grant_from_dict(_extras(ds)["grant"])
             return Outcome(f"{name} is already open by you (lease until {local_time(grant.until)})",
                            {"name": name, "state": "locked-by-me"})
@@ -432,16 +436,78 @@ class Service:
             area = self._area_of(name, session)
             self._found_again(name)
             self._unlock(area, f"share password of {name}")
-            if read_only:
+            if read_only and not holding:
                 return self._receive_newest(name, area, hold=False)
-            grant = self._acquire_for(name, area, lease, note, wait)
-            self._fire(name, Event.LOCK_GRANTED, f"generation {grant.lease.generation}",
-                       extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
-            self.live_grants[name] = grant
-            outcome = self._receive_newest(name, area, hold=True)
+            if holding:  # an earlier open took the lock but stopped before the newest version arrived
+                self.ui.say(f"an earlier open of {name} stopped before the newest version arrived; "
+                            "receiving it now")
+                grant = self._still_holding(name, area)
+            else:
+                grant = self._take_lock(name, area, lease, note, wait)
+            outcome = self._finish_open(name, area, grant)
             outcome.message += f"; locked by you until {local_time(grant.until)}"
             outcome.data.update(state="locked-by-me", lock_until=iso_utc(grant.until))
             return outcome
+
+    def _take_lock(self, name: str, area: Area, lease: int, note: str, wait: float | None) -> Grant:
+        """Acquire and record it; a claim the local machine refuses is given back at once."""
+        grant = self._acquire_for(name, area, lease, note, wait)
+        try:
+            self._fire(name, Event.LOCK_GRANTED, f"generation {grant.lease.generation}",
+                       extras={"grant": grant_to_dict(grant)}, token=grant.lease.generation)
+        except BaseException:
+            with suppress(Exception):
+                area.release(grant, self.party)
+            raise
+        self.live_grants[name] = grant
+        return grant
+
+    def _still_holding(self, name: str, area: Area) -> Grant:
+        """The grant this computer recorded, renewed on the host; `Fenced` handling if lost."""
+        grant = self.live_grants.get(name) or grant_from_dict(self._machine(name)[1]["grant"])
+        try:
+            area.ensure_holding(grant, self.party)
+        except errors.Fenced as exc:
+            holder = self._lease_lost(name, area, str(exc), fields={})
+            raise errors.LockedByOther(f"your lock on {name} ran out before the newest version was "
+                                       f"received; {holder or 'someone else'} holds it now") from None
+        self._sync_renewal(name, grant)
+        self.live_grants[name] = grant
+        return grant
+
+    def _finish_open(self, name: str, area: Area, grant: Grant) -> Outcome:
+        """Receive the newest version under the lock; only then may anything be sent.
+
+        If receiving fails or is interrupted, the lock is given back (and the user told);
+        if even that fails, the next `open` or `close` receives first.
+        """
+        try:
+            newest, kept = self._bring_up_to_date(name, area)
+        except KeyboardInterrupt:
+            raise errors.Interrupted(f"open of {name} was interrupted; {self._give_back(name, area, grant)}; "
+                                     "your copy was not changed") from None
+        except (errors.CloudShareError, OSError) as exc:
+            self.ui.say(f"receiving {name} failed; {self._give_back(name, area, grant)}")
+            if isinstance(exc, OSError):
+                raise errors.LocalDiskError(f"could not write {name}: {exc.strerror or exc}") from None
+            raise
+        version = self.registry.get_dataset(name)["synced_version"]
+        self._fire(name, Event.NEWEST_RECEIVED, f"version {version}", token=grant.lease.generation,
+                   version=version)
+        return self._received_outcome(name, newest, kept, hold=True)
+
+    def _give_back(self, name: str, area: Area, grant: Grant) -> str:
+        """Release a lock whose open did not finish; says what happened, for the user."""
+        released = False
+        with suppress(Exception):
+            released = area.release(grant, self.party)
+        if not released:
+            return (f"the lock could not be released; `cloudshare open {name}` receives the newest "
+                    "version first, or it expires with its lease")
+        self._fire(name, Event.LOCK_RETURNED, "open did not finish: lock given back", extras={},
+                   token=grant.lease.generation)
+        self.live_grants.pop(name, None)
+        return "the lock was released"
 
     def _acquire_for(self, name: str, area: Area, lease: int, note: str,
                      wait: float | None = None) -> Grant:
@@ -507,22 +573,47 @@ class Service:
         return got
 
     def _receive_newest(self, name: str, area: Area, hold: bool) -> Outcome:
-        """Bring the local copy to the newest version without losing unsent changes."""
+        """Receive without the lock (read-only): bring the local copy to the newest version."""
+        newest, kept = self._bring_up_to_date(name, area)
+        if newest is not None:
+            self._fire(name, Event.RECEIVED, f"version {newest.version}", version=newest.version)
+        return self._received_outcome(name, newest, kept, hold)
+
+    def _bring_up_to_date(self, name: str, area: Area) -> tuple[Version | None, Path | None]:
+        """Receive the newest version if ours is older, keeping unsent local changes aside.
+
+        Returns the version received (None: already up to date) and where local changes
+        were kept (None: there were none). A local copy that already is the newest version
+        (a receive killed after it swapped the data in) is recorded, not kept aside.
+        """
         row = self.registry.get_dataset(name)
         newest = area.newest()
         target = Path(row["path"])
         synced = row["synced_version"]
         if newest is None or (synced is not None and newest.version <= synced):
-            return Outcome(f"{name} is up to date (version {synced})", {"name": name, "version": synced})
-        changed = local_fingerprint(target) != (row["synced_hash"] or "absent")
+            return None, None
+        fingerprint = local_fingerprint(target)
+        changed = fingerprint != (row["synced_hash"] or "absent")
+        if changed and target.exists() and self._is_copy_of(area, target, newest):
+            self.registry.update_dataset(name, synced_version=newest.version, synced_hash=fingerprint)
+            return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
         area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
-        fields = {"synced_version": newest.version, "synced_hash": local_fingerprint(target)}
-        if hold:
-            self.registry.update_dataset(name, **fields)
-        else:
-            self._fire(name, Event.RECEIVED, f"version {newest.version}", fields=fields,
-                       version=newest.version)
+        self.registry.update_dataset(name, synced_version=newest.version,
+                                     synced_hash=local_fingerprint(target))
+        return newest, kept
+
+    def _is_copy_of(self, area: Area, target: Path, version: Version) -> bool:
+        """Does the local data hold exactly the bytes of `version`?"""
+        try:
+            return same_content(LocalSnapshot.scan(target, area.keys).manifest, area.read_manifest(version))
+        except (errors.CloudShareError, OSError):
+            return False
+
+    def _received_outcome(self, name: str, newest: Version | None, kept: Path | None, hold: bool) -> Outcome:
+        if newest is None:
+            synced = self.registry.get_dataset(name)["synced_version"]
+            return Outcome(f"{name} is up to date (version {synced})", {"name": name, "version": synced})
         writer = newest.writer.get("name", "?")
         if kept is not None:
             raise errors.Conflict(
@@ -546,7 +637,28 @@ class Service:
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             self._unlock(area, f"share password of {name}")
-            return self._commit_and_release(name, area, grant, note)
+            if not machine.context.received:
+                self._receive_before_sending(name, area)
+            try:
+                return self._commit_and_release(name, area, grant, note)
+            except KeyboardInterrupt:
+                raise errors.Interrupted(
+                    f"close of {name} was interrupted: the new version was not sent and you still hold "
+                    f"the lock", hint=f"`cloudshare close {name}` again sends it") from None
+
+    def _receive_before_sending(self, name: str, area: Area) -> None:
+        """An open that stopped before the newest version arrived: receive it now, never send the old copy."""
+        self.ui.say(f"the open of {name} stopped before the newest version arrived; receiving it first")
+        grant = self._still_holding(name, area)
+        newest, kept = self._bring_up_to_date(name, area)
+        version = self.registry.get_dataset(name)["synced_version"]
+        self._fire(name, Event.NEWEST_RECEIVED, f"version {version}", token=grant.lease.generation,
+                   version=version)
+        if kept is not None and newest is not None:
+            raise errors.Conflict(
+                f"{name} was changed on a copy older than version {newest.version}: your copy was kept "
+                f"aside as {kept} and version {newest.version} was received; you still hold the lock",
+                hint="re-apply your changes to the received version, then close")
 
     def _commit_and_release(self, name: str, area: Area, grant: Grant, note: str) -> Outcome:
         row = self.registry.get_dataset(name)
@@ -568,9 +680,12 @@ class Service:
         else:
             try:
                 version = area.commit(grant, self.party, snap, note, self._cache(area),
-                                      self.ui.progress("sending", snap.manifest.total_size()))
+                                      self.ui.progress("sending", snap.manifest.total_size()),
+                                      base=row["synced_version"] or 0)
             except errors.Fenced as exc:
                 self._fenced(name, area, exc)
+            except errors.StaleBase as exc:
+                self._stale_base(name, area, grant, exc)
             message = f"{name} sent as version {version}"
             # Recorded at once: a retried close after a failed release must not send it twice.
             self.registry.update_dataset(name, synced_version=version, synced_hash=snap.fingerprint)
@@ -591,6 +706,19 @@ class Service:
         self._fire(name, Event.LEASE_LOST, detail, extras={}, fields=fields, token=token, holder=holder)
         self.live_grants.pop(name, None)
         return holder
+
+    def _stale_base(self, name: str, area: Area, grant: Grant, exc: errors.StaleBase) -> NoReturn:
+        """Our copy is older than the newest version: keep the work aside, receive, keep the lock."""
+        path = Path(self.registry.get_dataset(name)["path"])
+        kept = keep_aside(path, "not-sent")
+        self.registry.update_dataset(name, synced_hash=None)
+        newest, _ = self._bring_up_to_date(name, area)
+        self._fire(name, Event.NEWEST_RECEIVED, f"version {exc.newest}", token=grant.lease.generation,
+                   version=self.registry.get_dataset(name)["synced_version"])
+        raise errors.Conflict(
+            f"{exc}. Your work was kept aside as {kept}; version {exc.newest} was received and you "
+            "still hold the lock",
+            hint="re-apply your changes to the received version, then close")
 
     def _fenced(self, name: str, area: Area, exc: errors.Fenced) -> NoReturn:
         """Keep the unsent work aside, record the loss, then receive the newest version."""
@@ -697,24 +825,52 @@ class Service:
             state = self._resume(name, finish_leave=True)["state"]
             return Outcome(f"{name}: the interrupted stop was finished ({state})",
                            {"name": name, "state": state})
-        ds = self._resume(name)
-        machine, _ = _load_machine(ds)
+        machine, _ = self._machine(name)
+        if machine.state is State.UNSHARED:
+            raise errors.InvalidState(f"{name} is not shared on this computer; there is nothing to leave",
+                                      hint=f"`cloudshare forget {name}` removes its registration "
+                                      "(the data stays)")
+        if machine.state is State.INITIALIZING:
+            self._fire(name, Event.SETUP_FAILED, "setup abandoned by leave",
+                       fields={"remote": None, "area": None, "area_id": None})
+            return Outcome(f"the unfinished setup of {name} was abandoned; it is not shared",
+                           {"name": name, "state": "unshared"})
+        question = f"Release Cloud Share for {name} on this computer only?"
         if machine.state is State.LOCKED_BY_ME:
-            raise errors.InvalidState(f"{name} is open by you",
-                                      hint=f"close it first: `cloudshare close {name}`")
-        if machine.state is not State.LEAVING:
-            if not yes and not self.ui.confirm(f"Release Cloud Share for {name} on this computer only?"):
-                raise errors.CloudShareError("nothing changed", hint="answer yes, or pass --yes")
-            missing = machine.state is State.AREA_MISSING
-            self._fire(name, Event.LEAVE, "just me")
-            if missing:
-                self._fire(name, Event.STEP_REACHED, "the area is missing: nothing to receive", step="forget")
-        return self._leave_steps(name)
+            question = (f"{name} is open by you. Release Cloud Share for it on this computer without "
+                        "sending your changes?")
+        if not yes and not self.ui.confirm(question):
+            raise errors.CloudShareError("nothing changed", hint="answer yes, or pass --yes")
+        skip_receive = ""
+        if machine.state is State.LOCKED_BY_ME:
+            skip_receive = self._let_go_before_leaving(name)
+        elif machine.state is State.AREA_MISSING:
+            skip_receive = "the area is missing: nothing to receive"
+        self._fire(name, Event.LEAVE, "just me")
+        if skip_receive:
+            self._fire(name, Event.STEP_REACHED, skip_receive, step="forget")
+        return self._leave_steps(name, skip_receive)
 
-    def _leave_steps(self, name: str) -> Outcome:
+    def _let_go_before_leaving(self, name: str) -> str:
+        """Leaving while holding the lock: release it if the host lets us; say what was not sent."""
+        ds = self.registry.get_dataset(name)
+        extras = self._machine(name)[1]
+        released = "the lock could not be released (it expires with its lease)"
+        with suppress(errors.CloudShareError, OSError, KeyError, ValueError), \
+                self.connect(ds["remote"]) as session:
+            area = self._area_of(name, session)
+            grant = self.live_grants.get(name) or grant_from_dict(extras["grant"])
+            if area.release(grant, self.party):
+                released = "the lock was released"
+        path = Path(ds["path"])
+        if local_fingerprint(path) == (ds["synced_hash"] or "absent"):
+            return f"{released}; you had no unsent changes"
+        return (f"{released}; your changes since version {ds['synced_version']} were NOT sent "
+                f"and stay in {path}")
+
+    def _leave_steps(self, name: str, note: str = "") -> Outcome:
         machine, _ = self._machine(name)
         ds = self.registry.get_dataset(name)
-        note = ""
         if machine.context.step == "receive-latest" and machine.context.mode == LeaveMode.JUST_ME:
             note = self._receive_before_leaving(name, ds)
             self._fire(name, Event.STEP_REACHED, note, step="forget")
@@ -848,7 +1004,9 @@ class Service:
             self._fire(name, Event.LOCK_GRANTED, f"restore {version}", extras={"grant": grant_to_dict(grant)},
                        token=grant.lease.generation)
             try:
-                self._receive_newest(name, area, hold=True)
+                self._bring_up_to_date(name, area)  # no local changes (checked above): nothing kept aside
+                self._fire(name, Event.NEWEST_RECEIVED, "before restoring", token=grant.lease.generation,
+                           version=self.registry.get_dataset(name)["synced_version"])
                 new = area.recommit(grant, self.party, old, f"restored version {version}")
             except errors.Fenced as exc:
                 self._fenced(name, area, exc)

@@ -11,9 +11,7 @@ from .lease import (
     LockStatus,
     Verdict,
     claim_lease,
-    format_duration,
     judge,
-    parse_duration,
 )
 from .machine import (
     TABLE,
@@ -31,5 +29,5 @@ __all__ = [
     "DEFAULT_SLACK", "STEPS", "TABLE", "AreaGoneReason", "Context", "DataSetMachine", "Event",
     "GuardRefused", "HolderLease", "IllegalEvent", "LeaveMode", "LockKind", "LockObservation",
     "LockStatus", "PersistenceError", "SetupMode", "State", "StateMachineError", "Verdict",
-    "allowed_events", "claim_lease", "format_duration", "judge", "parse_duration",
+    "allowed_events", "claim_lease", "judge",
 ]

@@ -16,7 +16,6 @@ No wall clock is read here; callers pass ``now`` or inject a clock.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,31 +140,3 @@ class HolderLease:
 def claim_lease(generation: int, lease_seconds: float, clock: Clock | None = None) -> HolderLease:
     """Start counting a lease whose claim is being sent now (call *before* sending)."""
     return HolderLease(generation, (clock or monotonic_clock)(), lease_seconds)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """Parse ``90s``, ``30m``, ``8h``, ``1d`` or plain seconds into whole seconds (>= 1)."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 8h)")
-    seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if seconds < 1:
-        raise ValueError(f"duration too short: {text!r} (at least 1s)")
-    return int(seconds)
-
-
-def format_duration(seconds: float) -> str:
-    """Human form of a duration, e.g. ``8h``, ``1h30m``, ``45s``."""
-    seconds = int(round(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    if seconds or not parts:
-        parts.append(f"{seconds}s")
-    return "".join(parts)

@@ -42,14 +42,16 @@ TABLE: tuple[Transition, ...] = (
     Transition(E.LOCK_HELD, (S.SHARED_IDLE, S.LOCKED_BY_OTHER), S.LOCKED_BY_OTHER),
     Transition(E.LOCK_FREE, (S.LOCKED_BY_OTHER,), S.SHARED_IDLE),
     Transition(E.RECEIVED, (S.SHARED_IDLE, S.LOCKED_BY_OTHER), None, "version_not_older"),
+    Transition(E.NEWEST_RECEIVED, (S.LOCKED_BY_ME,), S.LOCKED_BY_ME, "token_is_mine"),
     Transition(E.RENEWED, (S.LOCKED_BY_ME,), S.LOCKED_BY_ME, "token_is_newer"),
-    Transition(E.COMMITTED, (S.LOCKED_BY_ME,), S.SHARED_IDLE, "token_is_mine"),
+    Transition(E.COMMITTED, (S.LOCKED_BY_ME,), S.SHARED_IDLE, "may_send"),
+    Transition(E.LOCK_RETURNED, (S.LOCKED_BY_ME,), S.SHARED_IDLE, "token_is_mine"),
     Transition(E.LEASE_LOST, (S.LOCKED_BY_ME,), S.LOCKED_BY_OTHER, "token_is_newer"),
     Transition(
         E.AREA_GONE, (S.SHARED_IDLE, S.LOCKED_BY_ME, S.LOCKED_BY_OTHER), S.AREA_MISSING, "reason_known"
     ),
     Transition(E.AREA_FOUND, (S.AREA_MISSING,), S.SHARED_IDLE),
-    Transition(E.LEAVE, (S.SHARED_IDLE, S.LOCKED_BY_OTHER, S.AREA_MISSING), S.LEAVING),
+    Transition(E.LEAVE, (S.SHARED_IDLE, S.LOCKED_BY_ME, S.LOCKED_BY_OTHER, S.AREA_MISSING), S.LEAVING),
     Transition(E.DELETE_FOR_EVERYONE, (S.SHARED_IDLE, S.LOCKED_BY_ME), S.LEAVING),
     Transition(E.LEAVE_DONE, (S.LEAVING,), S.UNSHARED, "step_is_last"),
     Transition(E.LEAVE_ABORTED, (S.LEAVING,), S.SHARED_IDLE),
@@ -93,6 +95,7 @@ class Context:
     holder_until: int | None = None  # server time (s) the other's lease runs to
     missing_reason: str | None = None  # AreaGoneReason while area-missing
     version: int | None = None  # newest version received or sent
+    received: bool = False  # locked-by-me: the newest version was received and is in place
 
 
 def allowed_events(state: State) -> set[str]:
@@ -138,6 +141,14 @@ def _guard_token_is_mine(ctx: Context, data: dict[str, Any]) -> str | None:
     return None
 
 
+def _guard_may_send(ctx: Context, data: dict[str, Any]) -> str | None:
+    """A commit needs our own token and a copy built on the newest version."""
+    refusal = _guard_token_is_mine(ctx, data)
+    if refusal is None and not ctx.received:
+        return "the newest version was not received after the lock was taken; nothing may be sent"
+    return refusal
+
+
 def _guard_version_not_older(ctx: Context, data: dict[str, Any]) -> str | None:
     version = data.get("version")
     if not isinstance(version, int) or (ctx.version is not None and version < ctx.version):
@@ -157,6 +168,7 @@ GUARDS = {
     "step_is_last": _guard_step_is_last,
     "token_is_newer": _guard_token_is_newer,
     "token_is_mine": _guard_token_is_mine,
+    "may_send": _guard_may_send,
     "version_not_older": _guard_version_not_older,
     "reason_known": _guard_reason_known,
 }
@@ -173,12 +185,19 @@ def _effect(event: Event, ctx: Context, data: dict[str, Any]) -> Context:
             E.LEAVE: LeaveMode.JUST_ME,
             E.DELETE_FOR_EVERYONE: LeaveMode.EVERYONE,
         }[event]
+        if event in (E.START_UPLOAD, E.START_RECEIVE):  # a new area: its generations start anew
+            return replace(ctx, mode=mode.value, step=STEPS[mode][0], last_token=0, version=None)
         return replace(ctx, mode=mode.value, step=STEPS[mode][0])
     if event is E.STEP_REACHED:
         return replace(ctx, step=data["step"], version=data.get("version", ctx.version))
-    if event in (E.LOCK_GRANTED, E.RENEWED):
+    if event is E.LOCK_GRANTED:
+        token = data["token"]
+        return replace(ctx, token=token, last_token=max(ctx.last_token, token), received=False)
+    if event is E.RENEWED:
         token = data["token"]
         return replace(ctx, token=token, last_token=max(ctx.last_token, token))
+    if event is E.NEWEST_RECEIVED:
+        return replace(ctx, received=True, version=data.get("version", ctx.version))
     if event is E.LOCK_HELD:
         seen = data.get("token") or 0
         return replace(
@@ -202,6 +221,7 @@ def _tidy(ctx: Context, state: State) -> Context:
         mode=ctx.mode if state in TRANSIENT else None,
         step=ctx.step if state in TRANSIENT else None,
         token=ctx.token if state is S.LOCKED_BY_ME else None,
+        received=ctx.received if state is S.LOCKED_BY_ME else False,
         holder=ctx.holder if state is S.LOCKED_BY_OTHER else None,
         holder_until=ctx.holder_until if state is S.LOCKED_BY_OTHER else None,
         missing_reason=ctx.missing_reason if state is S.AREA_MISSING else None,
@@ -230,6 +250,9 @@ class _Model:
 
     def token_is_mine(self, event_data: Any) -> bool:
         return self._check("token_is_mine", event_data)
+
+    def may_send(self, event_data: Any) -> bool:
+        return self._check("may_send", event_data)
 
     def version_not_older(self, event_data: Any) -> bool:
         return self._check("version_not_older", event_data)

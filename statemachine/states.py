@@ -28,7 +28,9 @@ class Event(StrEnum):
     STEP_REACHED = "step_reached"  # a transient state reached its next recorded step
     SETUP_DONE = "setup_done"
     SETUP_FAILED = "setup_failed"  # roll back to unshared
-    LOCK_GRANTED = "lock_granted"  # open: we claimed the next generation
+    LOCK_GRANTED = "lock_granted"  # open: we claimed the next generation (newest not received yet)
+    NEWEST_RECEIVED = "newest_received"  # open: the newest version is received and in place
+    LOCK_RETURNED = "lock_returned"  # the lock was given back without sending (interrupted open)
     LOCK_HELD = "lock_held"  # open: another party holds a live lease
     LOCK_FREE = "lock_free"  # the other's lease was released or has expired
     RECEIVED = "received"  # a newer version was received without the lock

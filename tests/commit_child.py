@@ -34,7 +34,7 @@ def main() -> None:
         assert isinstance(grant, Grant)
         print(grant.lease.generation, flush=True)
         die_at(step, area, session)
-        area.commit(grant, me, LocalSnapshot.scan(data, area.keys))
+        area.commit(grant, me, LocalSnapshot.scan(data, area.keys), base=area.newest_number())
         area.release(grant, me)
     sys.exit(0)
 

@@ -59,7 +59,7 @@ def write(path: Path, data: bytes) -> Path:
 def first_version(area: Area, who, data: Path) -> int:
     grant = area.acquire(who, lease_seconds=300)
     assert isinstance(grant, Grant)
-    version = area.commit(grant, who, LocalSnapshot.scan(data, area.keys))
+    version = area.commit(grant, who, LocalSnapshot.scan(data, area.keys), base=area.newest_number())
     assert area.release(grant, who)
     return version
 
@@ -129,10 +129,12 @@ def test_paused_holder_is_fenced_and_the_new_holders_data_survives(fencing_pair,
     backdate(server, name, paused.lease.generation)  # the client's lease ran out on the server
     fresh = firm_area.acquire(firm, lease_seconds=60)
     assert isinstance(fresh, Grant) and fresh.lease.generation > paused.lease.generation
-    firm_version = firm_area.commit(fresh, firm, LocalSnapshot.scan(write(
-        tmp_path / "f" / "books.db", b"firm's newer data" * 100), firm_area.keys))
+    firm_data = write(tmp_path / "f" / "books.db", b"firm's newer data" * 100)
+    firm_version = firm_area.commit(fresh, firm, LocalSnapshot.scan(firm_data, firm_area.keys),
+                                    base=firm_area.newest_number())
     with pytest.raises(errors.Fenced):
-        client_area.commit(paused, client, LocalSnapshot.scan(client_work, client_area.keys))
+        client_area.commit(paused, client, LocalSnapshot.scan(client_work, client_area.keys),
+                           base=client_area.newest_number())
     assert client_work.read_bytes() == b"client's late work" * 100  # kept locally
     assert client_area.newest().version == firm_version
     out = tmp_path / "check.db"
@@ -159,7 +161,7 @@ def test_holder_paused_between_check_and_write_is_fenced(fencing_pair, tmp_path)
     client_area.upload_snapshot = upload_then_pause
     with pytest.raises(errors.Fenced):
         client_area.commit(paused, client, LocalSnapshot.scan(
-            write(tmp_path / "c.db", b"late" * 10), client_area.keys))
+            write(tmp_path / "c.db", b"late" * 10), client_area.keys), base=client_area.newest_number())
     assert isinstance(taken["grant"], Grant)
     assert client_area.newest() is None
 
@@ -170,7 +172,8 @@ def test_expired_but_untaken_lease_is_renewed_at_commit(firm_and_client, tmp_pat
     area = create_area(firm_s, name, firm)
     grant = area.acquire(firm, lease_seconds=60)
     backdate(server, name, grant.lease.generation)
-    version = area.commit(grant, firm, LocalSnapshot.scan(write(tmp_path / "b.db", b"x" * 10), area.keys))
+    snap = LocalSnapshot.scan(write(tmp_path / "b.db", b"x" * 10), area.keys)
+    version = area.commit(grant, firm, snap, base=area.newest_number())
     assert area.newest().version == version and grant.lease.generation > 1
 
 
@@ -200,7 +203,8 @@ def test_commit_interrupted_at_each_step(firm_and_client, tmp_path, step):
     backdate(server, name, dead_gen)
     grant = area.acquire(firm, lease_seconds=60)
     assert isinstance(grant, Grant)
-    v3 = area.commit(grant, firm, LocalSnapshot.scan(write(tmp_path / "v3.db", b"v3"), area.keys))
+    v3 = area.commit(grant, firm, LocalSnapshot.scan(write(tmp_path / "v3.db", b"v3"), area.keys),
+                     base=area.newest_number())
     area.download(area.newest(), out)
     assert area.newest().version == v3 and out.read_bytes() == b"v3"
 

@@ -13,9 +13,7 @@ from statemachine import (
     LockObservation,
     Verdict,
     claim_lease,
-    format_duration,
     judge,
-    parse_duration,
 )
 from statemachine.lease import safety_margin
 
@@ -122,20 +120,3 @@ def test_injected_clock_is_used():
 @pytest.mark.parametrize("lease,margin", [(2, 1.0), (30, 3.0), (600, 60.0), (8 * 3600, 60.0)])
 def test_safety_margin(lease, margin):
     assert safety_margin(lease) == margin
-
-
-@pytest.mark.parametrize("text,seconds", [
-    ("90s", 90), ("30m", 1800), ("8h", 28800), ("1d", 86400), ("45", 45), ("1.5h", 5400),
-])
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "abc", "10x", "-5s", "0s"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
-
-
-def test_format_duration():
-    assert [format_duration(s) for s in (45, 3600, 5430, 0)] == ["45s", "1h", "1h30m30s", "0s"]

@@ -26,13 +26,15 @@ S, E = State, Event
 # full context expected afterwards (as a function of the starting state).
 BASE = Context(last_token=4, version=7)
 HOLDING = replace(BASE, token=4)
+FRESH = replace(HOLDING, received=True)  # holding, and the newest version is in place
+NEW_AREA = replace(BASE, last_token=0, version=None)  # a setup starts a new area's memory
 
 
 def scenario(event: Event, source: State) -> tuple[Context, dict, Context]:
     if event is E.START_UPLOAD:
-        return BASE, {}, replace(BASE, mode="upload", step="create-area")
+        return BASE, {}, replace(NEW_AREA, mode="upload", step="create-area")
     if event is E.START_RECEIVE:
-        return BASE, {}, replace(BASE, mode="receive", step="check-password")
+        return BASE, {}, replace(NEW_AREA, mode="receive", step="check-password")
     if event is E.STEP_REACHED:
         mode = "upload" if source is S.INITIALIZING else "just-me"
         start = replace(BASE, mode=mode, step=STEPS[mode][0])
@@ -57,7 +59,11 @@ def scenario(event: Event, source: State) -> tuple[Context, dict, Context]:
     if event is E.RENEWED:
         return HOLDING, {"token": 5}, replace(BASE, token=5, last_token=5)
     if event is E.COMMITTED:
-        return HOLDING, {"token": 4, "version": 8}, replace(BASE, version=8)
+        return FRESH, {"token": 4, "version": 8}, replace(BASE, version=8)
+    if event is E.NEWEST_RECEIVED:
+        return HOLDING, {"token": 4, "version": 9}, replace(FRESH, version=9)
+    if event is E.LOCK_RETURNED:
+        return FRESH, {"token": 4}, BASE
     if event is E.LEASE_LOST:
         data = {"token": 9, "holder": "firm@office", "until": 50}
         return HOLDING, data, replace(BASE, last_token=9, holder="firm@office", holder_until=50)
@@ -111,7 +117,9 @@ def test_every_state_is_reachable_and_every_event_is_used():
     [
         (S.SHARED_IDLE, BASE, E.LOCK_GRANTED, {"token": 4}, "not newer than 4"),
         (S.LOCKED_BY_ME, HOLDING, E.RENEWED, {"token": 3}, "not newer"),
-        (S.LOCKED_BY_ME, HOLDING, E.COMMITTED, {"token": 3}, "we hold 4"),
+        (S.LOCKED_BY_ME, FRESH, E.COMMITTED, {"token": 3}, "we hold 4"),
+        (S.LOCKED_BY_ME, HOLDING, E.COMMITTED, {"token": 4}, "newest version was not received"),
+        (S.LOCKED_BY_ME, HOLDING, E.NEWEST_RECEIVED, {"token": 3}, "we hold 4"),
         (S.LOCKED_BY_ME, HOLDING, E.LEASE_LOST, {"token": 4}, "not newer"),
         (S.SHARED_IDLE, BASE, E.RECEIVED, {"version": 6}, "older"),
         (S.SHARED_IDLE, BASE, E.AREA_GONE, {"reason": "gremlins"}, "reason must be"),
@@ -136,7 +144,7 @@ def test_whole_upload_story_round_trips_through_json_at_every_step():
     story = [
         (E.START_UPLOAD, {}), (E.STEP_REACHED, {"step": "upload"}),
         (E.STEP_REACHED, {"step": "uploaded", "version": 1}), (E.SETUP_DONE, {}),
-        (E.LOCK_GRANTED, {"token": 1}), (E.RENEWED, {"token": 2}),
+        (E.LOCK_GRANTED, {"token": 1}), (E.NEWEST_RECEIVED, {"token": 1}), (E.RENEWED, {"token": 2}),
         (E.COMMITTED, {"token": 2, "version": 2}), (E.LOCK_HELD, {"token": 4, "holder": "c"}),
         (E.LOCK_FREE, {}), (E.DELETE_FOR_EVERYONE, {}),
         (E.STEP_REACHED, {"step": "deleted"}), (E.LEAVE_DONE, {}),
@@ -148,6 +156,29 @@ def test_whole_upload_story_round_trips_through_json_at_every_step():
         machine = copy
     assert machine.state is S.UNSHARED
     assert machine.context == Context(last_token=4, version=2)
+
+
+def test_a_lock_taken_before_the_newest_version_arrived_cannot_send():
+    """An open interrupted while receiving must never lead to a commit of the old copy."""
+    machine = DataSetMachine(S.SHARED_IDLE, BASE)
+    machine.fire(E.LOCK_GRANTED, token=5)
+    copy = DataSetMachine.from_dict(json.loads(json.dumps(machine.to_dict())))  # a later process
+    assert copy.context.received is False
+    with pytest.raises(GuardRefused, match="not received"):
+        copy.fire(E.COMMITTED, token=5, version=8)
+    copy.fire(E.RENEWED, token=6)
+    assert copy.context.received is False  # renewing does not make the copy newer
+    copy.fire(E.NEWEST_RECEIVED, token=6, version=7)
+    assert copy.fire(E.COMMITTED, token=6, version=8) is S.SHARED_IDLE
+
+
+def test_a_new_setup_forgets_the_previous_areas_generations():
+    machine = DataSetMachine(S.SHARED_IDLE, Context(last_token=40, version=9))
+    machine.fire(E.LEAVE)
+    machine.fire(E.STEP_REACHED, step="forget")
+    machine.fire(E.LEAVE_DONE)
+    machine.fire(E.START_RECEIVE)
+    assert machine.context.last_token == 0 and machine.context.version is None
 
 
 def test_transient_state_persists_its_step_for_resume():

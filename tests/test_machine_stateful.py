@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -17,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from statemachine import (
     DataSetMachine,
     Event,
+    GuardRefused,
     IllegalEvent,
     LockKind,
     LockObservation,
@@ -113,6 +115,12 @@ class TwoOrThreeParties(RuleBasedStateMachine):
         if machine.state is not State.LOCKED_BY_ME:
             return
         token = machine.context.token
+        if not machine.context.received:  # interrupted before the newest version arrived
+            before = machine.to_dict()
+            with pytest.raises(GuardRefused, match="not received"):
+                machine.fire(Event.COMMITTED, token=token, version=len(self.area.log))
+            assert machine.to_dict() == before
+            return
         newer = self.area.fenced_since(token, name)
         if newer is not None or not self.area.present:
             if self.area.present:
@@ -123,6 +131,12 @@ class TwoOrThreeParties(RuleBasedStateMachine):
         self.area.log.append(("commit", token, name))
         self.area.claim(LockKind.RELEASE, name, len(self.area.gens))
         self._fire(name, Event.COMMITTED, token=token, version=len(self.area.log))
+
+    @rule(name=parties_st)
+    def receive_newest(self, name: str) -> None:
+        machine = self.parties[name]
+        if machine.state is State.LOCKED_BY_ME and not machine.context.received:
+            self._fire(name, Event.NEWEST_RECEIVED, token=machine.context.token, version=len(self.area.log))
 
     @rule(name=parties_st)
     def renew(self, name: str) -> None:
