@@ -10,18 +10,36 @@ Folder rules (scan): walked in sorted order; only regular files are kept; symlin
 special files are SKIPPED (never followed) and listed in `LocalSnapshot.skipped` so the
 caller can warn. Empty folders are not recorded. Only permission bits (mode & 0o777) are
 kept. A data set path that is itself a symlink is refused (restore would replace the link).
+
+Names (scan and received manifests): every name must be one a Windows computer can hold
+(`windows_name_problem`: no reserved device names, no `<>:"/\\|?*` or control characters,
+no trailing dot or space, NFC only, at most 255 UTF-8 bytes) and no two names in one folder
+may differ only in case. Names are refused, never rewritten, so a fingerprint always
+describes the names on disk.
+
+Restore (`restore`): the version is built in a hidden temp sibling `.~cs-t…` (a short name,
+whatever the target's length), then swapped in. A disk that refuses a write raises
+`errors.LocalDiskError` and leaves the target untouched; a target held open by another
+program raises `errors.FileInUse` and keeps what was received as `.~cs-p…`, which the next
+restore of the same version puts in place without receiving again. Local items the scan
+does not share (symlinks, pipes, devices) are carried into the new version, never deleted.
+Leftovers of a killed restore are removed by `clean_leftovers` (run by `restore`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import platform
 import re
 import secrets
 import shutil
 import stat
+import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -141,26 +159,81 @@ def validate_manifest(m: Manifest) -> None:
         folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
         if folders.intersection(paths):
             raise errors.AreaCorrupt("the manifest lists a path as both file and folder")
+        if clash := _case_clash(paths):
+            raise errors.UnsafePath(f"the manifest lists {clash[0]!r} and {clash[1]!r}, which differ "
+                                    "only in case (Windows cannot hold both)")
     if m.chunker == CHUNKER:
         for f in m.files:
             if len(f.chunks) != -(-f.size // CHUNK_SIZE):
                 raise errors.AreaCorrupt(f"the manifest entry {f.path!r} has a wrong chunk count")
 
 
+def _malformed(p: str) -> bool:
+    """True if `p` is not a "/"-separated relative path of plain components."""
+    if not isinstance(p, str) or not p or p.startswith("/") or _DRIVE_RE.match(p):
+        return True
+    if "\\" in p or ":" in p or any(ord(ch) < 0x20 for ch in p):
+        return True
+    return any(part in ("", ".", "..") for part in p.split("/"))
+
+
 def safe_relpath(p: str) -> str:
     """Return `p` if it is a safe "/"-separated relative path, else raise UnsafePath.
 
     Refused: empty, absolute, "." / ".." / empty components, backslashes, NUL or other
-    control characters, ":" (drive letters, Windows alternate data streams).
+    control characters, ":" (drive letters, Windows alternate data streams), and any
+    component that `windows_name_problem` refuses.
     """
-    bad = errors.UnsafePath(f"the manifest names an unsafe path: {p!r}")
-    if not isinstance(p, str) or not p or p.startswith("/") or _DRIVE_RE.match(p):
-        raise bad
-    if "\\" in p or ":" in p or any(ord(ch) < 0x20 for ch in p):
-        raise bad
-    if any(part in ("", ".", "..") for part in p.split("/")):
-        raise bad
+    if _malformed(p):
+        raise errors.UnsafePath(f"the manifest names an unsafe path: {p!r}")
+    for part in p.split("/"):
+        if problem := windows_name_problem(part):
+            raise errors.UnsafePath(f"the manifest names a path Windows cannot hold: {p!r} ({problem})")
     return p
+
+
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
+_WINDOWS_BAD_CHARS = frozenset('<>:"/\\|?*')
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why a file or folder called `name` cannot be shared with Windows (or any) clients; None if fine."""
+    if not name:
+        return "the name is empty"
+    bad = next((ch for ch in name if ch in _WINDOWS_BAD_CHARS or ord(ch) < 0x20), None)
+    if bad is not None:
+        return f"it contains {bad!r}, which Windows does not allow in names"
+    if name[-1] in ". ":
+        return "it ends with a dot or a space, which Windows drops"
+    device = name.partition(".")[0].rstrip(" ")
+    if device.upper() in _RESERVED:
+        return f"{device} is a device name Windows reserves (even with an extension)"
+    if unicodedata.normalize("NFC", name) != name:
+        return "it is not in Unicode NFC form (as older Mac disks write it); Windows sees another name"
+    if len(name.encode("utf-8")) > 255:
+        return "it is longer than 255 bytes, which Linux and Mac computers cannot hold"
+    return None
+
+
+def _case_key(name: str) -> str:
+    """Upper case by simple 1:1 mapping, as Windows compares names (so "ß" stays "ß")."""
+    return "".join(up if len(up := ch.upper()) == 1 else ch for ch in name)
+
+
+def _case_clash(paths: list[str]) -> tuple[str, str] | None:
+    """Two paths (or their folders) that differ only in case, if any."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        parts = p.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            first = seen.setdefault(_case_key(prefix), prefix)
+            if first != prefix:
+                return first, prefix
+    return None
 
 
 # --- scanning ----------------------------------------------------------------------
@@ -192,13 +265,28 @@ def _walk_dir(folder: Path, prefix: str, skipped: list[str]) -> Iterator[tuple[s
         if stat.S_ISDIR(st.st_mode):
             yield from _walk_dir(Path(e.path), rel + "/", skipped)
         elif stat.S_ISREG(st.st_mode):
-            try:
-                safe_relpath(rel)
-            except errors.UnsafePath:
-                raise _local_error(f"the file name {rel!r} cannot be shared; rename it") from None
+            if _malformed(rel):
+                raise _local_error(f"the file name {rel!r} cannot be shared; rename it")
             yield rel, Path(e.path), st
         else:
             skipped.append(rel)
+
+
+def _check_names(root: Path, rels: list[str]) -> None:
+    """InvalidState naming the first file whose name a Windows client could not hold."""
+    for rel in rels:
+        for part in rel.split("/"):
+            if problem := windows_name_problem(part):
+                raise errors.InvalidState(
+                    f"the name {rel!r} in {root} cannot be shared: {problem}",
+                    hint=f"rename {part!r} to a name Windows accepts, then try again",
+                )
+    if clash := _case_clash(rels):
+        raise errors.InvalidState(
+            f"{clash[0]!r} and {clash[1]!r} in {root} differ only in upper/lower case; "
+            "Windows cannot hold both",
+            hint=f"rename or merge one of them (for example {clash[1]!r}), then try again",
+        )
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:
@@ -236,6 +324,8 @@ class LocalSnapshot:
         fp = hashlib.sha256()
         walk = list(_walk(root, skipped))
         kind = "file" if walk and walk[0][0] == "" else "folder"
+        if kind == "folder":
+            _check_names(root, [rel for rel, _p, _st in walk])
         for rel, file_path, st in walk:
             entries.append(_scan_file(rel, file_path, st, keys, index, fp))
         manifest = Manifest(kind=kind, files=tuple(entries))
@@ -300,6 +390,23 @@ def local_fingerprint(path: Path) -> str:
         _fingerprint_header(fp, rel, size)
         fp.update(body.digest())
     return fp.hexdigest()
+
+
+def quick_stamp(path: Path) -> str:
+    """A cheap stamp of the data set: (relpath, size, mtime_ns, ctime_ns, inode) of every file.
+
+    Same walk as `local_fingerprint`, but reads no content: if it equals the stamp taken at
+    the last sync, the fingerprint can be reused without re-hashing. Any edit, touch, rename,
+    file added or removed changes it. Returns "absent" if `path` does not exist. (On Windows
+    the inode of files inside a folder reads as 0, so size and times carry the check there.)
+    """
+    root = Path(path)
+    if not os.path.lexists(root):
+        return "absent"
+    h = hashlib.sha256()
+    for rel, _file_path, st in _walk(root, []):
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
+    return h.hexdigest()
 
 
 # --- local chunk cache --------------------------------------------------------------
@@ -371,6 +478,49 @@ class ChunkCache:
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
+# Our own temporary names, next to the target: short whatever the target's name (so never
+# over 255 bytes, and as little as possible towards Windows' 260-character paths), never a
+# Windows reserved name. t = a version being built, o = the replaced copy during a swap,
+# p = a version received but not yet put in place (the target was in use).
+TEMP_PREFIX = ".~cs-"
+_TEMP_RE = re.compile(
+    r"\.~cs-(?P<kind>[to])(?P<tag>[0-9a-f]{6})-(?P<host>[0-9a-f]{4})-(?P<pid>[0-9]{1,10})-[0-9a-f]{6}"
+)
+_LEGACY_RE = re.compile(r"\.cloudshare-(?P<kind>tmp|old)-[0-9a-f]{8,12}")  # before 2026-12
+_HOST = hashlib.sha256(platform.node().encode("utf-8", "replace")).hexdigest()[:4]
+_LIVE_MAX_AGE = 3600.0  # a temp of a process still alive is left alone this long (pid reuse)
+_RETRY_DELAYS = (0.05, 0.2, 0.5) if os.name == "nt" else ()  # indexers and virus scanners
+
+
+def _tag(target: Path) -> str:
+    return hashlib.sha256(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+def _temp_path(target: Path, kind: str) -> Path:
+    """A fresh temp sibling of `target`: `.~cs-<kind><tag>-<host>-<pid>-<random>`."""
+    return target.with_name(
+        f"{TEMP_PREFIX}{kind}{_tag(target)}-{_HOST}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+
+
+def _pending_path(target: Path, manifest: Manifest) -> Path:
+    digest = hashlib.sha256(manifest.to_json_bytes()).hexdigest()[:12]
+    return target.with_name(f"{TEMP_PREFIX}p{_tag(target)}-{digest}")
+
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_plain_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
 
 def _write_entry(
     entry: FileEntry, dest: Path, fetch: Callable[[str], bytes], keys: crypto.Keys
@@ -414,31 +564,340 @@ def _build(manifest: Manifest, tmp: Path, fetch: Callable[[str], bytes], keys: c
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+    """Best effort: remove a file, link or folder we made (never raises)."""
+    if _is_plain_dir(path):
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    elif os.path.lexists(path):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _retry(op: Callable[[Path, Path], None], src: Path, dst: Path) -> None:
+    """`op(src, dst)`, retried briefly on Windows when a scanner holds the file for a moment."""
+    for delay in _RETRY_DELAYS:
+        try:
+            return op(src, dst)
+        except PermissionError:
+            time.sleep(delay)
+    return op(src, dst)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
     """Put `tmp` in place of `target`.
 
     A file over a file (or nothing) is one atomic os.replace. Otherwise the old target is
-    renamed aside, the new one renamed in, the old removed: between the two renames (a
-    few microseconds) `target` does not exist; if the second rename fails the old target
-    is put back. If removing the old copy fails it is left as a hidden sibling.
+    renamed aside, the new one renamed in, the old settled (`_settle_old`): between the two
+    renames (a few microseconds) `target` does not exist; if the second rename fails the
+    old target is put back. If settling the old copy fails it stays a hidden sibling that
+    `clean_leftovers` settles later.
     """
-    if not os.path.lexists(target) or (tmp.is_file() and target.is_file() and not target.is_symlink()):
-        os.replace(tmp, target)
+    if not os.path.lexists(target) or (_is_plain_file(tmp) and _is_plain_file(target)):
+        _retry(os.replace, tmp, target)
         return
-    old = target.with_name(f".{target.name}.cloudshare-old-{secrets.token_hex(4)}")
-    os.rename(target, old)
+    old = _temp_path(target, "o")
+    _retry(os.rename, target, old)
     try:
-        os.rename(tmp, target)
+        _retry(os.rename, tmp, target)
     except BaseException:
         os.rename(old, target)
         raise
-    _remove(old)
+    try:
+        _settle_old(old, target)
+    except OSError:
+        pass
+
+
+def _unshared(folder: Path, prefix: str = "") -> list[str]:
+    """Relative paths under `folder` that scan does not share (symlinks, pipes, devices)."""
+    found: list[str] = []
+    with os.scandir(folder) as it:
+        for e in sorted(it, key=lambda e: e.name):
+            if e.is_dir(follow_symlinks=False):
+                found += _unshared(Path(e.path), f"{prefix}{e.name}/")
+            elif not e.is_file(follow_symlinks=False):
+                found.append(prefix + e.name)
+    return found
+
+
+def _keep_beside(src: Path, like: Path, stamp: str) -> Path:
+    """Rename `src` to `like`, or to `like`'s conflict name if that exists; never over anything."""
+    if _rename_no_clobber(src, like):
+        return like
+    for candidate in _aside_names(like, stamp, "not-shared"):
+        if _rename_no_clobber(src, candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _carry_unshared(old: Path, target: Path) -> None:
+    """Move each item scan does not share from the replaced folder into the new one."""
+    stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    root = target.resolve()
+    for rel in _unshared(old):
+        dest = target.joinpath(*rel.split("/"))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            placed = dest.parent.resolve().is_relative_to(root)
+        except OSError:
+            placed = False  # the new version has a file where the folder was
+        _keep_beside(old.joinpath(*rel.split("/")), dest if placed else target / dest.name, stamp)
+
+
+def _settle_old(old: Path, target: Path) -> None:
+    """Dispose of the copy `target` replaced; what scan does not share is kept, never deleted.
+
+    Regular files and folders go: they were part of the last version (the caller keeps
+    local changes aside before restoring, by fingerprint). Symlinks and special files are
+    not covered by the fingerprint, so they are carried into the new version at their
+    place, or kept aside beside it (`NAME.conflict-<when>-not-shared`) if the place is taken.
+    """
+    stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    if _is_plain_dir(old):
+        if _is_plain_dir(target):
+            _carry_unshared(old, target)
+        elif _unshared(old):
+            _keep_beside(old, target.with_name(f"{target.name}.conflict-{stamp}-not-shared"), stamp)
+            return
+        shutil.rmtree(old, ignore_errors=True)
+    elif _is_plain_file(old):
+        old.unlink()
+    else:
+        _keep_beside(old, target.with_name(f"{target.name}.conflict-{stamp}-not-shared"), stamp)
+
+
+# --- restore: disk errors, files in use, leftovers ------------------------------------------
+
+_DISK_REASONS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", "free some space on that disk, then try again"),
+    errno.EROFS: ("the disk is read-only", "make the disk writable (or move the data set), then try again"),
+    errno.EACCES: ("permission denied", "make the folder writable for you, then try again"),
+    errno.EPERM: ("the operation is not permitted", "make the folder writable for you, then try again"),
+    errno.ENAMETOOLONG: (
+        "a file name or path is too long for this disk",
+        "move the data set to a folder with a shorter path (or have the file renamed), then try again",
+    ),
+}
+if hasattr(errno, "EDQUOT"):
+    _DISK_REASONS[errno.EDQUOT] = ("your disk quota is used up", "free some space, then try again")
+
+
+class _FetchFailed(Exception):
+    """An OSError raised by `fetch` (network, cache): passed on as is, not as a disk error."""
+
+    def __init__(self, original: OSError) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _tagged(fetch: Callable[[str], bytes]) -> Callable[[str], bytes]:
+    def call(chunk_id: str) -> bytes:
+        try:
+            return fetch(chunk_id)
+        except OSError as exc:
+            raise _FetchFailed(exc) from exc
+
+    return call
+
+
+def _disk_error(exc: OSError, temp: Path, target: Path) -> errors.LocalDiskError:
+    """A LocalDiskError naming the real path (not our temp name) and what to do."""
+    what, todo = _DISK_REASONS.get(exc.errno or 0, (exc.strerror or str(exc), "fix the disk, then try again"))
+    where = str(exc.filename) if exc.filename else str(target.parent)
+    where = where.replace(str(temp), str(target))
+    if len(where) > 200:
+        where = f"{where[:90]}…{where[-90:]}"
+    return errors.LocalDiskError(
+        f"could not write the newest version of {target}: {what} ({where})",
+        hint=f"{todo}; your local copy was not changed",
+    )
+
+
+def _in_use(target: Path, kept: Path | None) -> errors.FileInUse:
+    what = "what was received is kept and will be put in place" if kept else "it will be received again"
+    return errors.FileInUse(
+        f"{target} is in use by another program (or protected against changes); "
+        "the newest version could not be put in place",
+        hint=f"close the accounting program (or whatever holds {target.name} open), then open again: {what}",
+    )
+
+
+def _pendings(target: Path) -> list[Path]:
+    """Versions received for `target` but not yet in place (its target was in use)."""
+    start = f"{TEMP_PREFIX}p{_tag(target)}-"
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    return [target.with_name(n) for n in sorted(names) if n.startswith(start)]
+
+
+def pending_restore(target: Path) -> Path | None:
+    """The version received for `target` but kept aside because `target` was in use, if any."""
+    found = _pendings(Path(target))
+    return found[0] if found else None
+
+
+def _keep_pending(tmp: Path, target: Path, manifest: Manifest) -> Path | None:
+    """Keep a built version under its stable pending name; None if even that failed."""
+    pending = _pending_path(target, manifest)
+    try:
+        for other in _pendings(target):
+            _remove(other)
+        os.rename(tmp, pending)
+    except OSError:
+        _remove(tmp)
+        return None
+    return pending
+
+
+def _holds(path: Path, manifest: Manifest, keys: crypto.Keys) -> bool:
+    """True if `path` holds exactly `manifest`'s files (content re-verified by chunk id)."""
+    try:
+        got = LocalSnapshot.scan(path, keys).manifest
+    except (errors.CloudShareError, OSError):
+        return False
+    return got.kind == manifest.kind and [(f.path, f.size, f.chunks) for f in got.files] == [
+        (f.path, f.size, f.chunks) for f in manifest.files
+    ]
+
+
+def finish_pending(target: Path, manifest: Manifest, keys: crypto.Keys) -> bool:
+    """Put in place `manifest` if an earlier restore received it but found `target` in use.
+
+    True if it was put in place (nothing to receive). Kept versions of other manifests are
+    removed (they are no longer the newest). FileInUse again if `target` is still in use.
+    """
+    target = Path(target)
+    want = _pending_path(target, manifest)
+    for other in _pendings(target):
+        if other != want:
+            _remove(other)
+    if not os.path.lexists(want):
+        return False
+    if not _holds(want, manifest, keys):
+        _remove(want)
+        return False
+    try:
+        _swap_in(want, target)
+    except PermissionError as exc:
+        raise _in_use(target, want) from exc
+    except OSError as exc:
+        raise _disk_error(exc, want, target) from exc
+    _fsync_dir(target.parent)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a local process `pid` exists (POSIX only: on Windows os.kill would end it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = os.lstat(path).st_mtime
+    if _is_plain_dir(path):
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with_name = os.path.join(folder, name)
+                newest = max(newest, os.lstat(with_name).st_mtime)
+    return newest
+
+
+def _abandoned(path: Path, host: str | None, pid: int | None, max_age: float) -> bool:
+    """A temp whose process on this computer is gone, or that nobody touched for `max_age`."""
+    age = time.time() - _newest_mtime(path)
+    if host == _HOST and pid is not None and os.name != "nt":
+        return age > _LIVE_MAX_AGE or not _pid_alive(pid)
+    return age > max_age
+
+
+def _leftover(name: str, target: Path) -> tuple[str, str | None, int | None] | None:
+    """(kind "t"/"o", host, pid) if `name` is one of our temps for `target`, else None."""
+    if m := _TEMP_RE.fullmatch(name):
+        return (m["kind"], m["host"], int(m["pid"])) if m["tag"] == _tag(target) else None
+    legacy = f".{target.name}"
+    if name.startswith(legacy) and (m := _LEGACY_RE.fullmatch(name[len(legacy):])):
+        return ("t" if m["kind"] == "tmp" else "o"), None, None
+    return None
+
+
+def _recover_old(old: Path, target: Path) -> None:
+    """A replaced copy left by a killed swap: back in place if the target is missing, else settled."""
+    if os.path.lexists(target):
+        _settle_old(old, target)
+    else:
+        os.rename(old, target)
+
+
+def clean_leftovers(target: Path, max_age: float = 60.0) -> int:
+    """Remove our abandoned temps next to `target`; return how many were handled.
+
+    A temp is abandoned when the process that made it (this computer's, by the pid in its
+    name) is gone, or when nothing in it changed for `max_age` seconds (temps from another
+    computer or without a pid; a living process's temps are left alone for an hour). A
+    build in progress (`.~cs-t…`) is removed; a replaced copy (`.~cs-o…`) goes back in
+    place if a swap was cut before the new version arrived, else it is settled like a
+    finished swap. Versions waiting for a file in use (`.~cs-p…`) are never touched here.
+    Also handles `.NAME.cloudshare-tmp-…` / `-old-…` names of earlier releases.
+    """
+    target = Path(target)
+    try:
+        names = sorted(os.listdir(target.parent))
+    except OSError:
+        return 0
+    handled = 0
+    for name in names:
+        info = _leftover(name, target)
+        path = target.with_name(name)
+        try:
+            if info is None or not _abandoned(path, info[1], info[2], max_age):
+                continue
+            if info[0] == "t":
+                _remove(path)
+            else:
+                _recover_old(path, target)
+        except OSError:
+            continue
+        handled += 1
+    return handled
+
+
+def _build_temp(manifest: Manifest, target: Path, fetch: Callable[[str], bytes], keys: crypto.Keys) -> Path:
+    """Build the version in a fresh temp sibling; on any error remove it (disk errors -> LocalDiskError)."""
+    tmp = _temp_path(target, "t")
+    try:
+        _build(manifest, tmp, _tagged(fetch), keys)
+    except _FetchFailed as exc:
+        _remove(tmp)
+        raise exc.original from None
+    except OSError as exc:
+        _remove(tmp)
+        raise _disk_error(exc, tmp, target) from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tmp
+
+
+def _put_in_place(tmp: Path, target: Path, manifest: Manifest) -> None:
+    """Swap the built version in; if `target` is in use keep the build as pending (FileInUse)."""
+    try:
+        _swap_in(tmp, target)
+    except PermissionError as exc:  # Windows: WinError 5 / 32 / 33, held open; POSIX: immutable
+        raise _in_use(target, _keep_pending(tmp, target, manifest)) from exc
+    except OSError as exc:
+        _remove(tmp)
+        raise _disk_error(exc, tmp, target) from exc
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def restore(
@@ -447,22 +906,25 @@ def restore(
     """Build the version in a temp sibling, verifying every chunk, then swap it in.
 
     `fetch(chunk_id)` returns plaintext (downloaded and opened, or from a ChunkCache).
-    On any error the temp is removed and `target` is left untouched.
+    On any error the temp is removed and `target` is left untouched; a disk that refuses
+    a write raises LocalDiskError. If `target` is in use (FileInUse), what was received
+    is kept and the next restore of the same manifest puts it in place without fetching.
+    Leftovers of killed restores are cleaned first.
     """
     validate_manifest(manifest)
     target = Path(target)
-    tmp = target.parent / f".{target.name}.cloudshare-tmp-{secrets.token_hex(6)}"
-    try:
-        _build(manifest, tmp, fetch, keys)
-        _swap_in(tmp, target)
-    except BaseException:
-        _remove(tmp)
-        raise
+    clean_leftovers(target)
+    if finish_pending(target, manifest, keys):
+        return
+    tmp = _build_temp(manifest, target, fetch, keys)
+    _put_in_place(tmp, target, manifest)
     _fsync_dir(target.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
     """Make the rename durable where the platform allows (not on Windows)."""
+    if os.name == "nt":
+        return
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
