@@ -1,5 +1,6 @@
-"""The SFTP session (paramiko): endpoint URL, host-key pinning, login, timeouts, fast
-transfers, exclusive create / hard-link publish, and the server's clock.
+"""The SFTP session (paramiko): endpoint URL, host-key pinning, login (identity file,
+SSH agent, password), timeouts, fast transfers, exclusive publish of records, never-torn
+publish of immutable objects, and the server's clock. Connection failures are said in words.
 
 Host keys are checked against the tool's own known_hosts file; paramiko's host key
 policies are never used. Passwords are only ever handed to paramiko, never logged or
@@ -13,10 +14,13 @@ import binascii
 import contextlib
 import errno
 import hashlib
+import hmac
 import io
+import logging
 import os
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -52,6 +56,10 @@ from paramiko.sftp_attr import SFTPAttributes
 
 from cloudshare_p2p import errors
 
+# paramiko logs a traceback for every failed connection; without a handler of our own,
+# Python's last-resort handler would print it on the user's terminal.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 # OpenSSH accepts SFTP messages up to 256 KiB *including* headers and answers reads with at
 # most 256 KiB - 1 KiB of data: stay at that size for both directions.
 REQUEST_SIZE = 256 * 1024 - 1024
@@ -59,6 +67,9 @@ PIECE_SIZE = 1 << 20  # upload reads its source in 1 MiB pieces
 MAX_WRITES_IN_FLIGHT = 32
 PREFERRED_CIPHER = "aes128-gcm@openssh.com"
 HARDLINK = "hardlink@openssh.com"
+POSIX_RENAME = "posix-rename@openssh.com"
+MAX_ADDRESSES = 8  # addresses of one host name tried when connecting
+MAX_IDENTITY_SIZE = 64 * 1024  # a private key file is a few KiB
 SFTP_VERSION = 3
 
 
@@ -142,9 +153,11 @@ def _parse_base(path: str) -> str:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """All in seconds. `channel` bounds one SFTP request, `transfer` one whole transfer."""
+    """All in seconds. `resolve` bounds the name lookup, `connect` the TCP connect (all
+    addresses together), `channel` one SFTP request, `transfer` one whole transfer."""
 
-    connect: float = 10.0
+    resolve: float = 5.0
+    connect: float = 5.0
     banner: float = 15.0
     auth: float = 20.0
     channel: float = 30.0
@@ -250,24 +263,155 @@ class KnownHosts:
 
 
 def _open_transport(endpoint: Endpoint, timeouts: Timeouts, pinned_type: str | None = None):
-    """TCP + SSH handshake (no authentication); errors -> NetworkDown."""
-    where = f"{endpoint.host}:{endpoint.port}"
+    """TCP + SSH handshake (no authentication); errors -> NetworkDown in plain words."""
+    where = _where(endpoint)
+    sock = _connect_socket(endpoint, timeouts)
     try:
-        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeouts.connect)
-    except OSError as e:
-        raise errors.NetworkDown(f"cannot reach {where}: {_describe(e)}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    transport = paramiko.Transport(sock)
+        transport = paramiko.Transport(sock)
+    except OSError as e:  # the peer reset the connection at once
+        sock.close()
+        raise _handshake_error(where, e) from None
     try:
         _prefer(transport, pinned_type)
         transport.banner_timeout = timeouts.banner
         transport.handshake_timeout = timeouts.banner
         transport.auth_timeout = timeouts.auth
-        transport.start_client(timeout=timeouts.banner)
+        # paramiko bounds the banner and the key exchange by `banner` each, and its own
+        # errors arrive first; start_client returns silently when its own wait runs out
+        transport.start_client(timeout=2 * timeouts.banner)
+        if not transport.initial_kex_done:
+            raise TimeoutError(f"no SSH handshake within {2 * timeouts.banner:g} s")
     except (OSError, EOFError, paramiko.SSHException) as e:
         transport.close()
-        raise errors.NetworkDown(f"SSH handshake with {where} failed: {_describe(e)}") from None
+        raise _handshake_error(where, e) from None
     return transport
+
+
+def _where(endpoint: Endpoint) -> str:
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"{host}:{endpoint.port}"
+
+
+# getaddrinfo codes: POSIX EAI_* (negative on glibc) and Windows WSA* numbers
+_NO_SUCH_HOST = {
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)
+} | {11001, 11004}  # WSAHOST_NOT_FOUND, WSANO_DATA
+_TRY_AGAIN = {getattr(socket, "EAI_AGAIN", -3), 11002}  # WSATRY_AGAIN
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, 10051, 10065}  # + WSAENETUNREACH, WSAEHOSTUNREACH
+
+
+def _resolve(endpoint: Endpoint, limit: float) -> list[tuple]:
+    """The host's addresses: one getaddrinfo, bounded by `limit` seconds (a resolver that
+    hangs is left to finish in a daemon thread)."""
+    host, port, where = endpoint.host, endpoint.port, _where(endpoint)
+    with contextlib.suppress(socket.gaierror, UnicodeError):  # a literal address: no lookup
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    found: list[tuple] = []
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as e:  # reported to the caller
+            failed.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="cloudshare-resolve", daemon=True).start()
+    if not done.wait(limit):
+        raise errors.NetworkDown(
+            f"cannot reach {where}: no name server answered for {host} within {limit:g} s",
+            hint="check the network connection, then try again",
+        )
+    if failed:
+        raise _lookup_error(where, failed[0])
+    if not found:
+        raise errors.NetworkDown(f"cannot reach {where}: no such host")
+    return found
+
+
+def _lookup_error(where: str, e: BaseException) -> errors.NetworkDown:
+    code = e.errno if isinstance(e, OSError) else None
+    if code in _NO_SUCH_HOST:
+        return errors.NetworkDown(
+            f"cannot reach {where}: no such host",
+            hint="check the host name in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm "
+            "for the exact address",
+        )
+    if code in _TRY_AGAIN:
+        return errors.NetworkDown(
+            f"cannot reach {where}: the host name could not be looked up now (no name server answered)",
+            hint="check the network connection, then try again",
+        )
+    if isinstance(e, UnicodeError):
+        return errors.NetworkDown(f"cannot reach {where}: the host name is not valid",
+                                  hint="check the host name in the URL")
+    return errors.NetworkDown(f"cannot reach {where}: the host name could not be looked up ({_describe(e)})")
+
+
+def _connect_socket(endpoint: Endpoint, timeouts: Timeouts) -> socket.socket:
+    """Connect to the first address that answers, all within `timeouts.connect` seconds."""
+    where = _where(endpoint)
+    addresses = _resolve(endpoint, timeouts.resolve)[:MAX_ADDRESSES]
+    deadline = time.monotonic() + timeouts.connect
+    last: OSError | None = None
+    for i, (family, kind, proto, _, sockaddr) in enumerate(addresses):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        # share the time among the addresses left, but give each a real chance
+        share = max(min(remaining, 1.5), remaining / (len(addresses) - i))
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(share)
+            sock.connect(sockaddr)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        with contextlib.suppress(OSError):  # a peer that resets at once is caught by the handshake
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise _connect_error(where, last, timeouts.connect) from None
+
+
+def _connect_error(where: str, e: OSError | None, limit: float) -> errors.NetworkDown:
+    if isinstance(e, ConnectionRefusedError):
+        return errors.NetworkDown(
+            f"nothing is listening on {where}",
+            hint="check the port in the URL and that the host's SFTP service is running; ask the "
+            "firm",
+        )
+    if e is None or isinstance(e, TimeoutError):
+        return errors.NetworkDown(
+            f"cannot reach {where}: no answer within {limit:g} s",
+            hint="check the address in the URL and the network (a firewall may block it), then "
+            "try again",
+        )
+    if isinstance(e, ConnectionResetError | ConnectionAbortedError):
+        return _handshake_error(where, e)
+    if e.errno in _UNREACHABLE:
+        return errors.NetworkDown(f"cannot reach {where}: no route to the host (network unreachable)")
+    return errors.NetworkDown(f"cannot reach {where}: {_describe(e)}")
+
+
+def _handshake_error(where: str, e: BaseException) -> errors.NetworkDown:
+    cause = e.__context__ or e.__cause__
+    if isinstance(e, EOFError | ConnectionError) or isinstance(cause, EOFError | ConnectionError):
+        return errors.NetworkDown(
+            f"{where} closed the connection during the SSH handshake",
+            hint="check the port in the URL; the host may be busy or refusing this computer: try "
+            "again later or ask the firm",
+        )
+    if "banner" in str(e).lower():
+        return errors.NetworkDown(
+            f"{where} does not answer like an SSH/SFTP host",
+            hint="check the port in the URL (SFTP is usually port 22), then try again",
+        )
+    if isinstance(e, TimeoutError):
+        return errors.NetworkDown(f"{where} did not finish the SSH handshake: {_describe(e)}")
+    return errors.NetworkDown(f"SSH handshake with {where} failed: {_describe(e)}")
 
 
 def _prefer(transport: paramiko.Transport, pinned_type: str | None) -> None:
@@ -286,6 +430,9 @@ def _prefer(transport: paramiko.Transport, pinned_type: str | None) -> None:
 
 
 def _describe(e: BaseException) -> str:
+    """Words for an exception: the OS's text without "[Errno N]"."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
     return str(e) or type(e).__name__
 
 
@@ -299,49 +446,133 @@ def probe_host_key(endpoint: Endpoint, timeouts: Timeouts = Timeouts()) -> tuple
         transport.close()
 
 
+class HostKeyMismatch(errors.HostKeyChanged):
+    """The host's key is not the one whose fingerprint the user was given (exit 8)."""
+
+    def __init__(self, host: str, given: str, got: str) -> None:
+        self.host, self.expected, self.got = host, given, got
+        errors.CloudShareError.__init__(
+            self,
+            f"the host key of {host} does not match the fingerprint you were given ({given}); "
+            "this may be an attack or a mistake",
+            hint="do not connect: ask the firm for the host key fingerprint again (by phone or in "
+            "person) and check the address in the URL",
+        )
+
+
+def _fingerprint_matches(given: str, key: paramiko.PKey) -> bool:
+    """`given` as `SHA256:<base64>` (or bare base64) or `MD5:aa:bb:…` names `key`."""
+    text = given.strip()
+    if text.upper().startswith("MD5:"):
+        md5 = hashlib.md5(key.asbytes(), usedforsecurity=False).hexdigest()
+        wanted = text[4:].replace(":", "").lower()
+        return len(wanted) == 32 and hmac.compare_digest(wanted, md5)
+    return hmac.compare_digest(_normalize_fingerprint(text), fingerprint(key))
+
+
 def _check_host_key(
     transport: paramiko.Transport,
     endpoint: Endpoint,
     known_hosts: KnownHosts,
     accept_fingerprint: str | None,
 ) -> None:
-    """Pinned and equal: fine. Pinned and different: HostKeyChanged, always. Not pinned:
-    pin it if the caller accepted exactly this fingerprint, else HostKeyUnknown."""
+    """Pinned and different: HostKeyChanged, always. A fingerprint given that does not match
+    the key: HostKeyMismatch. Pinned and equal: fine. Not pinned: pin it if the caller
+    accepted exactly this key, else HostKeyUnknown."""
     hostport = endpoint.hostport()
     key = transport.get_remote_server_key()
     got = fingerprint(key)
     pinned = known_hosts.lookup(hostport)
+    if pinned is not None and (pinned.get_name() != key.get_name() or pinned.asbytes() != key.asbytes()):
+        raise errors.HostKeyChanged(hostport, fingerprint(pinned), got)
+    if accept_fingerprint and not _fingerprint_matches(accept_fingerprint, key):
+        raise HostKeyMismatch(hostport, accept_fingerprint.strip()[:100], got)
     if pinned is not None:
-        if pinned.get_name() != key.get_name() or pinned.asbytes() != key.asbytes():
-            raise errors.HostKeyChanged(hostport, fingerprint(pinned), got)
         return
-    if accept_fingerprint and _normalize_fingerprint(accept_fingerprint) == got:
+    if accept_fingerprint:
         known_hosts.pin(hostport, key)
         return
     raise errors.HostKeyUnknown(hostport, got, key.get_name())
 
 
+class IdentityProblem(errors.CloudShareError):
+    """The identity (private key) file cannot be used; the message says why."""
+
+
+class IdentityEncrypted(IdentityProblem):
+    """The identity file is protected by a passphrase (cloudshare never asks for one)."""
+
+
+_PUBLIC_PREFIXES = (b"ssh-", b"ecdsa-", b"sk-", b"---- BEGIN SSH2 PUBLIC KEY")
+
+
+def check_identity(path: Path) -> None:
+    """Raise IdentityProblem (exit 1) unless `path` is a private key file cloudshare can use:
+    missing, a folder, unreadable, a public key (.pub), a PuTTY key, passphrase-protected
+    (IdentityEncrypted) or not a key at all each get their own message and hint."""
+    _load_identity(Path(path))
+
+
 def _load_identity(path: Path) -> paramiko.PKey:
+    shown = str(path)
+    try:
+        if path.is_dir():
+            raise IdentityProblem(f"the identity {shown} is a folder, not a key file",
+                                  hint="give the private key file, e.g. ~/.ssh/id_ed25519")
+        with open(path, "rb") as f:
+            head = f.read(MAX_IDENTITY_SIZE + 1)
+    except FileNotFoundError:
+        raise IdentityProblem(
+            f"the identity file {shown} does not exist",
+            hint="check the path; give the private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519",
+        ) from None
+    except OSError as e:
+        raise IdentityProblem(f"cannot read the identity file {shown}: {_describe(e)}",
+                              hint="check the file's permissions (it must be readable by you)") from None
+    text = head.lstrip()
+    if path.suffix == ".pub" or text.startswith(_PUBLIC_PREFIXES):
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        where = f" ({private})" if private is not None and private.is_file() else ""
+        raise IdentityProblem(
+            f"{shown} is a public key; login needs the private key",
+            hint=f"give the private key file (without .pub){where}; the .pub file is the one "
+            "the firm registers on the host",
+        )
+    if text.startswith(b"PuTTY-User-Key-File-"):
+        raise IdentityProblem(
+            f"{shown} is a PuTTY key (.ppk), which cloudshare cannot read",
+            hint="in PuTTYgen, load it and choose Conversions > Export OpenSSH key, then give that "
+            "file",
+        )
+    if len(head) > MAX_IDENTITY_SIZE:
+        raise IdentityProblem(f"{shown} is too large to be a private key file",
+                              hint="give the private key file, e.g. ~/.ssh/id_ed25519")
     try:
         return paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        raise errors.LoginRefused(
-            f"the identity file {path} is protected by a passphrase",
-            hint="load it into ssh-agent, or use a key without passphrase",
+    except (paramiko.PasswordRequiredException, TypeError):  # cryptography: TypeError
+        raise IdentityEncrypted(
+            f"the identity file {shown} is protected by a passphrase, which cloudshare does not ask "
+            "for",
+            hint=f"load it into ssh-agent (ssh-add {shown}) and add the remote without --identity, "
+            "or make a key without passphrase (ssh-keygen -t ed25519 -N \"\")",
         ) from None
     except (OSError, ValueError, paramiko.SSHException) as e:
-        raise errors.LoginRefused(
-            f"cannot use the identity file {path}: {_describe(e)}",
-            hint="check the identity file path and format",
+        detail = "" if "PEM" in str(e) else f" ({_describe(e)})"
+        raise IdentityProblem(
+            f"{shown} is not a private key file cloudshare can use{detail}",
+            hint="give the OpenSSH private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519",
         ) from None
 
 
 def _agent_keys() -> list[paramiko.PKey]:
-    if not os.environ.get("SSH_AUTH_SOCK"):
+    """Keys of the user's SSH agent, wherever paramiko finds one: on Windows Pageant or the
+    OpenSSH agent pipe (paramiko looks by itself), elsewhere the SSH_AUTH_SOCK socket.
+    No agent or a broken one gives no keys, never an error."""
+    if sys.platform != "win32" and not os.environ.get("SSH_AUTH_SOCK"):
         return []
     try:
         return list(paramiko.Agent().get_keys())
-    except (OSError, paramiko.SSHException):
+    except Exception:  # noqa: BLE001 - an agent problem must never stop a login
         return []
 
 
@@ -354,17 +585,28 @@ def _try(auth: Callable[[], object]) -> bool:
 
 
 def _authenticate(transport: paramiko.Transport, user: str, credentials: Credentials) -> None:
-    """Identity file, then agent keys, then password; all refused -> LoginRefused."""
+    """Identity file, then agent keys, then password; all refused -> LoginRefused. A
+    passphrase-protected identity is skipped in favour of the agent (which may hold it) and
+    reported if nothing else logs in."""
+    skipped: IdentityEncrypted | None = None
     if credentials.identity is not None:
-        key = _load_identity(Path(credentials.identity))
-        if _try(lambda: transport.auth_publickey(user, key)):
-            return
+        try:
+            key = _load_identity(Path(credentials.identity))
+        except IdentityEncrypted as e:
+            if not credentials.use_agent:
+                raise
+            skipped = e
+        else:
+            if _try(lambda: transport.auth_publickey(user, key)):
+                return
     if credentials.use_agent:
         for agent_key in _agent_keys():
             if _try(lambda k=agent_key: transport.auth_publickey(user, k)):
                 return
     if credentials.password is not None and _password_auth(transport, user, credentials):
         return
+    if skipped is not None:
+        raise skipped
     raise errors.LoginRefused(f"the host refused the login of {user!r}")
 
 
@@ -716,6 +958,100 @@ class Session:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.remove(tmp_path)
+
+    # -- immutable content-addressed objects (chunks, manifests) --
+
+    def object_complete(self, final_path: str, size: int) -> bool | None:
+        """None: nothing under `final_path`; True: a file of exactly `size` bytes; False: a
+        torn or otherwise different file (or a folder). A writer never trusts a name it has
+        not checked this way."""
+        found = self.stat(final_path)
+        if found is None:
+            return None
+        return not found.is_dir and found.size == size
+
+    def put_object(self, tmp_path: str, final_path: str, data: bytes) -> bool:
+        """Upload `data` to `tmp_path` (every write and the close acknowledged), then
+        `publish_object` it; True if we created or repaired `final_path`."""
+        written = self.upload(tmp_path, data)
+        if written != len(data):
+            raise errors.TransferError(f"upload of {tmp_path} wrote {written} of {len(data)} bytes")
+        return self._publish_object(tmp_path, final_path, len(data), check_tmp=False)
+
+    def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
+        """Publish a complete temp file as an immutable object whose content is fixed by its
+        name (identical content under the name is harmless), so that `final_path` never holds a
+        torn file, on every host. The temp file must hold `size` bytes (checked), else
+        TransferError and nothing is published. With `hardlink@openssh.com`: exclusive link;
+        else `posix-rename@openssh.com` (atomic replace); else plain rename. A file already
+        under the name of another size is torn: it is removed and replaced. The temp file is
+        removed in every case. True if we created or replaced `final_path`, False if a file of
+        `size` bytes was already there."""
+        return self._publish_object(tmp_path, final_path, size, check_tmp=True)
+
+    def _publish_object(self, tmp_path: str, final_path: str, size: int, *, check_tmp: bool) -> bool:
+        try:
+            with self._guard("publish"):
+                if check_tmp:
+                    found = self.stat(tmp_path)
+                    if found is None or found.is_dir or found.size != size:
+                        got = "nothing" if found is None else f"{found.size} bytes"
+                        raise errors.TransferError(
+                            f"the temporary file {tmp_path} holds {got}, not {size} bytes: not published"
+                        )
+                if HARDLINK in self.extensions:
+                    won = self._place_object(HARDLINK, tmp_path, final_path, size)
+                    if won is not None:
+                        return won
+                if POSIX_RENAME in self.extensions:
+                    if self.object_complete(final_path, size):
+                        return False
+                    won = self._place_object(POSIX_RENAME, tmp_path, final_path, size)
+                    if won is not None:
+                        return won
+                return bool(self._place_object("rename", tmp_path, final_path, size))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.remove(tmp_path)
+
+    def _place_object(self, how: str, tmp_path: str, final_path: str, size: int) -> bool | None:
+        """Put tmp at final by `how`; a torn final is removed and the move retried once.
+        None if the host does not support `how`."""
+        for attempt in range(2):
+            try:
+                if how == "rename":
+                    self._sftp.rename(tmp_path, final_path)
+                else:
+                    self._sftp._request(CMD_EXTENDED, how, tmp_path, final_path)
+                return True
+            except OSError as e:
+                if how != "rename" and getattr(e, "sftp_code", None) == SFTP_OP_UNSUPPORTED:
+                    return None
+                if not self._transport.is_active():
+                    raise
+                complete = self.object_complete(final_path, size)
+                if complete is None or attempt == 1:
+                    raise  # a real error (nothing there), or a torn file we could not replace
+                if complete:
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    self._sftp.remove(final_path)  # torn: a complete copy replaces it
+        raise AssertionError("unreachable")
+
+    def require_dir(self, path: str) -> None:
+        """CloudShareError in plain words unless `path` is an existing folder on the host."""
+        shown = path or "(the login folder)"
+        hint = "check the folder in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm which folder"
+        try:
+            found = self.stat(path or ".")
+        except PermissionError:
+            raise errors.CloudShareError(
+                f"the folder {shown} cannot be read on the host (permission denied)", hint=hint
+            ) from None
+        if found is None:
+            raise errors.CloudShareError(f"the folder {shown} does not exist on the host", hint=hint)
+        if not found.is_dir:
+            raise errors.CloudShareError(f"{shown} on the host is a file, not a folder", hint=hint)
 
     # -- transfers --
 

@@ -157,8 +157,9 @@ def test_unknown_host_key_then_accepted_and_pinned(openssh_server, tmp_path: Pat
     assert info.value.fingerprint == openssh_server.host_key_fingerprint
     assert info.value.key_type == "ssh-ed25519"
     assert not hosts.path.exists()
-    with pytest.raises(errors.HostKeyUnknown):
+    with pytest.raises(errors.HostKeyChanged):  # HostKeyMismatch: a fingerprint given, not this key's
         connect(endpoint, hosts, creds, accept_fingerprint="SHA256:not-this-one")
+    assert not hosts.path.exists()
     with connect(endpoint, hosts, creds, accept_fingerprint=info.value.fingerprint) as s:
         assert s.stat(s.path()) is not None
     assert stat.S_IMODE(hosts.path.stat().st_mode) == 0o600

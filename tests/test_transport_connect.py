@@ -1,0 +1,216 @@
+"""Connecting (issue 9): unreachable hosts said in words and quickly, a wrong fingerprint
+refused as a possible attack, the base folder checked; paramiko never prints on stderr."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from cloudshare_p2p import errors
+from cloudshare_p2p.transport import (
+    Credentials,
+    Endpoint,
+    HostKeyMismatch,
+    KnownHosts,
+    Session,
+    Timeouts,
+    connect,
+    probe_host_key,
+)
+from tests.relay import Relay
+from tests.serverinfo import ShareServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port bound but not listening: connections are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def _no_login(tmp_path: Path) -> tuple[KnownHosts, Credentials]:
+    return KnownHosts(tmp_path / "known_hosts"), Credentials(use_agent=False)
+
+
+# --- unreachable hosts -----------------------------------------------------------------
+
+
+def test_refused_port_says_nothing_is_listening(closed_port: int, tmp_path: Path) -> None:
+    for attempt in (
+        lambda: connect(Endpoint("u", "127.0.0.1", closed_port), *_no_login(tmp_path)),
+        lambda: probe_host_key(Endpoint("u", "127.0.0.1", closed_port)),
+    ):
+        t0 = time.monotonic()
+        with pytest.raises(errors.NetworkDown) as info:
+            attempt()
+        assert time.monotonic() - t0 < 2
+        assert str(info.value) == f"nothing is listening on 127.0.0.1:{closed_port}"
+        assert "Errno" not in info.value.user_message()
+        assert "port" in info.value.hint
+        assert info.value.exit_code == 9
+
+
+def test_unresolvable_name_says_no_such_host(tmp_path: Path) -> None:
+    endpoint = Endpoint("u", "no-such-host.invalid", 2222)
+    t0 = time.monotonic()
+    with pytest.raises(errors.NetworkDown) as info:
+        connect(endpoint, *_no_login(tmp_path), timeouts=Timeouts(resolve=3.0))
+    elapsed = time.monotonic() - t0
+    if "no name server answered" in str(info.value):
+        pytest.skip(f"this machine's resolver did not answer for .invalid within 3 s ({elapsed:.1f} s)")
+    assert str(info.value) == "cannot reach no-such-host.invalid:2222: no such host"
+    assert "Errno" not in info.value.user_message() and "host name" in info.value.hint
+    assert info.value.exit_code == 9
+    assert elapsed < 3.5
+
+
+def test_ipv6_literal_refused(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as s:
+        try:
+            s.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = s.getsockname()[1]
+        with pytest.raises(errors.NetworkDown, match=rf"nothing is listening on \[::1\]:{port}$"):
+            connect(Endpoint("u", "::1", port), *_no_login(tmp_path))
+
+
+def test_host_that_closes_at_once(closed_port: int, tmp_path: Path) -> None:
+    """Something accepts the connection, then closes it (the relay to a refused port)."""
+    closed = "closed the connection during the SSH handshake"
+    with Relay(closed_port) as relay, pytest.raises(errors.NetworkDown, match=closed):
+        connect(Endpoint("u", "127.0.0.1", relay.port), *_no_login(tmp_path))
+
+
+def test_silent_host_is_not_an_ssh_host(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with Relay(listener.getsockname()[1]) as relay:
+            relay.go_silent()
+            t0 = time.monotonic()
+            with pytest.raises(errors.NetworkDown, match="does not answer like an SSH/SFTP host"):
+                connect(Endpoint("u", "127.0.0.1", relay.port), *_no_login(tmp_path),
+                        timeouts=Timeouts(banner=1.0))
+            assert time.monotonic() - t0 < 4
+
+
+def test_failed_handshake_prints_nothing_on_stderr(closed_port: int) -> None:
+    """paramiko logs a traceback per failed connection; the user's terminal must not see it."""
+    script = f"""
+import socket
+from cloudshare_p2p import errors
+from cloudshare_p2p.transport import Endpoint, probe_host_key
+from tests.relay import Relay
+with Relay({closed_port}) as relay:
+    try:
+        probe_host_key(Endpoint("u", "127.0.0.1", relay.port))
+    except errors.NetworkDown as e:
+        print(e)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert "closed the connection" in done.stdout
+    assert done.stderr == ""
+
+
+# --- host keys ------------------------------------------------------------------------
+
+
+def _server_key(server: ShareServer) -> paramiko.PKey:
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=5)
+            return transport.get_remote_server_key()
+        finally:
+            transport.close()
+
+
+def _creds(server: ShareServer) -> Credentials:
+    return Credentials(identity=server.identity, use_agent=False)
+
+
+@pytest.mark.server
+def test_wrong_fingerprint_is_a_possible_attack(share_server: ShareServer, tmp_path: Path) -> None:
+    hosts = KnownHosts(tmp_path / "known_hosts")
+    endpoint = Endpoint.parse(share_server.url())
+    given = "SHA256:" + "A" * 43
+    with pytest.raises(HostKeyMismatch) as info:
+        connect(endpoint, hosts, _creds(share_server), accept_fingerprint=given)
+    exc = info.value
+    text = exc.user_message()
+    assert isinstance(exc, errors.HostKeyChanged) and exc.exit_code == 8
+    assert "does not match the fingerprint you were given" in text and given in text
+    assert "attack or a mistake" in text and "ask the firm" in exc.hint
+    assert share_server.host_key_fingerprint not in text  # never suggest pasting it
+    assert "--accept-host-key" not in text
+    assert not hosts.path.exists()
+
+
+@pytest.mark.server
+def test_wrong_fingerprint_refused_even_when_pinned(share_server: ShareServer, tmp_path: Path) -> None:
+    hosts = KnownHosts(tmp_path / "known_hosts")
+    endpoint = Endpoint.parse(share_server.url())
+    right = share_server.host_key_fingerprint
+    connect(endpoint, hosts, _creds(share_server), accept_fingerprint=right).close()
+    with pytest.raises(HostKeyMismatch):
+        connect(endpoint, hosts, _creds(share_server), accept_fingerprint="SHA256:" + "B" * 43)
+    connect(endpoint, hosts, _creds(share_server)).close()  # the pin itself is untouched
+
+
+@pytest.mark.server
+def test_fingerprint_forms_accepted(share_server: ShareServer, tmp_path: Path) -> None:
+    key = _server_key(share_server)
+    md5 = hashlib.md5(key.asbytes(), usedforsecurity=False).hexdigest()
+    sha = share_server.host_key_fingerprint
+    forms = [
+        f"  {sha}  ",
+        sha[len("SHA256:"):],  # bare base64
+        sha + "=",  # padded
+        "MD5:" + ":".join(md5[i : i + 2] for i in range(0, 32, 2)),  # ssh-keygen -E md5
+    ]
+    for i, given in enumerate(forms):
+        hosts = KnownHosts(tmp_path / f"known_hosts-{i}")
+        endpoint = Endpoint.parse(share_server.url())
+        connect(endpoint, hosts, _creds(share_server), accept_fingerprint=given).close()
+        assert hosts.fingerprints() == {endpoint.hostport(): sha}
+    with pytest.raises(HostKeyMismatch):
+        connect(Endpoint.parse(share_server.url()), KnownHosts(tmp_path / "kh-md5"),
+                _creds(share_server), accept_fingerprint="MD5:" + "00:" * 15 + "00")
+
+
+# --- the base folder ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def session(share_server: ShareServer, tmp_path: Path) -> Iterator[Session]:
+    endpoint = Endpoint.parse(share_server.url())
+    with connect(endpoint, KnownHosts(tmp_path / "kh"), _creds(share_server),
+                 accept_fingerprint=share_server.host_key_fingerprint) as s:
+        yield s
+
+
+@pytest.mark.server
+def test_require_dir(session: Session) -> None:
+    session.require_dir(session.path())  # the URL's base folder
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(errors.CloudShareError, match="does not exist on the host") as info:
+        session.require_dir(session.path(name))
+    assert info.value.exit_code == 1 and "URL" in info.value.hint
+    session.create_exclusive(session.path(name), b"")
+    with pytest.raises(errors.CloudShareError, match="is a file, not a folder"):
+        session.require_dir(session.path(name))
+    session.remove(session.path(name))
