@@ -1,36 +1,108 @@
-"""`cloudshare host ...`: run the embedded SFTP host (see docs/hosting.md)."""
+"""`cloudshare host ...`: run the embedded SFTP host (see docs/hosting.md).
+
+`cloudshare_p2p.host` (and with it asyncssh) is imported only inside the commands, so the
+client commands of `cloudshare` never load the host's SSH server.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import click
 
-from cloudshare_p2p.errors import CloudShareError
-
-
-class _LazyHost:
-    """`cloudshare_p2p.host` (asyncssh) is imported only when a host command runs."""
-
-    def __getattr__(self, name: str):
-        from cloudshare_p2p import host
-
-        return getattr(host, name)
-
-
-hostlib = _LazyHost()
+from cloudshare_p2p.errors import CloudShareError, ExitCode
 
 PASSWORD_ENV = "CLOUDSHARE_ID_PASSWORD"
+#: default of `serve --grace`; equals host.SHUTDOWN_GRACE (checked by the tests)
+SHUTDOWN_GRACE = 5.0
+#: defaults of the login rate limits; equal host.RateLimits() (checked by the tests)
+MAX_FAILURES, FAILURE_WINDOW, PENALTY = 5, 600.0, 30.0
+PASSWORD_TRIES = 3  # prompts before giving up when the two answers differ
 
 HOST_DIR = click.argument("host_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 
 
-def _fail(exc: CloudShareError) -> click.ClickException:
-    return click.ClickException(exc.user_message())
+def _hostlib() -> ModuleType:
+    """The host library, imported on first use (it loads asyncssh)."""
+    from cloudshare_p2p import host
+
+    return host
 
 
-@click.group("host")
+class HostCommandError(click.ClickException):
+    """An error on its way out of `cloudshare host`, with its documented exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class HostGroup(click.Group):
+    """Maps errors to the exit codes of `cloudshare` (cloudshare_p2p.errors.ExitCode)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except CloudShareError as exc:
+            raise HostCommandError(exc.user_message(), int(exc.exit_code)) from None
+        except (click.Abort, KeyboardInterrupt):
+            raise HostCommandError("stopped; nothing was changed", int(ExitCode.INTERRUPTED)) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise HostCommandError(
+                f"the local disk refused: {exc.strerror or exc}{where}\n"
+                "  next: check the folder's space and permissions, then try again",
+                int(ExitCode.LOCAL_DISK),
+            ) from None
+        except Exception as exc:
+            if os.environ.get("CLOUDSHARE_DEBUG") == "1":
+                traceback.print_exc()
+            raise HostCommandError(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "  next: run again with CLOUDSHARE_DEBUG=1 and report the output",
+                int(ExitCode.INTERNAL),
+            ) from None
+
+
+def _invalid_id(comm_id: str) -> None:
+    """Bad communication ID on the command line: a usage error (exit 2)."""
+    try:
+        _hostlib().validate_comm_id(comm_id)
+    except CloudShareError as exc:
+        raise HostCommandError(exc.user_message(), int(ExitCode.USAGE)) from None
+
+
+def _ask_password(comm_id: str) -> str:
+    """The new ID's login password: $CLOUDSHARE_ID_PASSWORD, or asked twice (not shown)."""
+    password = os.environ.get(PASSWORD_ENV)
+    if password is not None:
+        if not password:
+            raise click.UsageError(f"${PASSWORD_ENV} is empty")
+        return password
+    hint = "for a key-only ID, pass --authorized-key KEY.pub --no-password"
+    for _ in range(PASSWORD_TRIES):
+        first = click.prompt(
+            f"login password for {comm_id}", hide_input=True, default="", show_default=False, err=True
+        )
+        if not first:
+            raise click.UsageError(f"empty password ({hint})")
+        again = click.prompt(
+            "the same password again", hide_input=True, default="", show_default=False, err=True
+        )
+        if again == first:
+            return first
+        click.echo("the two passwords differ; try again", err=True)
+    raise click.UsageError(f"the two passwords differed {PASSWORD_TRIES} times")
+
+
+@click.group("host", cls=HostGroup)
 def host() -> None:
     """Run the embedded SFTP host that clients share data through."""
 
@@ -43,11 +115,9 @@ def init_cmd(host_dir: Path) -> None:
     Safe to run again: an existing host folder is kept as it is and its fingerprint printed.
     Example: cloudshare host init ./host
     """
+    hostlib = _hostlib()
     existed = (host_dir / hostlib.HOST_KEY).exists()
-    try:
-        fp = hostlib.init_host(host_dir)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    fp = hostlib.init_host(host_dir)
     click.echo(f"{'host folder already set up' if existed else 'created host folder'}: {host_dir}")
     click.echo(f"host key fingerprint: {fp}")
     click.echo("give this fingerprint to your clients so they can check the host", err=True)
@@ -60,38 +130,35 @@ def init_cmd(host_dir: Path) -> None:
     "--authorized-key",
     "pubkey_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="OpenSSH public key file (.pub) allowed to log in as this ID.",
+    help="OpenSSH public key file (.pub) allowed to log in as this ID (then no password is asked).",
+)
+@click.option(
+    "--password", "want_password", is_flag=True,
+    help="With --authorized-key: also give the ID a login password.",
 )
 @click.option(
     "--no-password", is_flag=True, help="No login password: the ID logs in with --authorized-key only."
 )
-def add_id_cmd(host_dir: Path, comm_id: str, pubkey_file: Path | None, no_password: bool) -> None:
+def add_id_cmd(
+    host_dir: Path, comm_id: str, pubkey_file: Path | None, want_password: bool, no_password: bool
+) -> None:
     """Create communication ID COMM_ID, confined to its own folder.
 
-    The password is asked twice (not shown), or read from $CLOUDSHARE_ID_PASSWORD.
+    Without --authorized-key the ID logs in by password: asked twice (not shown), or read
+    from $CLOUDSHARE_ID_PASSWORD. With --authorized-key it logs in by key only, unless
+    --password is given too.
     Example: cloudshare host add-id ./host yamada --authorized-key yamada.pub
     """
-    try:
-        hostlib._require_host_dir(host_dir)
-        hostlib.validate_comm_id(comm_id)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    hostlib = _hostlib()
+    if want_password and no_password:
+        raise click.UsageError("--password and --no-password exclude each other")
     if no_password and pubkey_file is None:
         raise click.UsageError("--no-password needs --authorized-key PUBKEYFILE")
+    hostlib._require_host_dir(host_dir)
+    _invalid_id(comm_id)
     key = pubkey_file.read_text(encoding="utf-8") if pubkey_file else None
-    password: str | None = None
-    if not no_password:
-        password = os.environ.get(PASSWORD_ENV)
-        if password is None:
-            password = click.prompt(
-                f"login password for {comm_id}", hide_input=True, confirmation_prompt=True
-            )
-        if not password:
-            raise click.UsageError(f"empty password (from ${PASSWORD_ENV} or the prompt)")
-    try:
-        hostlib.add_id(host_dir, comm_id, password, key)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    password = _ask_password(comm_id) if (pubkey_file is None or want_password) else None
+    hostlib.add_id(host_dir, comm_id, password, key)
     how = " and ".join(x for x in ("password" if password else "", "key" if key else "") if x)
     click.echo(
         f"added communication ID {comm_id} (login by {how}); its folder: {host_dir / hostlib.DATA / comm_id}"
@@ -105,12 +172,12 @@ def add_id_cmd(host_dir: Path, comm_id: str, pubkey_file: Path | None, no_passwo
 def remove_id_cmd(host_dir: Path, comm_id: str, delete_data: bool) -> None:
     """Remove communication ID COMM_ID (its folder is kept unless --delete-data).
 
+    A running `host serve` closes the ID's open connections within about a second.
     Example: cloudshare host remove-id ./host yamada
     """
-    try:
-        hostlib.remove_id(host_dir, comm_id, delete_data=delete_data)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    hostlib = _hostlib()
+    _invalid_id(comm_id)
+    hostlib.remove_id(host_dir, comm_id, delete_data=delete_data)
     kept = "" if delete_data else f" (its folder {host_dir / hostlib.DATA / comm_id} was kept)"
     click.echo(f"removed communication ID {comm_id}{kept}")
 
@@ -122,10 +189,7 @@ def list_ids_cmd(host_dir: Path) -> None:
 
     Example: cloudshare host list-ids ./host
     """
-    try:
-        ids = hostlib.list_ids(host_dir)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    ids = _hostlib().list_ids(host_dir)
     if not ids:
         click.echo(f"no communication IDs yet; add one with `cloudshare host add-id {host_dir} ID`", err=True)
     for i in ids:
@@ -144,26 +208,60 @@ def list_ids_cmd(host_dir: Path) -> None:
 @click.option("--port", default=2222, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--grace",
-    default=hostlib.SHUTDOWN_GRACE,
+    default=SHUTDOWN_GRACE,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
     help="Seconds live connections get to finish after SIGINT/SIGTERM.",
 )
-def serve_cmd(host_dir: Path, bind: str, port: int, grace: float) -> None:
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also append the audit log (key=value lines) to this file (created 0600).",
+)
+@click.option(
+    "--max-failures", default=MAX_FAILURES, show_default=True, type=click.IntRange(min=1),
+    help="Failed password logins (per address, per ID) before attempts are delayed.",
+)
+@click.option(
+    "--failure-window", default=FAILURE_WINDOW, show_default=True, type=click.FloatRange(min=0.1),
+    help="Seconds a failed login is remembered.",
+)
+@click.option(
+    "--penalty", default=PENALTY, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds between allowed attempts once over the limit (doubles per failure, up to 16x).",
+)
+def serve_cmd(
+    host_dir: Path, bind: str, port: int, grace: float, log_file: Path | None,
+    max_failures: int, failure_window: float, penalty: float,
+) -> None:
     """Serve DIR over SFTP until interrupted (Ctrl-C or SIGTERM).
 
-    Example: cloudshare host serve ./host --port 2222
+    Run it as an unprivileged user that owns DIR, never as root.
+    Example: cloudshare host serve ./host --port 2222 --log-file /var/log/cloudshare-host.log
     """
-    hostlib.setup_logging()
+    hostlib = _hostlib()
+    limits = hostlib.RateLimits(
+        max_failures=max_failures, window=failure_window, penalty=penalty, penalty_max=penalty * 16
+    )
+    hostlib._require_host_dir(host_dir)
     try:
-        hostlib.serve_forever(host_dir, bind, port, grace=grace)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+        hostlib.setup_logging(log_file=log_file)
     except OSError as exc:
-        raise click.ClickException(
+        raise HostCommandError(
+            f"cannot write the log file {log_file}: {exc.strerror or exc}\n"
+            "  next: choose another --log-file, or create its folder",
+            int(ExitCode.LOCAL_DISK),
+        ) from None
+    try:
+        hostlib.serve_forever(host_dir, bind, port, grace=grace, limits=limits)
+    except CloudShareError:
+        raise
+    except OSError as exc:
+        raise HostCommandError(
             f"cannot listen on {bind}:{port}: {exc.strerror or exc}\n"
-            "  next: choose another --port, or stop the program using it"
-        ) from exc
+            "  next: choose another --port, or stop the program using it",
+            int(ExitCode.ERROR),
+        ) from None
 
 
 @host.command("openssh-config")
@@ -180,11 +278,9 @@ def openssh_config_cmd(comm_id: str, data_root: str, no_password: bool) -> None:
 
     Example: cloudshare host openssh-config yamada --data-root /srv/cloudshare
     """
-    try:
-        click.echo(hostlib.openssh_config(comm_id, data_root, password=not no_password), nl=False)
-    except CloudShareError as exc:
-        raise _fail(exc) from exc
+    _invalid_id(comm_id)
+    click.echo(_hostlib().openssh_config(comm_id, data_root, password=not no_password), nl=False)
 
 
 if __name__ == "__main__":
-    host()
+    sys.exit(host())
