@@ -656,8 +656,9 @@ class ChrootSFTPServer(asyncssh.SFTPServer):
         """Refuse (and end the connection) once the ID was removed or replaced."""
         if self._host is None or self._session is None:
             return
-        if not self._host.session_valid(self._session):
-            self._host.end_session(self._session, "id-removed")
+        problem = self._host.session_problem(self._session)
+        if problem:
+            self._host.end_session(self._session, problem)
             raise asyncssh.SFTPPermissionDenied("this communication ID was removed from the host")
         if not os.path.isdir(self._root):
             raise asyncssh.SFTPPermissionDenied("this communication ID's folder is gone from the host")
@@ -1046,7 +1047,18 @@ class EmbeddedHost:
 
     def session_valid(self, session: _HostSSHServer) -> bool:
         """True while the session's ID still exists as it was when it logged in."""
-        return session.token is not None and self.accounts.token(session.comm_id) == session.token
+        return self.session_problem(session) is None
+
+    def session_problem(self, session: _HostSSHServer) -> str | None:
+        """None while the session's ID is as it was at login; else "id-removed" or
+        "accounts-unreadable" (a damaged accounts.json closes connections: fail closed)."""
+        try:
+            record = self.accounts.ids().get(session.comm_id)
+        except HostError:
+            return "accounts-unreadable"
+        if session.token is None or record is None or _record_token(record) != session.token:
+            return "id-removed"
+        return None
 
     def end_session(self, session: _HostSSHServer, reason: str) -> None:
         """Close a logged-in connection (once), logging why."""
@@ -1101,8 +1113,9 @@ class EmbeddedHost:
                 self._audit_id_changes(known, now)
                 known = now
             for session in list(self._sessions.values()):
-                if session._authed and not session.ending and not self.session_valid(session):
-                    self.end_session(session, "id-removed")
+                problem = self.session_problem(session) if session._authed else None
+                if problem and not session.ending:
+                    self.end_session(session, problem)
 
     # -- SFTP -----------------------------------------------------------------
 
@@ -1111,8 +1124,9 @@ class EmbeddedHost:
         user = conn.get_extra_info("username")
         validate_comm_id(user)
         owner = conn.get_owner()
-        if isinstance(owner, _HostSSHServer) and not self.session_valid(owner):
-            self.end_session(owner, "id-removed")  # its requests are refused meanwhile
+        problem = self.session_problem(owner) if isinstance(owner, _HostSSHServer) else None
+        if isinstance(owner, _HostSSHServer) and problem:
+            self.end_session(owner, problem)  # its requests are refused meanwhile
         # never create the root here: only add-id does, so a removed ID stays removed
         return ChrootSFTPServer(chan, str(self.host_dir / DATA / user), self)
 
