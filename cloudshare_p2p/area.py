@@ -124,7 +124,7 @@ class LockInfo:
             return "free" if self.status.verdict is Verdict.FREE else "free (the last lease expired)"
         who = self.holder.get("name", "?")
         since, until = local_time(self.status.since), local_time(self.status.until)
-        note = f" — note: {self.note}" if self.note else ""
+        note = f" - note: {self.note}" if self.note else ""
         return f"locked by {who} since {since} until {until}{note}"
 
     def as_json(self) -> dict[str, Any]:
@@ -218,10 +218,17 @@ class Area:
         self.root = session.path(name)
         self.config: dict[str, Any] | None = None
         self.keys: crypto.Keys | None = None
+        self.data_key: bytes | None = None  # the unwrapped key, for remembering on this computer
         self.stats = TransferStats()
         self._clock = clock or time.monotonic
         self.cache = AreaCache(None)
         self._cache_dir: Path | None = None
+        self.interrupted: Callable[[], bool] = lambda: False  # a Ctrl-C waiting for a safe point
+
+    def check_interrupt(self) -> None:
+        """Stop at a safe point (between chunks) when the person pressed Ctrl-C."""
+        if self.interrupted():
+            raise KeyboardInterrupt
 
     def use_cache(self, cache_dir: Path) -> None:
         """Remember log entries and the lock's top generation under cache_dir/<area_id>/.
@@ -280,6 +287,7 @@ class Area:
         if not self._publish(self.p("config"), body):
             raise errors.AreaExists(f"area {self.name} already exists on the host")
         self.config = config
+        self.data_key = data_key
         self.keys = crypto.keys_from_data_key(data_key)
 
     def _leftovers(self) -> bool:
@@ -329,7 +337,15 @@ class Area:
             kek = crypto.derive_kek(password, salt, kdf)
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.AreaCorrupt(f"area {self.name} has unusable key parameters: {exc}") from None
-        self.keys = crypto.keys_from_data_key(crypto.unwrap_key(kek, wrapped, config["area_id"]))
+        self.data_key = crypto.unwrap_key(kek, wrapped, config["area_id"])
+        self.keys = crypto.keys_from_data_key(self.data_key)
+        return self.keys
+
+    def use_data_key(self, data_key: bytes) -> crypto.Keys:
+        """Use a data key remembered on this computer (it belongs to this area's id)."""
+        self.load()
+        self.data_key = data_key
+        self.keys = crypto.keys_from_data_key(data_key)
         return self.keys
 
     # --- records ------------------------------------------------------------------------
@@ -569,6 +585,9 @@ class Area:
             entry = self._read_entry(seq) or {}
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
                 who = _dict(entry.get("writer")).get("name", "someone")
+                if entry.get("kind") == "break":
+                    raise errors.Fenced(f"your lock was broken by {who} at {_entry_time(entry)}; "
+                                        "your version was not sent")
                 raise errors.Fenced(
                     f"your lease ran out and {who} took the lock (generation {entry.get('gen')}); "
                     "your version was not sent"
@@ -625,16 +644,21 @@ class Area:
         keys = self._require_keys()
         made_dirs: set[str] = set()
         for chunk_id in sorted(snap.manifest.chunk_ids()):
+            self.check_interrupt()
             path = self._chunk_path(chunk_id)
-            if self.session.stat(path) is not None:
-                self.stats.chunks_skipped += 1
+            found = self.session.stat(path)
+            if found is not None and cache is not None and cache.has(chunk_id):
+                self.stats.chunks_skipped += 1  # verified here before: objects are never torn later
                 continue
             plain = snap.read_chunk(chunk_id)
             blob = crypto.seal(keys, crypto.KIND_CHUNK, chunk_id, plain)
+            if found is not None and not found.is_dir and found.size == len(blob):
+                self.stats.chunks_skipped += 1  # complete (checked by size, never trusted by name)
+                continue
             if chunk_id[:2] not in made_dirs:
                 self.session.mkdir(self.p("chunks", chunk_id[:2]))
                 made_dirs.add(chunk_id[:2])
-            self._publish(path, blob)  # False: an identical chunk arrived meanwhile
+            self.session.put_object(self._tmp(), path, blob)  # a torn one is replaced
             self.stats.chunks_uploaded += 1
             self.stats.bytes_uploaded += len(blob)
             if cache is not None:
@@ -644,8 +668,8 @@ class Area:
         body = snap.manifest.to_json_bytes()
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
-        if self.session.stat(self.p("manifests", manifest_id)) is None:
-            self._publish(self.p("manifests", manifest_id), blob)
+        if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
+            self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
             self.stats.bytes_uploaded += len(blob)
         return manifest_id
 
@@ -690,11 +714,21 @@ class Area:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
         ours, obs = self.holding(grant)
         if not ours:
-            who = _dict(self.observe_lock()[1].get("holder")).get("name", "someone else")
-            raise errors.Fenced(f"your lease ran out and {who} took the lock; your version was not sent")
+            raise errors.Fenced(self._lost_how(grant) + "; your version was not sent")
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):
             self.renew(grant, party)
+
+    def _lost_how(self, grant: Grant) -> str:
+        """Why a grant is no longer ours, in words: broken by NAME at TIME, or taken over."""
+        for entry in reversed(self.log()):
+            if entry.get("seq", 0) <= grant.fence_seq:
+                break
+            if entry.get("kind") == "break":
+                who = _dict(entry.get("writer")).get("name", "someone")
+                return f"your lock was broken by {who} at {_entry_time(entry)}"
+        who = _dict(self.observe_lock()[1].get("holder")).get("name", "someone else")
+        return f"your lease ran out and {who} took the lock"
 
     def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
                       restored_from: int | None, base: int) -> int:
@@ -746,6 +780,7 @@ class Area:
         keys = self._require_keys()
 
         def fetch(chunk_id: str) -> bytes:
+            self.check_interrupt()
             data = self.fetch_chunk(chunk_id, cache)
             if progress:
                 progress(len(data))
@@ -787,6 +822,16 @@ def _dict(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         return {}
     return {k: printable(v, MAX_NAME) for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _entry_time(entry: dict[str, Any]) -> str:
+    """The time of a log entry in this computer's time zone (its text if it cannot be read)."""
+    raw = entry.get("time")
+    try:
+        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        return printable(raw, 40) or "?"
 
 
 def _note(value: Any) -> str:

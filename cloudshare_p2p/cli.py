@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextlib import suppress as _suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,27 +163,50 @@ def _ssh_password() -> str | None:
 
 def _confirm(question: str) -> bool:
     if not _tty(sys.stdin):
-        click.echo(f"{question} (no terminal to ask: pass --yes or --accept-host-key)", err=True)
+        option = _answer_option()
+        how = f": pass {option}" if option else ""
+        click.echo(safe_text(f"{question} (no terminal to ask{how})"), err=True)
         return False
-    return click.confirm(question, err=True)
+    return click.confirm(safe_text(question), err=True)
+
+
+def _answer_option() -> str | None:
+    """The option of the running command that answers its question without a terminal."""
+    ctx = click.get_current_context(silent=True)
+    names = {p.name for p in ctx.command.params} if ctx else set()
+    for name, option in (("accept_host_key", "--accept-host-key"), ("yes", "--yes")):
+        if name in names:
+            return option
+    return None
 
 
 def _say(text: str) -> None:
     click.echo(safe_text(text), err=True)
 
 
+PROGRESS_AFTER = 1.0  # seconds: shorter transfers show no bar
+
+
 def _progress(label: str, total: int) -> Callable[[int], None] | None:
-    """A progress line on stderr when it is a terminal; stdout stays clean."""
+    """A `click.progressbar` on stderr, only on a terminal and only for transfers over a second."""
     if not _tty(sys.stderr) or total <= 0:
         return None
-    done = [0]
+    import time
+
+    started, done = time.monotonic(), [0]
+    bar: list[Any] = []
 
     def advance(n: int) -> None:
         done[0] += n
-        pct = min(100, done[0] * 100 // total)
-        end = "\n" if done[0] >= total else ""
-        sys.stderr.write(f"\r{label} {pct:3d}%  {done[0] / 1e6:.1f}/{total / 1e6:.1f} MB{end}")
-        sys.stderr.flush()
+        if not bar and time.monotonic() - started >= PROGRESS_AFTER and done[0] < total:
+            bar.append(click.progressbar(length=total, label=label, file=sys.stderr, show_pos=False))
+            bar[0].__enter__()
+            bar[0].update(done[0] - n)
+        if bar:
+            bar[0].update(n)
+            if done[0] >= total:
+                bar[0].__exit__(None, None, None)
+                bar.clear()
 
     return advance
 
@@ -194,16 +218,40 @@ def _service(ctx: click.Context) -> Service:
     if "service" not in obj:
         ui = UI(share_password=_share_password, ssh_password=_ssh_password, confirm=_confirm,
                 say=_say, progress=_progress)
-        obj["service"] = Service(obj["home"], ui)
+        obj["service"] = Service(obj["home"], ui, remember=obj.get("remember"),
+                                 remember_login=obj.get("remember_login"))
         ctx.call_on_close(obj["service"].shutdown)
     return obj["service"]
 
 
 def _json_out(data: Any, as_json: bool) -> bool:
-    """Print `data` as the stable `--json` form when asked; True if it was printed."""
+    """Print `data` as the stable `--json` form when asked (UTF-8 text, not `\\u` escapes)."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
     return as_json
+
+
+def _can_show(text: str, stream: Any = None) -> bool:
+    """Can the console encode `text`? (Windows consoles and redirections may be cp932.)"""
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def _suppress_errors() -> Any:
+    return _suppress(ValueError, OSError, AttributeError)
+
+
+def _tolerant_streams() -> None:
+    """Never crash on a character the console cannot show: it degrades to '?'."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with _suppress_errors():
+                reconfigure(errors="replace")
 
 
 def _emit(outcome: Outcome, as_json: bool) -> None:
@@ -249,8 +297,12 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for conf
 @click.version_option(__version__, prog_name="cloudshare")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="CLOUDSHARE_HOME",
               help="Folder of the local registry and pinned host keys [env CLOUDSHARE_HOME].")
+@click.option("--no-remember", is_flag=True,
+              help="Remember no key or login on this computer (shared computers) "
+                   "[env CLOUDSHARE_REMEMBER=0].")
+@click.option("--remember-login", is_flag=True, help="Remember a login password typed now, without asking.")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
+def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_login: bool) -> None:
     """Share one accounting data set through an SFTP host.
 
     Opening data receives the newest version and takes an exclusive lock; closing sends
@@ -264,7 +316,10 @@ def main(ctx: click.Context, home: Path | None) -> None:
     """
     from .registry import default_home
 
-    ctx.ensure_object(dict)["home"] = home or default_home()
+    _tolerant_streams()
+    obj = ctx.ensure_object(dict)
+    obj.update(home=home or default_home(), remember=False if no_remember else None,
+               remember_login=True if remember_login else None)
 
 
 main.add_command(host)
@@ -289,7 +344,7 @@ def remote() -> None:
 @remote.command("add")
 @click.argument("name")
 @click.argument("url")
-@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="Private key file for login.")
+@click.option("--identity", type=click.Path(), help="Private key file for login (not the .pub file).")
 @click.option("--accept-host-key", metavar="SHA256:…", help="Pin this host key fingerprint without asking.")
 @click.pass_context
 def remote_add(ctx: click.Context, name: str, url: str, identity: str | None,
@@ -336,15 +391,17 @@ def areas(ctx: click.Context, remote_name: str, as_json: bool) -> None:
         return
     if not rows:
         click.echo("no areas on this host yet")
+        return
+    click.echo(f"{'AREA':<20} {'DATA':<24} {'NEWEST VERSION':<50} LOCK")
     for row in rows:
         lock = row["lock"] or {}
-        held = f"locked by {lock['holder']} since {lock['since']} until {lock['until']}" \
+        held = f"locked by {lock['holder']} since {_local(lock['since'])} until {_local(lock['until'])}" \
             if lock.get("state") == "locked" else "free"
-        newest = f"v{row['version']} {_human(row['size'])} by {row['last_writer']} at {row['last_time']}" \
-            if row["version"] else "no version yet"
-        click.echo(f"{row['area']:<20} {row['dataset'] or '?':<24} {newest:<50} {held}")
+        newest = f"v{row['version']} {_human(row['size'])} by {row['last_writer']} at " \
+            f"{_local(row['last_time'])}" if row["version"] else "no version yet"
+        click.echo(safe_text(f"{row['area']:<20} {row['dataset'] or '?':<24} {newest:<50} {held}"))
         if row["problem"]:
-            click.echo(f"{'':<20} problem: {row['problem']}")
+            click.echo(safe_text(f"{'':<20} problem: {row['problem']}"))
 
 
 @main.command()
@@ -484,15 +541,29 @@ def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -
     if not rows:
         click.echo("no data sets yet: `cloudshare add NAME PATH` or `cloudshare join`")
     for row in rows:
-        mark = "☁" if row["shared"] else " "
+        mark = ("☁" if _can_show("☁") else "*") if row["shared"] else " "
         where = f"{row['remote']}/{row['area']}" if row["remote"] else "-"
         holder = f" held by {row['lock_holder']}" if row["lock_holder"] else ""
         version = f"v{row['version']}" if row["version"] is not None else "-"
         newer = f" (host has v{row['host_version']})" if row.get("host_version") not in (
             None, row["version"]) else ""
-        click.echo(f"{mark} {row['name']:<16} {row['state']:<16} {where:<28} {version:<6}{holder}{newer}")
+        state = _state_words(row)
+        click.echo(safe_text(f"{mark} {row['name']:<16} {state:<16} {where:<28} {version:<6}{holder}{newer}"))
         if row.get("problem"):
-            click.echo(f"  {'':<16} problem: {row['problem']}")
+            click.echo(safe_text(f"  {'':<16} problem: {row['problem']}"))
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def forget(ctx: click.Context, name: str) -> None:
+    """Forget the key and login remembered for NAME on this computer.
+
+    An unshared registration (a failed join, say) is removed too; the data is never touched.
+    Example: cloudshare forget books
+    """
+    with _working(ctx, name):
+        _emit(_service(ctx).forget(name), False)
 
 
 @main.command()
@@ -548,10 +619,14 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
     rows = _service(ctx).history(name)
     if _json_out(rows, as_json):
         return
+    if rows:
+        click.echo(f"{'VERSION':<7} {'TIME':<24} {'BY':<24} {'SIZE':<10} NOTE")
     for row in rows:
         restored = f" (restored from v{row['restored_from']})" if row["restored_from"] else ""
         size = _human(row["size"])
-        click.echo(f"v{row['version']:<5} {row['time']:<22} {row['writer']:<24} {size}{restored}")
+        note = row.get("note") or ""
+        click.echo(safe_text(f"v{row['version']:<6} {_local(row['time']):<24} {row['writer'] or '?':<24} "
+                             f"{size:<10} {note}{restored}"))
 
 
 @main.command()
@@ -599,6 +674,27 @@ def demo(keep: Path | None) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(keep))
+
+
+def _local(iso: str | None) -> str:
+    """An ISO 8601 UTC time (`…Z`) in this computer's time zone, for people."""
+    from datetime import datetime
+
+    if not iso:
+        return "?"
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    except ValueError:
+        return iso
+
+
+def _state_words(row: dict[str, Any]) -> str:
+    """The state as a person reads it (`--json` keeps the machine's name)."""
+    if row["state"] == "area-missing" and row.get("missing_reason") == "id-unusable":
+        return "ID unusable"
+    if row["state"] == "area-missing":
+        return "area deleted"
+    return row["state"]
 
 
 def _human(n: int | None) -> str:

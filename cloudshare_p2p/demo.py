@@ -30,7 +30,6 @@ HOST_STOP_TIMEOUT = 10.0
 HOST_GRACE = 2.0  # seconds live connections get when the host stops
 
 COMM_ID = "yamada"
-ID_PASSWORD = "demo login password"
 SHARE_PASSWORD = "demo share password"
 REMOTE = "office"
 AREA = "yamada-books"
@@ -252,7 +251,6 @@ def _story(d: Demo) -> None:
     _make_key(keys / COMM_ID)
     d.say(f"(the demo made an SSH key pair for the communication ID: keys/{COMM_ID}, keys/{COMM_ID}.pub)")
     d.cloudshare(None, "host", "add-id", "host", COMM_ID, "--authorized-key", f"keys/{COMM_ID}.pub",
-                 extra_env={"CLOUDSHARE_ID_PASSWORD": ID_PASSWORD},
                  contains=[f"added communication ID {COMM_ID}"])
     d.start_host()
     d.say(f"The firm gives its client the host key fingerprint: {d.fingerprint}")

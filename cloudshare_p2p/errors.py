@@ -108,6 +108,12 @@ class AreaGone(CloudShareError):
     hint = "the shared data was deleted; stop sharing it with `cloudshare leave NAME`"
 
 
+class NoSuchArea(CloudShareError):
+    """The area name given is not on the host (a typo, most likely)."""
+
+    exit_code = ExitCode.ERROR
+
+
 class AreaExists(CloudShareError):
     """Creating an area that already exists."""
 
@@ -210,6 +216,20 @@ class Interrupted(CloudShareError):
     """The user pressed Ctrl-C; the message says what was left behind."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class ProgramNotFound(CloudShareError):
+    """`run`: the program does not exist (like a shell: exit 127)."""
+
+    exit_code = ExitCode.NOT_FOUND
+    hint = "check the program's name or give its full path"
+
+
+class ProgramNotExecutable(CloudShareError):
+    """`run`: the program exists but cannot be executed (like a shell: exit 126)."""
+
+    exit_code = ExitCode.CANNOT_EXECUTE
+    hint = "check that it is a program and that you may run it"
 
 
 class InvalidState(CloudShareError):

@@ -52,6 +52,7 @@ DATASET_FIELDS = frozenset(
         "area_id",
         "synced_version",
         "synced_hash",
+        "synced_stamp",
         "machine",
     }
 )
@@ -136,6 +137,13 @@ def m001_initial(db: Database) -> None:
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?)",
         [uuid.uuid4().hex[:16]],
     )
+
+
+@MIGRATIONS()
+def m002_synced_stamp(db: Database) -> None:
+    """A cheap stamp (names, sizes, times, inodes) of the data as last synced: `close` with
+    nothing changed need not re-read the data."""
+    db["datasets"].add_column("synced_stamp", str)
 
 
 # --- the registry -------------------------------------------------------------
@@ -329,6 +337,12 @@ class Registry:
                     f"data set {name} already exists",
                     hint="choose another name; see `cloudshare status`",
                 )
+            other = self._rows("SELECT name FROM datasets WHERE path = ?", [_abspath(path)])
+            if other:
+                raise errors.CloudShareError(
+                    f"{_abspath(path)} is already registered as {other[0]['name']}",
+                    hint=f"use the name {other[0]['name']}, or `cloudshare forget {other[0]['name']}` first",
+                )
             now = _now()
             self.db.execute(
                 "INSERT INTO datasets (name, path, state, step, created, updated) "
@@ -364,6 +378,8 @@ class Registry:
             values["machine"] = json.dumps(values["machine"], sort_keys=True)
         if values.get("synced_version") is not None:
             values["synced_version"] = int(values["synced_version"])
+        if "synced_hash" in values and "synced_stamp" not in values:
+            values["synced_stamp"] = None  # a new fingerprint without a stamp: re-read next time
         with self.write():
             self.get_dataset(name)
             if values.get("remote") is not None:
@@ -413,8 +429,8 @@ class Registry:
 
 
 _DATASET_COLUMNS = (
-    "name, path, state, step, remote, area, area_id, synced_version, synced_hash, machine, "
-    "created, updated"
+    "name, path, state, step, remote, area, area_id, synced_version, synced_hash, synced_stamp, "
+    "machine, created, updated"
 )
 
 

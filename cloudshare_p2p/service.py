@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -38,12 +39,23 @@ from .area import (
     validate_area_name,
 )
 from .durations import format_duration
+from .localfiles import set_writable
 from .registry import Registry
+from .secretstore import SecretStore, remember_enabled
 from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
-from .snapshot import ChunkCache, LocalSnapshot, keep_aside, local_fingerprint
-from .transport import Credentials, Endpoint, KnownHosts, Session, connect, probe_host_key
+from .snapshot import ChunkCache, LocalSnapshot, keep_aside, local_fingerprint, quick_stamp
+from .transport import (
+    Credentials,
+    Endpoint,
+    KnownHosts,
+    Session,
+    check_identity,
+    connect,
+    probe_host_key,
+)
 
 WAIT_POLL_MAX = 5.0
+MIN_SHARE_PASSWORD = 8
 SECRET_ENV = ("CLOUDSHARE_PASSWORD", "CLOUDSHARE_SSH_PASSWORD", "CLOUDSHARE_ID_PASSWORD")
 
 
@@ -69,13 +81,17 @@ class Outcome:
 class Service:
     """The commands, bound to one home folder (registry, pinned host keys, cache)."""
 
-    def __init__(self, home: Path, ui: UI) -> None:
+    def __init__(self, home: Path, ui: UI, remember: bool | None = None,
+                 remember_login: bool | None = None) -> None:
         self.home = Path(home)
         self.registry = Registry(self.home)
+        self.secrets = SecretStore(self.home, enabled=remember_enabled(remember))
+        self.remember_login = remember_login
         self.known_hosts = KnownHosts(self.home / "known_hosts")
         self.ui = ui
         self._ssh_password: str | None = None
         self.live_grants: dict[str, Grant] = {}  # grants taken by this process (their clock is live)
+        self._interrupt = threading.Event()  # a first Ctrl-C, honoured at the next safe point
         name = os.environ.get("CLOUDSHARE_NAME") or self.registry.display_name
         self.party = Party(name, self.registry.install_id, socket.gethostname())
 
@@ -91,6 +107,8 @@ class Service:
             endpoint = Endpoint.parse(url)
         except ValueError as exc:
             raise errors.CloudShareError(str(exc), hint="use sftp://COMM_ID@HOST[:PORT][/BASE]") from None
+        if identity:
+            check_identity(Path(identity).expanduser())
         key_type, fingerprint = probe_host_key(endpoint)
         pinned = self.known_hosts.fingerprints().get(endpoint.hostport())
         if pinned and pinned != fingerprint:
@@ -103,8 +121,9 @@ class Service:
             accept = fingerprint
         if identity:
             identity = str(Path(identity).expanduser().resolve())
-        with self._connect_endpoint(endpoint, identity, accept):
-            pass
+        with self._connect_endpoint(endpoint, identity, accept) as session:
+            if endpoint.base:
+                session.require_dir(session.path())
         self.registry.add_remote(name, endpoint.url(), identity, fingerprint)
         return Outcome(f"remote {name} added: {endpoint.url()} (host key {fingerprint})",
                        {"name": name, "url": endpoint.url(), "host_key": fingerprint})
@@ -123,18 +142,44 @@ class Service:
 
     def _connect_endpoint(self, endpoint: Endpoint, identity: str | None,
                           accept: str | None = None) -> Session:
+        account = endpoint.url()
+        source: list[str] = []  # where the login password came from, if one was used
         creds = Credentials(
             identity=Path(identity) if identity else None,
-            password=self._login_password,
+            password=lambda: self._login_password(account, source),
             use_agent=identity is None,
         )
-        return connect(endpoint, self.known_hosts, creds, accept_fingerprint=accept)
+        try:
+            session = connect(endpoint, self.known_hosts, creds, accept_fingerprint=accept)
+        except errors.LoginRefused:
+            if source == ["remembered"]:
+                self.secrets.forget_login(account)  # changed on the host: ask next time
+                self._ssh_password = None
+            raise
+        if source == ["typed"]:
+            self._maybe_remember_login(account)
+        return session
 
-    def _login_password(self) -> str | None:
-        """Asked at most once per process (never again while `run` renews)."""
+    def _login_password(self, account: str, source: list[str]) -> str | None:
+        """Remembered on this computer, else asked at most once per process."""
         if self._ssh_password is None:
+            remembered = self.secrets.get_login(account)
+            if remembered is not None:
+                self._ssh_password, source[:] = remembered, ["remembered"]
+                return remembered
             self._ssh_password = self.ui.ssh_password()
+            typed = self._ssh_password is not None and not os.environ.get("CLOUDSHARE_SSH_PASSWORD")
+            source[:] = ["typed" if typed else "given"]
         return self._ssh_password
+
+    def _maybe_remember_login(self, account: str) -> None:
+        """Remember a typed login password when asked to (or when the person agrees)."""
+        if self._ssh_password is None or self.remember_login is False or not self.secrets.enabled:
+            return
+        if self.remember_login or self.ui.confirm("Remember the login password on this computer?"):
+            where = self.secrets.put_login(account, self._ssh_password)
+            if where:
+                self.ui.say(f"the login password is remembered ({where}); `cloudshare forget` removes it")
 
     def connect(self, remote: str) -> Session:
         """One connection per command, reused for every step."""
@@ -163,6 +208,24 @@ class Service:
         self.registry.add_dataset(name, path.resolve())
         return Outcome(f"data set {name} registered ({path.resolve()}), not shared yet")
 
+    def forget(self, name: str) -> Outcome:
+        """Forget what this computer remembers of NAME; an unshared registration is removed too.
+
+        The data itself is never touched.
+        """
+        ds = self.registry.get_dataset(name)
+        self._forget_key_of(ds["area_id"], name)
+        if ds["remote"]:
+            with suppress(errors.CloudShareError):
+                self.secrets.forget_login(Endpoint.parse(self.registry.get_remote(ds["remote"])["url"]).url())
+        if ds["state"] == State.UNSHARED.value:
+            self.registry.remove_dataset(name)
+            return Outcome(f"{name} is no longer registered on this computer; the data at {ds['path']} "
+                           "was not touched", {"name": name, "registered": False})
+        return Outcome(f"the remembered key and login of {name} were forgotten on this computer; "
+                       f"{name} stays shared (the share password is asked at the next open)",
+                       {"name": name, "registered": True})
+
     def status(self, name: str | None = None, refresh: bool = False) -> list[dict[str, Any]]:
         """The data list; with `refresh`, each shared data set's lock is looked up on its host."""
         rows = [self.registry.get_dataset(name)] if name else self.registry.list_datasets()
@@ -187,8 +250,10 @@ class Service:
                     self._found_again(name)
                     info, newest = area.lock_info(), area.newest()
                 self._follow_lock(name, info)
+            except errors.LoginRefused as exc:
+                problem = f"communication ID unusable: {exc}"
             except errors.CloudShareError as exc:
-                problem = exc.__class__.__name__ + ": " + str(exc)
+                problem = str(exc)
         out = self._status_row(self.registry.get_dataset(name))
         out.update(host_version=newest.version if newest else None, problem=problem)
         return out
@@ -252,8 +317,33 @@ class Service:
                                   hint=f"stop sharing with `cloudshare leave {name}`")
         return area
 
-    def _unlock(self, area: Area, purpose: str) -> None:
+    def _unlock(self, area: Area, purpose: str, ask: bool = False) -> None:
+        """The area's keys: remembered on this computer, else from the share password.
+
+        `ask` forces the password where the page asks for it (join, delete, breaking a lock).
+        A key that does not fit the area is forgotten and the password asked instead.
+        """
+        if not ask:
+            key = self.secrets.get_data_key(area.area_id)
+            if key is not None:
+                try:
+                    area.use_data_key(key)
+                    return
+                except ValueError:
+                    self.secrets.forget_data_key(area.area_id)
         area.unlock_keys(self.ui.share_password(purpose, False))
+        self._remember_key(area)
+
+    def _forget_key_of(self, area_id: str | None, name: str | None = None) -> None:
+        """Forget an area's remembered key unless another local data set still shares it."""
+        others = [r for r in self.registry.list_datasets()
+                  if r["area_id"] == area_id and r["name"] != name and r["state"] != State.UNSHARED.value]
+        if area_id and not others:
+            self.secrets.forget_data_key(area_id)
+
+    def _remember_key(self, area: Area) -> None:
+        if area.data_key is not None:
+            self.secrets.put_data_key(area.area_id, area.data_key)
 
     @contextmanager
     def _observing(self, name: str) -> Iterator[None]:
@@ -283,6 +373,26 @@ class Service:
 
     def share(self, name: str, path: Path | None, remote: str, area_name: str, yes: bool) -> Outcome:
         """Upload the local data and start Cloud Share (creates the area)."""
+        with self._new_registration_undone(name):
+            return self._share(name, path, remote, area_name, yes)
+
+    @contextmanager
+    def _new_registration_undone(self, name: str) -> Iterator[None]:
+        """A set-up that fails leaves nothing behind: a registration it created is removed."""
+        try:
+            self.registry.get_dataset(name)
+            existed = True
+        except errors.NotRegistered:
+            existed = False
+        try:
+            yield
+        except BaseException:
+            with suppress(errors.CloudShareError):
+                if not existed and self.registry.get_dataset(name)["state"] == State.UNSHARED.value:
+                    self.registry.remove_dataset(name)
+            raise
+
+    def _share(self, name: str, path: Path | None, remote: str, area_name: str, yes: bool) -> Outcome:
         row, machine = self._setup_prelude(name, path, remote, area_name, must_exist=True)
         if machine.state is not State.INITIALIZING:
             question = (f"Upload your local data ({row['path']}) to area {area_name} on {remote} "
@@ -292,6 +402,12 @@ class Service:
             self._fire(name, Event.START_UPLOAD, f"{remote}/{area_name}",
                        fields={"remote": remote, "area": area_name})
         password = self.ui.share_password(f"new share password for {area_name}", True)
+        if len(password) < MIN_SHARE_PASSWORD and self._machine(name)[0].context.step == "create-area":
+            self._fire(name, Event.SETUP_FAILED, "share password too short",
+                       fields={"remote": None, "area": None, "area_id": None})
+            raise errors.InvalidName(
+                f"the share password must have at least {MIN_SHARE_PASSWORD} characters",
+                hint="anyone who can read the area may try passwords offline: choose a longer one")
         try:
             with self.connect(remote) as session:
                 return self._share_steps(name, session, area_name, password)
@@ -317,13 +433,16 @@ class Service:
             area.unlock_keys(password)
         row = self.registry.get_dataset(name)
         grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, "first upload")
+        stamp = quick_stamp(Path(row["path"]))
         snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
         version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
                               self.ui.progress("uploading", snap.manifest.total_size()), base=0)
         area.release(grant, self.party)
         self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
         self._fire(name, Event.SETUP_DONE, extras={}, fields={"synced_version": version,
-                                                   "synced_hash": snap.fingerprint})
+                                                   "synced_hash": snap.fingerprint,
+                                                   "synced_stamp": stamp})
+        self._remember_key(area)
         return Outcome(f"{name} is shared in area {area_name} (version {version}, "
                        f"{_size(snap.manifest.total_size())})",
                        {"name": name, "area": area_name, "version": version})
@@ -360,6 +479,7 @@ class Service:
         receiving = machine.context.mode == SetupMode.RECEIVE
         gone = isinstance(exc, errors.AreaGone)
         if machine.state is State.INITIALIZING and (early or gone or (receiving and not transient)):
+            self._forget_key_of(self.registry.get_dataset(name)["area_id"], name)
             self._fire(name, Event.SETUP_FAILED, str(exc), fields={"remote": None, "area": None,
                                                                    "area_id": None})
 
@@ -380,6 +500,10 @@ class Service:
 
     def join(self, name: str, path: Path, remote: str, area_name: str) -> Outcome:
         """Receive the area's data into PATH and start sharing (only if the password matches)."""
+        with self._new_registration_undone(name):
+            return self._join(name, path, remote, area_name)
+
+    def _join(self, name: str, path: Path, remote: str, area_name: str) -> Outcome:
         row, machine = self._setup_prelude(name, path, remote, area_name, must_exist=False)
         if machine.state is not State.INITIALIZING:
             self._fire(name, Event.START_RECEIVE, f"{remote}/{area_name}",
@@ -392,8 +516,8 @@ class Service:
             raise
 
     def _join_steps(self, name: str, session: Session, area_name: str) -> Outcome:
-        area = self._new_area(session, area_name)
-        self._unlock(area, f"share password of area {area_name}")
+        area = self._existing_area(session, area_name)
+        self._unlock(area, f"share password of area {area_name}", ask=True)
         machine, _ = self._machine(name)
         if machine.context.step == "check-password":
             self._fire(name, Event.STEP_REACHED, "password matches", step="receive",
@@ -404,24 +528,52 @@ class Service:
                                          hint="ask the other side to finish `cloudshare share` first")
         target = Path(self.registry.get_dataset(name)["path"])
         kept = None
-        if target.exists() or target.is_symlink():
+        same = target.exists() and not target.is_symlink() and self._is_copy_of(area, target, newest)
+        if not same and (target.exists() or target.is_symlink()):
             kept = keep_aside(target, "before-join")
             self.ui.say(f"The data already at {target} was kept aside as {kept}")
-        area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+        if not same:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+        stamp = quick_stamp(target)
         fingerprint = local_fingerprint(target)
         self._fire(name, Event.STEP_REACHED, f"version {newest.version}", step="received",
                    version=newest.version)
         self._fire(name, Event.SETUP_DONE, fields={"synced_version": newest.version,
-                                                   "synced_hash": fingerprint})
+                                                   "synced_hash": fingerprint, "synced_stamp": stamp})
         message = f"{name} received version {newest.version} from area {area_name} and is now shared"
         return Outcome(message, {"name": name, "version": newest.version,
                                  "kept_aside": str(kept) if kept else None})
 
     # --- open / close ------------------------------------------------------------------------------
 
+    @contextmanager
+    def graceful_interrupts(self) -> Iterator[None]:
+        """A first Ctrl-C stops at the next safe point (between chunks, between steps), so that
+        what was left can be put right and said; a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def first_then_now(_signum: int, _frame: object) -> None:
+            if self._interrupt.is_set():
+                raise KeyboardInterrupt
+            self._interrupt.set()
+
+        self._interrupt.clear()
+        previous = signal.signal(signal.SIGINT, first_then_now)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def open(self, name: str, lease: int = DEFAULT_LEASE, note: str = "", wait: float | None = None,
              read_only: bool = False) -> Outcome:
         """Receive the newest version and take the lock (or only receive, read-only)."""
+        with self.graceful_interrupts():
+            return self._open(name, lease, note, wait, read_only)
+
+    def _open(self, name: str, lease: int, note: str, wait: float | None, read_only: bool) -> Outcome:
         ds = self._resume(name)
         machine, _ = _load_machine(ds)
         if machine.state is State.UNSHARED:
@@ -437,7 +589,7 @@ class Service:
             self._found_again(name)
             self._unlock(area, f"share password of {name}")
             if read_only and not holding:
-                return self._receive_newest(name, area, hold=False)
+                return self._open_read_only(name, area)
             if holding:  # an earlier open took the lock but stopped before the newest version arrived
                 self.ui.say(f"an earlier open of {name} stopped before the newest version arrived; "
                             "receiving it now")
@@ -448,6 +600,18 @@ class Service:
             outcome.message += f"; locked by you until {local_time(grant.until)}"
             outcome.data.update(state="locked-by-me", lock_until=iso_utc(grant.until))
             return outcome
+
+    def _open_read_only(self, name: str, area: Area) -> Outcome:
+        """Receive the newest version without the lock; the copy is made read-only until a real open."""
+        path = Path(self.registry.get_dataset(name)["path"])
+        set_writable(path, True)
+        outcome = self._receive_newest(name, area, hold=False)
+        set_writable(path, False)
+        info = area.lock_info()
+        self._follow_lock(name, info)
+        outcome.message += f"; read-only (the data is {info.describe()})"
+        outcome.data.update(read_only=True, lock=info.as_json())
+        return outcome
 
     def _take_lock(self, name: str, area: Area, lease: int, note: str, wait: float | None) -> Grant:
         """Acquire and record it; a claim the local machine refuses is given back at once."""
@@ -482,25 +646,40 @@ class Service:
         if even that fails, the next `open` or `close` receives first.
         """
         try:
+            area.check_interrupt()
+            set_writable(Path(self.registry.get_dataset(name)["path"]), True)
             newest, kept = self._bring_up_to_date(name, area)
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            if not _was_interrupted(exc) and not self._interrupt.is_set():
+                self._open_failed(name, area, grant, exc)
             raise errors.Interrupted(f"open of {name} was interrupted; {self._give_back(name, area, grant)}; "
                                      "your copy was not changed") from None
-        except (errors.CloudShareError, OSError) as exc:
-            self.ui.say(f"receiving {name} failed; {self._give_back(name, area, grant)}")
-            if isinstance(exc, OSError):
-                raise errors.LocalDiskError(f"could not write {name}: {exc.strerror or exc}") from None
             raise
         version = self.registry.get_dataset(name)["synced_version"]
         self._fire(name, Event.NEWEST_RECEIVED, f"version {version}", token=grant.lease.generation,
                    version=version)
         return self._received_outcome(name, newest, kept, hold=True)
 
+    def _open_failed(self, name: str, area: Area, grant: Grant, exc: BaseException) -> NoReturn:
+        """Receiving failed: give the lock back, say so, and raise a clear error."""
+        if not isinstance(exc, errors.CloudShareError | OSError):
+            raise exc
+        self.ui.say(f"receiving {name} failed; {self._give_back(name, area, grant)}")
+        if isinstance(exc, OSError):
+            raise errors.LocalDiskError(f"could not write {name}: {exc.strerror or exc}") from None
+        raise exc
+
     def _give_back(self, name: str, area: Area, grant: Grant) -> str:
-        """Release a lock whose open did not finish; says what happened, for the user."""
+        """Release a lock whose open did not finish; says what happened, for the user.
+
+        The command's connection may be unusable after an interruption: a new one is tried.
+        """
         released = False
         with suppress(Exception):
             released = area.release(grant, self.party)
+        if not released:
+            with suppress(Exception), self.connect(self.registry.get_dataset(name)["remote"]) as session:
+                released = self._new_area(session, area.name).release(grant, self.party)
         if not released:
             return (f"the lock could not be released; `cloudshare open {name}` receives the newest "
                     "version first, or it expires with its lease")
@@ -534,6 +713,7 @@ class Service:
                          wait: float | None, session: str | None = None) -> Grant:
         deadline = None if wait is None else time.monotonic() + wait
         while True:
+            area.check_interrupt()
             got = self._acquire_once(area, lease, note, session)
             if isinstance(got, Grant):
                 return got
@@ -592,16 +772,20 @@ class Service:
         synced = row["synced_version"]
         if newest is None or (synced is not None and newest.version <= synced):
             return None, None
-        fingerprint = local_fingerprint(target)
-        changed = fingerprint != (row["synced_hash"] or "absent")
+        changed = _changed_since_sync(row)
         if changed and target.exists() and self._is_copy_of(area, target, newest):
-            self.registry.update_dataset(name, synced_version=newest.version, synced_hash=fingerprint)
+            self._record_sync(name, target, newest.version)
             return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
         area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
-        self.registry.update_dataset(name, synced_version=newest.version,
-                                     synced_hash=local_fingerprint(target))
+        self._record_sync(name, target, newest.version)
         return newest, kept
+
+    def _record_sync(self, name: str, path: Path, version: int | None) -> None:
+        """The local data now is `version`: remember its stamp (taken first) and fingerprint."""
+        stamp = quick_stamp(path)
+        self.registry.update_dataset(name, synced_version=version, synced_hash=local_fingerprint(path),
+                                     synced_stamp=stamp)
 
     def _is_copy_of(self, area: Area, target: Path, version: Version) -> bool:
         """Does the local data hold exactly the bytes of `version`?"""
@@ -626,6 +810,10 @@ class Service:
 
     def close(self, name: str, note: str = "") -> Outcome:
         """Send the new version (if changed) and release the lock."""
+        with self.graceful_interrupts():
+            return self._close(name, note)
+
+    def _close(self, name: str, note: str) -> Outcome:
         ds = self.registry.get_dataset(name)
         machine, extras = _load_machine(ds)
         if machine.state is State.AREA_MISSING:
@@ -641,7 +829,9 @@ class Service:
                 self._receive_before_sending(name, area)
             try:
                 return self._commit_and_release(name, area, grant, note)
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                if not (_was_interrupted(exc) or self._interrupt.is_set()):
+                    raise
                 raise errors.Interrupted(
                     f"close of {name} was interrupted: the new version was not sent and you still hold "
                     f"the lock", hint=f"`cloudshare close {name}` again sends it") from None
@@ -666,10 +856,12 @@ class Service:
         if not path.exists():
             raise errors.CloudShareError(f"{path} is missing; nothing was sent",
                                          hint="put the data back, then close again")
-        snap = LocalSnapshot.scan(path, area.keys)
-        for skipped in snap.skipped:
+        stamp = quick_stamp(path)  # before the scan: a change during the scan shows next time
+        unchanged = bool(row["synced_hash"]) and stamp == row["synced_stamp"]
+        snap = None if unchanged else LocalSnapshot.scan(path, area.keys)
+        for skipped in snap.skipped if snap else ():
             self.ui.say(f"warning: {skipped} was not sent (not a regular file)")
-        if snap.fingerprint == row["synced_hash"]:
+        if snap is None or snap.fingerprint == row["synced_hash"]:
             version, message = row["synced_version"], f"{name} closed without changes"
             try:
                 area.ensure_holding(grant, self.party)
@@ -688,7 +880,8 @@ class Service:
                 self._stale_base(name, area, grant, exc)
             message = f"{name} sent as version {version}"
             # Recorded at once: a retried close after a failed release must not send it twice.
-            self.registry.update_dataset(name, synced_version=version, synced_hash=snap.fingerprint)
+            self.registry.update_dataset(name, synced_version=version, synced_hash=snap.fingerprint,
+                                         synced_stamp=stamp)
         area.release(grant, self.party)
         with suppress(errors.CloudShareError, OSError):
             area.sweep_tmp()  # abandoned uploads of crashed writers, a day old or more
@@ -753,9 +946,10 @@ class Service:
         try:
             proc = subprocess.Popen(list(command), env=env)
         except OSError as exc:
-            self.ui.say(f"could not start {command[0]}: {exc}; closing")
-            self.close(name)
-            raise errors.CloudShareError(f"could not start {command[0]}: {exc}") from None
+            closed = self.close(name).message
+            missing = isinstance(exc, FileNotFoundError)
+            error = errors.ProgramNotFound if missing else errors.ProgramNotExecutable
+            raise error(f"could not start {command[0]}: {exc.strerror or exc} ({closed})") from None
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the program
         try:
             lost = self._renew_while_running(name, ds["remote"], grant, proc)
@@ -874,6 +1068,7 @@ class Service:
         if machine.context.step == "receive-latest" and machine.context.mode == LeaveMode.JUST_ME:
             note = self._receive_before_leaving(name, ds)
             self._fire(name, Event.STEP_REACHED, note, step="forget")
+        self._forget_key_of(ds["area_id"], name)
         self._fire(name, Event.LEAVE_DONE, "stopped Cloud Share for me",
                    fields={"remote": None, "area": None, "area_id": None}, extras={})
         return Outcome(f"{name} no longer uses Cloud Share on this computer{note and '; ' + note}",
@@ -902,17 +1097,17 @@ class Service:
         validate_area_name(area_name)
         names = self._local_users_of(remote, area_name)
         with self.connect(remote) as session:
-            area = self._new_area(session, area_name)
-            area.load()
+            area = self._existing_area(session, area_name)
             if not yes and not self.ui.confirm(f"Delete the selected data ({area_name}) on the host?"):
                 raise errors.CloudShareError("nothing was deleted", hint="answer yes, or pass --yes")
-            self._unlock(area, f"share password of area {area_name} (to delete it)")
+            self._unlock(area, f"share password of area {area_name} (to delete it)", ask=True)
             names = [n for n in names if self.registry.get_dataset(n)["area_id"] in (None, area.area_id)]
             for name in names:
                 self._start_delete(name, area)
             try:
                 grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "deleting the area")
-            except errors.LockedByOther:
+            except errors.LockedByOther as exc:
+                exc.hint = "try again once they have closed it (`cloudshare areas REMOTE` shows the lock)"
                 for name in names:
                     self._fire(name, Event.LEAVE_ABORTED, "locked by another party")
                 raise
@@ -920,6 +1115,7 @@ class Service:
                 self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
                 self._fire(name, Event.STEP_REACHED, "lock taken", step="delete")
             area.delete(self.party, grant)
+            self.secrets.forget_data_key(area.area_id)
         for name in names:
             self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
@@ -966,7 +1162,7 @@ class Service:
         ds = self._shared(name)
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
-            self._unlock(area, f"share password of {name} (to break the lock)")
+            self._unlock(area, f"share password of {name} (to break the lock)", ask=True)
             info = area.lock_info()
             gen = area.break_lock(self.party, f"broken by {self.party.name}: was {info.describe()}")
         machine, _ = self._machine(name)
@@ -1000,7 +1196,11 @@ class Service:
             if old is None:
                 raise errors.CloudShareError(f"{name} has no version {version}",
                                              hint=f"see `cloudshare history {name}`")
-            grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, f"restoring version {version}")
+            try:
+                grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, f"restoring version {version}")
+            except errors.LockedByOther as exc:
+                exc.hint = f"try again once they have closed it (`cloudshare status --refresh {name}`)"
+                raise
             self._fire(name, Event.LOCK_GRANTED, f"restore {version}", extras={"grant": grant_to_dict(grant)},
                        token=grant.lease.generation)
             try:
@@ -1033,9 +1233,9 @@ class Service:
         if machine.state is State.INITIALIZING:
             self.ui.say(f"{name}: an earlier setup stopped at step '{machine.context.step}'; resuming")
             if machine.context.mode == SetupMode.UPLOAD:
-                self.share(name, None, ds["remote"], ds["area"], yes=True)
+                self._share(name, None, ds["remote"], ds["area"], yes=True)
             else:
-                self.join(name, Path(ds["path"]), ds["remote"], ds["area"])
+                self._join(name, Path(ds["path"]), ds["remote"], ds["area"])
         elif machine.state is State.LEAVING:
             self.ui.say(f"{name}: an earlier stop ({machine.context.mode}) was interrupted at "
                         f"'{machine.context.step}'")
@@ -1063,8 +1263,20 @@ class Service:
 
     # --- helpers -------------------------------------------------------------------------------------------
 
+    def _existing_area(self, session: Session, name: str) -> Area:
+        """An area named by the user: a name that is not on the host says so (a typo, likely)."""
+        area = self._new_area(session, name)
+        if session.stat(area.root) is None:
+            names = [a.area for a in list_areas(session)]
+            listing = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") if names else "none yet"
+            raise errors.NoSuchArea(f"no area named {name} on this host (areas: {listing})",
+                                    hint="check the spelling; `cloudshare areas REMOTE` lists them")
+        area.load()
+        return area
+
     def _new_area(self, session: Session, name: str) -> Area:
         area = Area(session, name)
+        area.interrupted = self._interrupt.is_set
         area.use_cache(self.home / "cache")
         return area
 
@@ -1079,6 +1291,26 @@ def _same_setup(row: dict[str, Any], machine: DataSetMachine, remote: str, area:
             f"an interrupted setup of {row['name']} targets {row['remote']}/{row['area']}",
             hint=f"finish it with --remote {row['remote']} --area {row['area']}",
         )
+
+
+def _was_interrupted(exc: BaseException | None) -> bool:
+    """Was this error caused by Ctrl-C (perhaps turned into a transport error on the way out)?"""
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
+def _changed_since_sync(row: dict[str, Any]) -> bool:
+    """Has the local data changed since it was last synced? The stamp answers cheaply when it
+    matches; otherwise the content fingerprint decides."""
+    path = Path(row["path"])
+    if row.get("synced_stamp") and row["synced_hash"] and quick_stamp(path) == row["synced_stamp"]:
+        return False
+    return local_fingerprint(path) != (row["synced_hash"] or "absent")
 
 
 def _missing_error(name: str, reason: str | None) -> errors.CloudShareError:

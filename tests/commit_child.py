@@ -54,6 +54,17 @@ def die_at(step: str, area: Area, session) -> None:
         return done
 
     session.publish = publish_then_maybe_die
+    put_object = session.put_object
+
+    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:
+        done = put_object(tmp, final, data)
+        if "/chunks/" in final:
+            seen["chunks"] += 1
+            if step == "chunks" and seen["chunks"] == 2:
+                os._exit(DIED)
+        return done
+
+    session.put_object = put_then_maybe_die
     if step == "log":
         area.release = lambda *a, **k: os._exit(DIED)
 

@@ -67,8 +67,13 @@ class HostProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_host_process(host_dir: Path, port: int | None = None, *, grace: float = 2.0) -> HostProcess:
-    """Start `python -m cloudshare_p2p.hostcli serve DIR` and wait until the port accepts."""
+def start_host_process(host_dir: Path, port: int | None = None, *, grace: float = 2.0,
+                       extra_args: tuple[str, ...] = ("--max-failures", "1000")) -> HostProcess:
+    """Start `python -m cloudshare_p2p.hostcli serve DIR` and wait until the port accepts.
+
+    The suite's shared hosts allow many failed logins (tests enter wrong passwords on purpose);
+    the rate-limit tests pass their own limits in `extra_args`.
+    """
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
         p = port or free_port()
@@ -87,6 +92,7 @@ def start_host_process(host_dir: Path, port: int | None = None, *, grace: float 
                     str(p),
                     "--grace",
                     str(grace),
+                    *extra_args,
                 ],
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,

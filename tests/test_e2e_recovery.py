@@ -195,3 +195,26 @@ def test_a_long_note_is_refused_before_anything_is_sent(firm, area):
     assert "at most 1024" in refused.stderr
     assert status(firm)["state"] == "shared-idle"
     assert firm.run("open", "books", "--lease", "8", expect=2).stderr.count("say 8h or 8m") == 1
+
+
+def test_ctrl_c_during_close_keeps_the_lock_and_close_again_sends(firm, client, area, share_server):
+    firm_books, client_books = shared_pair(firm, client, area)
+    client.run("open", "books")
+    new_ledger = os.urandom(BIG)
+    (client_books / "ledger.db").write_bytes(new_ledger)
+    proc = start(client, "close", "books")
+    tmp = share_server.root / area / "tmp"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None and not any(tmp.iterdir()):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the close finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "not sent" in err and "close books" in err and "Traceback" not in err
+    assert status(client)["state"] == "locked-by-me"
+    assert "sent as version 2" in client.run("close", "books").stdout
+    firm.run("open", "books")
+    assert (firm_books / "ledger.db").read_bytes() == new_ledger
+    firm.run("close", "books")

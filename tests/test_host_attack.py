@@ -26,12 +26,11 @@ from tests.fixtures_host import (
     EMBEDDED_ID,
     EMBEDDED_PASSWORD,
     REPO,
-    START_TIMEOUT,
     HostProcess,
     assert_clean_stop,
-    free_port,
     make_client_key,
     make_host_dir,
+    start_host_process,
 )
 from tests.parties import create_area, party, session_for
 from tests.serverinfo import ShareServer
@@ -46,29 +45,8 @@ NO_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 def start_host(host_dir: Path, *extra: str, grace: float = 1.0) -> HostProcess:
-    """`python -m cloudshare_p2p.hostcli serve DIR --port P EXTRA...`, once the port accepts."""
-    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        port = free_port()
-        log = host_dir.parent / f"host-stderr-{port}.log"
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudshare_p2p.hostcli", "serve", str(host_dir), "--bind",
-                 "127.0.0.1", "--port", str(port), "--grace", str(grace), *extra],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        hp = HostProcess(proc, port, log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return hp
-            except OSError:
-                time.sleep(0.05)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-            raise RuntimeError(f"host did not listen:\n{hp.stderr_text()[-2000:]}")
-    raise RuntimeError(f"host did not start:\n{hp.stderr_text()[-2000:]}")
+    """`python -m cloudshare_p2p.hostcli serve DIR --port P EXTRA...` (default limits unless given)."""
+    return start_host_process(host_dir, grace=grace, extra_args=extra)
 
 
 def connect(port: int, fp: str, src: str = "127.0.0.1") -> paramiko.Transport:

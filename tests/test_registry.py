@@ -83,7 +83,7 @@ def test_migrations_idempotent(tmp_path):
     with Registry(tmp_path) as reg:
         reg.add_dataset("books", tmp_path / "books")
         applied = [m.name for m in MIGRATIONS.applied(reg.db)]
-        assert applied == ["m001_initial"]
+        assert applied == ["m001_initial", "m002_synced_stamp"]
         assert MIGRATIONS.pending(reg.db) == []
     with Registry(tmp_path) as reg:  # second open: nothing re-applied, data kept
         assert [m.name for m in MIGRATIONS.applied(reg.db)] == applied
@@ -303,7 +303,7 @@ def test_concurrent_first_open(tmp_path):
     assert len(set(ids)) == 1
     with Registry(home) as reg:
         assert reg.install_id == ids[0]
-        assert [m.name for m in MIGRATIONS.applied(reg.db)] == ["m001_initial"]
+        assert [m.name for m in MIGRATIONS.applied(reg.db)] == ["m001_initial", "m002_synced_stamp"]
 
 
 def test_concurrent_writers_never_locked(tmp_path):
