@@ -91,6 +91,14 @@ class HostKeyChanged(CloudShareError):
         )
 
 
+class HostRefused(CloudShareError, PermissionError):
+    """The host refused an operation (permission denied on its side). Still a PermissionError,
+    so code that handles a refused SFTP operation keeps working."""
+
+    exit_code = ExitCode.ERROR
+    hint = "ask the firm to check the communication ID's folder on the host"
+
+
 class TransferError(CloudShareError):
     """A transfer failed or passed its deadline."""
 

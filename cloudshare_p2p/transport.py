@@ -829,6 +829,8 @@ class Session:
         except errors.CloudShareError:
             raise
         except OSError as e:
+            if isinstance(e, PermissionError) and self._transport.is_active():
+                raise errors.HostRefused(f"the host refused {what}: permission denied") from None
             if _is_sftp_error(e) and self._transport.is_active():
                 raise
             raise self._down(what, e) from None

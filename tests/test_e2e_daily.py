@@ -266,3 +266,14 @@ def test_a_cp932_console_never_crashes_and_json_is_utf8(firm, area):
     assert shown.returncode == 0 and "Traceback" not in err and "* 帳簿" in out
     raw = firm.run("status", "--json", PYTHONIOENCODING="utf-8").stdout
     assert "帳簿" in raw and "\\u" not in raw
+
+
+def test_a_path_the_host_refuses_is_said_plainly(embedded_server, tmp_path):
+    home = Home(tmp_path / "clerk", "Clerk", embedded_server)
+    url = embedded_server.url().rstrip("/") + "/../../etc"
+    refused = home.run("remote", "add", "firm", url, "--identity", str(embedded_server.identity),
+                       "--accept-host-key", embedded_server.host_key_fingerprint, expect=None)
+    assert refused.returncode in (1, 2), refused.stderr
+    assert "Traceback" not in refused.stderr and "internal error" not in refused.stderr
+    assert "PermissionError" not in refused.stderr and "Errno" not in refused.stderr
+    assert "refused" in refused.stderr or "does not exist" in refused.stderr, refused.stderr
