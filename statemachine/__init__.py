@@ -23,11 +23,11 @@ from .machine import (
     StateMachineError,
     allowed_events,
 )
-from .states import STEPS, AreaGoneReason, Event, LeaveMode, SetupMode, State
+from .states import STEPS, AreaGoneReason, Event, LeaveMode, SetupMode, State, Step
 
 __all__ = [
     "DEFAULT_SLACK", "STEPS", "TABLE", "AreaGoneReason", "Context", "DataSetMachine", "Event",
     "GuardRefused", "HolderLease", "IllegalEvent", "LeaveMode", "LockKind", "LockObservation",
-    "LockStatus", "PersistenceError", "SetupMode", "State", "StateMachineError", "Verdict",
+    "LockStatus", "PersistenceError", "SetupMode", "State", "Step", "StateMachineError", "Verdict",
     "allowed_events", "claim_lease", "judge",
 ]

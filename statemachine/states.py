@@ -60,11 +60,27 @@ class AreaGoneReason(StrEnum):
     ID_UNUSABLE = "id-unusable"  # the error case: the communication ID cannot be used
 
 
+class Step(StrEnum):
+    """The recorded steps of the transient states (persisted: never rename a value)."""
+
+    CREATE_AREA = "create-area"  # share: the area is being created
+    UPLOAD = "upload"  # share: the area exists; the first version is being sent
+    UPLOADED = "uploaded"  # share: the first version is on the host
+    CHECK_PASSWORD = "check-password"  # join: the share password is being checked
+    RECEIVE = "receive"  # join: the password matched; the newest version is being received
+    RECEIVED = "received"  # join: the newest version is in place
+    RECEIVE_LATEST = "receive-latest"  # leave / delete: receive the newest version first
+    FORGET = "forget"  # leave: forget the area on this computer
+    LOCK = "lock"  # delete: take the lock
+    DELETE = "delete"  # delete: the area is being deleted on the host
+    DELETED = "deleted"  # delete: the area is gone from the host
+
+
 # The ordered steps of each transient mode. A process that dies in a transient state
 # resumes from the recorded step (or rolls back) on the next command.
 STEPS: dict[str, tuple[str, ...]] = {
-    SetupMode.UPLOAD: ("create-area", "upload", "uploaded"),
-    SetupMode.RECEIVE: ("check-password", "receive", "received"),
-    LeaveMode.JUST_ME: ("receive-latest", "forget"),
-    LeaveMode.EVERYONE: ("receive-latest", "lock", "delete", "deleted"),
+    SetupMode.UPLOAD: (Step.CREATE_AREA, Step.UPLOAD, Step.UPLOADED),
+    SetupMode.RECEIVE: (Step.CHECK_PASSWORD, Step.RECEIVE, Step.RECEIVED),
+    LeaveMode.JUST_ME: (Step.RECEIVE_LATEST, Step.FORGET),
+    LeaveMode.EVERYONE: (Step.RECEIVE_LATEST, Step.LOCK, Step.DELETE, Step.DELETED),
 }
