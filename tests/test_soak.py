@@ -343,7 +343,7 @@ def _silent_command(relay, home: Home, args: tuple[str, ...], nbytes: int, direc
     proc = sc.start(home, *args)
     base = relay.bytes_up if direction == "up" else relay.bytes_down
     moved = (lambda: relay.bytes_up - base) if direction == "up" else (lambda: relay.bytes_down - base)
-    sc.wait_for(lambda: moved() >= nbytes or proc.proc.poll() is not None, 60, "the transfer")
+    sc.wait_for(lambda: moved() >= nbytes or proc.proc.poll() is not None, 60, "the transfer", step=0.002)
     relay.go_silent()
     t0 = time.monotonic()
     try:
@@ -418,19 +418,6 @@ def test_connection_cuts_and_a_silent_network_give_a_clear_error_and_lose_nothin
            lib=lib, versions=len(versions), lost=0)
 
 
-def _silence_after(relay, nbytes: int) -> threading.Thread:
-    """A thread that makes the relay go silent once `nbytes` more went up."""
-    base = relay.bytes_up
-
-    def watch() -> None:
-        sc.wait_for(lambda: relay.bytes_up - base > nbytes, 60, "the upload")
-        relay.go_silent()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def _library_cuts(server, relay, tmp_path: Path, rand) -> str:
     """Area.commit / Area.download cut and silenced through the relay, with and without hard
     links (the client's view of hardlink@openssh.com removed); each retried on a new connection."""
@@ -500,13 +487,11 @@ def _library_cuts(server, relay, tmp_path: Path, rand) -> str:
                 folder2 = tmp_path / f"lib-silent-{hardlinks}-{r}"
                 want2 = sc.write_folder(folder2, f"lib silent {hardlinks} {r}", CUT_DATA, rand)
                 snap = LocalSnapshot.scan(folder2, area.keys)
-                silencer = _silence_after(relay, CUT_DATA // 3)
                 t0 = time.monotonic()
-                try:
+                try:  # silent from the moment the first chunk went up
                     with pytest.raises(broken):
-                        area.commit(grant, me, snap, base=done)
+                        area.commit(grant, me, snap, base=done, progress=lambda _n: relay.go_silent())
                 finally:
-                    silencer.join(timeout=70)
                     relay.resume()
                 took = time.monotonic() - t0
                 assert took < 2 * LIB_DEADLINE + 10, took
