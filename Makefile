@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint diagram bench clean
+.PHONY: demo test lint diagram bench bench-delta clean i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ lint: $(STAMP)
 diagram: $(STAMP)
 	$(BIN)/cloudshare diagram > diagrams/state-machine.mmd
 
+# Message catalogs: extract (our modules + the pinned click) into messages.pot, merge into each
+# locale/LANG/LC_MESSAGES/cloudshare.po, compile the .mo files (committed; shipped as package data).
+i18n: $(STAMP)
+	$(BIN)/python -m cloudshare_p2p.i18n_tools update
+	$(BIN)/python -m cloudshare_p2p.i18n_tools compile
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_area.py
+
+bench-delta: $(STAMP)
+	$(BIN)/python bench/bench_delta.py --big
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
