@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint diagram bench bench-delta clean i18n
+.PHONY: demo test lint diagram bench bench-delta soak clean i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ i18n: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_area.py
+
+soak: $(STAMP)
+	CLOUDSHARE_SOAK=long CLOUDSHARE_REQUIRE_OPENSSH=1 $(BIN)/python -m pytest -q -s -m soak
 
 bench-delta: $(STAMP)
 	$(BIN)/python bench/bench_delta.py --big
