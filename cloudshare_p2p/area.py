@@ -34,6 +34,7 @@ from statemachine.lease import (
 )
 
 from . import crypto, errors
+from .i18n import _
 from .snapshot import CHUNK_SIZE, CHUNKER, ChunkCache, LocalSnapshot, Manifest, restore
 from .textsafe import MAX_NAME, MAX_NOTE, note_problem, printable
 from .transport import FileTooLarge, Session
@@ -67,15 +68,16 @@ def check_note(note: str) -> str:
     """A note a client may write: at most 1 KiB (a longer one is refused, not cut)."""
     problem = note_problem(note or "")
     if problem:
-        raise errors.InvalidName(problem, hint="write a shorter note (about one line)")
+        raise errors.InvalidName(problem, hint=_("write a shorter note (about one line)"))
     return note or ""
 
 
 def check_lease(seconds: int) -> int:
     """A lease a client may ask for: 1 s to 7 days."""
     if not isinstance(seconds, int) or not 1 <= seconds <= MAX_LEASE:
-        raise errors.InvalidName(f"a lease of {seconds} s is out of range (at most 7 days)",
-                                 hint="ask for at most 7 days (for example --lease 8h)")
+        raise errors.InvalidName(_("a lease of {seconds} s is out of range (at most 7 days)").format(
+            seconds=seconds),
+                                 hint=_("ask for at most 7 days (for example --lease 8h)"))
     return seconds
 
 
@@ -87,8 +89,8 @@ def validate_area_name(name: str) -> str:
     """Area names are one path component: letters, digits, ``._-``, at most 64."""
     if not AREA_NAME.fullmatch(name or ""):
         raise errors.InvalidName(
-            f"invalid area name {name!r}",
-            hint="use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')",
+            _("invalid area name {name!r}").format(name=name),
+            hint=_("use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')"),
         )
     return name
 
@@ -121,11 +123,11 @@ class LockInfo:
     def describe(self) -> str:
         """One line for humans: who holds it, since when, until when."""
         if self.status.verdict in (Verdict.FREE, Verdict.EXPIRED):
-            return "free" if self.status.verdict is Verdict.FREE else "free (the last lease expired)"
+            return _("free") if self.status.verdict is Verdict.FREE else _("free (the last lease expired)")
         who = self.holder.get("name", "?")
         since, until = local_time(self.status.since), local_time(self.status.until)
-        note = f" - note: {self.note}" if self.note else ""
-        return f"locked by {who} since {since} until {until}{note}"
+        text = _("locked by {who} since {since} until {until}").format(who=who, since=since, until=until)
+        return _("{lock} - note: {note}").format(lock=text, note=self.note) if self.note else text
 
     def as_json(self) -> dict[str, Any]:
         live = self.status.verdict in (Verdict.HELD_BY_ME, Verdict.HELD_BY_OTHER)
@@ -264,11 +266,11 @@ class Area:
                kdf: dict[str, Any] | None = None) -> None:
         """Create the area; refuses an area that exists. The config is published last."""
         if self.session.stat(self.p("config")) is not None:
-            raise errors.AreaExists(f"area {self.name} already exists on the host")
+            raise errors.AreaExists(_("area {name} already exists on the host").format(name=self.name))
         if not self.session.mkdir(self.root) and self._leftovers():
             raise errors.AreaExists(
-                f"the folder of area {self.name} holds leftovers of an earlier area",
-                hint="choose another area name, or ask the firm to remove that folder on the host",
+                _("the folder of area {name} holds leftovers of an earlier area").format(name=self.name),
+                hint=_("choose another area name, or ask the firm to remove that folder on the host"),
             )
         for sub in ("lock", "log", "manifests", "chunks", "tmp"):
             self.session.mkdir(self.p(sub))
@@ -285,7 +287,7 @@ class Area:
         }
         body = json.dumps(config, indent=1, sort_keys=True).encode()
         if not self._publish(self.p("config"), body):
-            raise errors.AreaExists(f"area {self.name} already exists on the host")
+            raise errors.AreaExists(_("area {name} already exists on the host").format(name=self.name))
         self.config = config
         self.data_key = data_key
         self.keys = crypto.keys_from_data_key(data_key)
@@ -308,7 +310,8 @@ class Area:
         except FileNotFoundError:
             raise self._gone() from None
         except FileTooLarge:
-            raise errors.AreaCorrupt(f"the config of area {self.name} is too large") from None
+            raise errors.AreaCorrupt(_("the config of area {name} is too large").format(
+                name=self.name)) from None
         self.config = parse_config(raw)
         if self._cache_dir is not None:
             self.use_cache(self._cache_dir)
@@ -316,7 +319,8 @@ class Area:
 
     def _gone(self) -> errors.AreaGone:
         what = "emptied" if self.session.stat(self.root) is not None else "deleted"
-        return errors.AreaGone(f"the data of area {self.name} is gone from the host ({what})")
+        return errors.AreaGone(_("the data of area {name} is gone from the host ({what})").format(
+            name=self.name, what=what))
 
     def check_present(self) -> None:
         """Raise AreaGone if the area's config is no longer on the host."""
@@ -336,7 +340,8 @@ class Area:
             wrapped = base64.b64decode(config["wrapped_key"])
             kek = crypto.derive_kek(password, salt, kdf)
         except (ValueError, KeyError, TypeError) as exc:
-            raise errors.AreaCorrupt(f"area {self.name} has unusable key parameters: {exc}") from None
+            raise errors.AreaCorrupt(_("area {name} has unusable key parameters: {error}").format(
+                name=self.name, error=exc)) from None
         self.data_key = crypto.unwrap_key(kek, wrapped, config["area_id"])
         self.keys = crypto.keys_from_data_key(self.data_key)
         return self.keys
@@ -391,7 +396,8 @@ class Area:
             names = self.session.listdir(self.p(folder))
         except FileNotFoundError:
             self.check_present()
-            raise errors.AreaCorrupt(f"area {self.name} lacks its {folder}/ folder") from None
+            raise errors.AreaCorrupt(_("area {name} lacks its {folder}/ folder").format(
+                name=self.name, folder=folder)) from None
         return sorted(int(n) for n in names if ENTRY_NAME.fullmatch(n))
 
     # --- the lock -------------------------------------------------------------------------
@@ -410,13 +416,13 @@ class Area:
                 return LockObservation(0, LockKind.NONE), {}
             top = gens[-1]
             st = self.session.stat(self.p("lock", _name(top)))
-        for _ in range(1_000_000):
+        for _try in range(1_000_000):
             nxt = self.session.stat(self.p("lock", _name(top + 1)))
             if nxt is None:
                 break
             top, st = top + 1, nxt
         if st is None:
-            raise errors.AreaCorrupt(f"the lock of area {self.name} vanished")
+            raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
         self.cache.lock_top = top
         self.cache.save()
         record = self._read_json(self.p("lock", _name(top))) or {}
@@ -514,12 +520,12 @@ class Area:
     def _mtime(self, path: str) -> int:
         st = self.session.stat(path)
         if st is None:
-            raise errors.AreaCorrupt(f"{path} vanished right after it was created")
+            raise errors.AreaCorrupt(_("{path} vanished right after it was created").format(path=path))
         return st.mtime
 
     def holding(self, grant: Grant) -> tuple[bool, LockObservation]:
         """Is the highest generation still our live claim (on the server's clock)?"""
-        obs, _ = self.observe_lock()
+        obs, _rest = self.observe_lock()
         ours = obs.session == grant.session and obs.kind in (LockKind.CLAIM, LockKind.RENEW)
         return ours, obs
 
@@ -527,11 +533,11 @@ class Area:
         """Extend our lease by claiming the next generation; `Fenced` if it was taken."""
         ours, obs = self.holding(grant)
         if not ours:
-            raise errors.Fenced("the lock was taken by someone else after your lease ran out")
+            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
         won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
                                  int(grant.lease.lease_seconds), grant.since)
         if not won:
-            raise errors.Fenced("the lock was taken by someone else after your lease ran out")
+            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
         until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
         grant.lease, grant.until = lease, until
         return grant
@@ -541,30 +547,30 @@ class Area:
         ours, obs = self.holding(grant)
         if not ours:
             return False
-        won, _ = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
+        won, _rest = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
         return won
 
     def break_lock(self, party: Party, reason: str = "") -> int:
         """Break whatever lock exists (needs unlocked keys): audited in the log."""
         self._require_keys()
-        for _ in range(MAX_APPEND_TRIES):
+        for _try in range(MAX_APPEND_TRIES):
             obs, record = self.observe_lock()
             gen = obs.generation + 1
             session = new_session_id(party)
-            won, _ = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
+            won, _rest = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
             if won:
                 broken = _dict(record.get("holder")).get("name")
                 self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),
                               "broken_holder": broken, "note": reason}, None)
                 return gen
-        raise errors.CloudShareError("could not break the lock: it kept changing", hint="try again")
+        raise errors.CloudShareError(_("could not break the lock: it kept changing"), hint=_("try again"))
 
     # --- the commit log -------------------------------------------------------------------
 
     def _append(self, entry: dict[str, Any], grant: Grant | None, base: int | None = None) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced; with a
         base, refuse (`StaleBase`) if a newer version than `base` exists."""
-        for _ in range(MAX_APPEND_TRIES):
+        for _try in range(MAX_APPEND_TRIES):
             head = self._sync_log()
             if grant is not None:
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
@@ -578,7 +584,7 @@ class Area:
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
                 return seq
-        raise errors.CloudShareError("the commit log kept moving; gave up", hint="try again")
+        raise errors.CloudShareError(_("the commit log kept moving; gave up"), hint=_("try again"))
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
@@ -586,11 +592,11 @@ class Area:
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
                 who = _dict(entry.get("writer")).get("name", "someone")
                 if entry.get("kind") == "break":
-                    raise errors.Fenced(f"your lock was broken by {who} at {_entry_time(entry)}; "
-                                        "your version was not sent")
+                    raise errors.Fenced(_("your lock was broken by {who} at {time}; your version was not "
+                                          "sent").format(who=who, time=_entry_time(entry)))
                 raise errors.Fenced(
-                    f"your lease ran out and {who} took the lock (generation {entry.get('gen')}); "
-                    "your version was not sent"
+                    _("your lease ran out and {who} took the lock (generation {generation}); your version "
+                      "was not sent").format(who=who, generation=entry.get('gen'))
                 )
 
     def log(self) -> list[dict[str, Any]]:
@@ -635,7 +641,7 @@ class Area:
 
     def _require_keys(self) -> crypto.Keys:
         if self.keys is None:
-            raise errors.CloudShareError("the share password was not given for this area")
+            raise errors.CloudShareError(_("the share password was not given for this area"))
         return self.keys
 
     def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
@@ -714,7 +720,7 @@ class Area:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
         ours, obs = self.holding(grant)
         if not ours:
-            raise errors.Fenced(self._lost_how(grant) + "; your version was not sent")
+            raise errors.Fenced(self._lost_how(grant) + _("; your version was not sent"))
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):
             self.renew(grant, party)
@@ -725,10 +731,10 @@ class Area:
             if entry.get("seq", 0) <= grant.fence_seq:
                 break
             if entry.get("kind") == "break":
-                who = _dict(entry.get("writer")).get("name", "someone")
-                return f"your lock was broken by {who} at {_entry_time(entry)}"
-        who = _dict(self.observe_lock()[1].get("holder")).get("name", "someone else")
-        return f"your lease ran out and {who} took the lock"
+                who = _dict(entry.get("writer")).get("name", _("someone"))
+                return _("your lock was broken by {who} at {time}").format(who=who, time=_entry_time(entry))
+        who = _dict(self.observe_lock()[1].get("holder")).get("name", _("someone else"))
+        return _("your lease ran out and {who} took the lock").format(who=who)
 
     def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
                       restored_from: int | None, base: int) -> int:
@@ -740,7 +746,7 @@ class Area:
         seq = self._append(entry, grant, base)
         version = next((v.version for v in self.versions() if v.seq == seq), None)
         if version is None:  # only a forged or out-of-order fence can make it invalid
-            raise errors.Fenced("a newer holder fenced the log; your version does not count")
+            raise errors.Fenced(_("a newer holder fenced the log; your version does not count"))
         return version
 
     def read_manifest(self, version: Version) -> Manifest:
@@ -748,7 +754,8 @@ class Area:
         try:
             blob = self.session.read_bytes(self.p("manifests", version.manifest))
         except FileNotFoundError:
-            raise errors.AreaCorrupt(f"the manifest of version {version.version} is missing") from None
+            raise errors.AreaCorrupt(_("the manifest of version {version} is missing").format(
+                version=version.version)) from None
         body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, version.manifest, blob)
         crypto.verify_chunk(keys, version.manifest, body)
         return Manifest.from_json_bytes(body)
@@ -764,7 +771,8 @@ class Area:
         try:
             blob = self.session.read_bytes(self._chunk_path(chunk_id), CHUNK_SIZE + (1 << 16))
         except FileNotFoundError:
-            raise errors.AreaCorrupt(f"chunk {chunk_id[:12]}… is missing from the area") from None
+            raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
+                chunk_id=chunk_id[:12])) from None
         plain = crypto.open_sealed(keys, crypto.KIND_CHUNK, chunk_id, blob, max_plain=CHUNK_SIZE)
         crypto.verify_chunk(keys, chunk_id, plain)
         self.stats.chunks_downloaded += 1
@@ -955,16 +963,17 @@ def parse_config(raw: bytes) -> dict[str, Any]:
     try:
         config = json.loads(raw)
     except ValueError:
-        raise errors.AreaCorrupt("the area config is not valid JSON") from None
+        raise errors.AreaCorrupt(_("the area config is not valid JSON")) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise errors.AreaCorrupt("this folder is not a cloudshare area")
+        raise errors.AreaCorrupt(_("this folder is not a cloudshare area"))
     if config.get("version") != FORMAT_VERSION:
         raise errors.UnsupportedFormat(
-            f"the area uses format version {config.get('version')}; this program knows {FORMAT_VERSION}"
+            _("the area uses format version {version}; this program knows {format_version}").format(
+                version=config.get('version'), format_version=FORMAT_VERSION)
         )
     for key in ("area_id", "dataset", "kdf", "wrapped_key"):
         if key not in config:
-            raise errors.AreaCorrupt(f"the area config lacks {key!r}")
+            raise errors.AreaCorrupt(_("the area config lacks {key!r}").format(key=key))
     return config
 
 
@@ -995,8 +1004,8 @@ def list_areas(session: Session) -> list[AreaSummary]:
     try:
         names = sorted(session.listdir(base))
     except FileNotFoundError:
-        raise errors.CloudShareError(f"the folder {base} does not exist on the host",
-                                     hint="check the remote's URL path") from None
+        raise errors.CloudShareError(_("the folder {base} does not exist on the host").format(base=base),
+                                     hint=_("check the remote's URL path")) from None
     out = []
     for name in names:
         if not AREA_NAME.fullmatch(name):

@@ -22,30 +22,40 @@ from . import __version__, errors
 from .durations import parse_duration
 from .errors import ExitCode
 from .hostcli import host
+from .i18n import N_, _, pad, setup_language
 from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
 
 if TYPE_CHECKING:
     from .service import Outcome, Service
 
+#: English (the source language); `--help` shows them translated.
 EXIT_MEANINGS = {
-    ExitCode.OK: "done",
-    ExitCode.ERROR: "other error",
-    ExitCode.USAGE: "usage error",
-    ExitCode.LOCKED: "locked by another party",
-    ExitCode.AREA_GONE: "the area's data is gone from the host (deleted)",
-    ExitCode.ID_UNUSABLE: "the communication ID cannot be used (login refused)",
-    ExitCode.CONFLICT: "conflict: your changes were kept aside, nothing overwritten",
-    ExitCode.WRONG_PASSWORD: "wrong share password",
-    ExitCode.HOST_KEY: "host key unknown or changed",
-    ExitCode.UNREACHABLE: "host unreachable (network down or timed out)",
-    ExitCode.LOCAL_DISK: "the local disk refused a write (full, read-only, name too long, file in use)",
-    ExitCode.AREA_DAMAGED: "the share area is damaged or uses an unknown format",
-    ExitCode.INTERNAL: "internal error (details in the log file named)",
-    ExitCode.CANNOT_EXECUTE: "run: the program cannot be executed",
-    ExitCode.NOT_FOUND: "run: the program was not found",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); what was left is said",
+    ExitCode.OK: N_("done"),
+    ExitCode.ERROR: N_("other error"),
+    ExitCode.USAGE: N_("usage error"),
+    ExitCode.LOCKED: N_("locked by another party"),
+    ExitCode.AREA_GONE: N_("the area's data is gone from the host (deleted)"),
+    ExitCode.ID_UNUSABLE: N_("the communication ID cannot be used (login refused)"),
+    ExitCode.CONFLICT: N_("conflict: your changes were kept aside, nothing overwritten"),
+    ExitCode.WRONG_PASSWORD: N_("wrong share password"),
+    ExitCode.HOST_KEY: N_("host key unknown or changed"),
+    ExitCode.UNREACHABLE: N_("host unreachable (network down or timed out)"),
+    ExitCode.LOCAL_DISK: N_("the local disk refused a write (full, read-only, name too long, file in use)"),
+    ExitCode.AREA_DAMAGED: N_("the share area is damaged or uses an unknown format"),
+    ExitCode.INTERNAL: N_("internal error (details in the log file named)"),
+    ExitCode.CANNOT_EXECUTE: N_("run: the program cannot be executed"),
+    ExitCode.NOT_FOUND: N_("run: the program was not found"),
+    ExitCode.INTERRUPTED: N_("interrupted (Ctrl-C); what was left is said"),
 }
-EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {c.value}  {m}" for c, m in EXIT_MEANINGS.items())
+
+
+def exit_codes_help() -> str:
+    """The `Exit codes:` block of `cloudshare --help`, in the user's language."""
+    return "\b\n" + _("Exit codes:") + "\n" + "\n".join(
+        f"  {c.value}  {_(m)}" for c, m in EXIT_MEANINGS.items())
+
+
+EXIT_CODES_HELP = exit_codes_help()
 
 
 class CommandError(click.ClickException):
@@ -73,23 +83,25 @@ class CloudShareGroup(click.Group):
         except StateMachineError as exc:
             raise CommandError(_state_refusal(exc), int(ExitCode.ERROR)) from None
         except KeyboardInterrupt:
-            raise CommandError("interrupted", int(ExitCode.INTERRUPTED)) from None
+            raise CommandError(_("interrupted"), int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             local = _local_disk_error(exc)
             if local is not None:
                 raise CommandError(local.user_message(), int(local.exit_code)) from None
             log = _log_internal_error(ctx, exc)
-            raise CommandError(f"an internal error happened ({type(exc).__name__}); details were written "
-                               f"to {log}\n  next: try again; if it happens again, send that file to "
-                               "your support", int(ExitCode.INTERNAL)) from None
+            raise CommandError(_("an internal error happened ({kind}); details were written to {log}\n"
+                                 "  next: try again; if it happens again, send that file to your support"
+                                 ).format(kind=type(exc).__name__, log=log), int(ExitCode.INTERNAL)) from None
 
 
 def _state_refusal(exc: StateMachineError) -> str:
     """A state-machine refusal in plain words (internal event names never reach a user)."""
     state = getattr(exc, "state", None)
-    where = f" while it is {state}" if state else ""
-    return (f"that cannot be done now{where}\n  next: see `cloudshare status` for the data set's state, "
-            "then open, close or leave it as shown there")
+    value = str(getattr(state, "value", state))
+    text = (_("that cannot be done now while it is {state}").format(state=_(STATE_WORDS.get(value, value)))
+            if state else _("that cannot be done now"))
+    return _("{message}\n  next: see `cloudshare status` for the data set's state, then open, close or "
+             "leave it as shown there").format(message=text)
 
 
 def _local_disk_error(exc: BaseException) -> errors.CloudShareError | None:
@@ -99,11 +111,13 @@ def _local_disk_error(exc: BaseException) -> errors.CloudShareError | None:
 
     if isinstance(exc, sqlite3.OperationalError) and any(
             word in str(exc) for word in ("full", "readonly", "read-only", "unable to open", "disk I/O")):
-        return errors.LocalDiskError(f"the local registry could not be written: {exc}")
+        return errors.LocalDiskError(_("the local registry could not be written: {error}").format(error=exc))
     known = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EDQUOT}
     if isinstance(exc, OSError) and exc.errno in known:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return errors.LocalDiskError(f"a local write failed: {exc.strerror}{where}")
+        if exc.filename:
+            return errors.LocalDiskError(_("a local write failed: {reason} ({path})").format(
+                reason=exc.strerror, path=exc.filename))
+        return errors.LocalDiskError(_("a local write failed: {reason}").format(reason=exc.strerror))
     return None
 
 
@@ -125,7 +139,7 @@ def _log_internal_error(ctx: click.Context, exc: BaseException) -> Path:
             return path
         except OSError:
             continue
-    return Path("(no log could be written)")
+    return Path(_("(no log could be written)"))
 
 
 def safe_text(text: str) -> str:
@@ -147,9 +161,10 @@ def _share_password(purpose: str, confirm: bool) -> str:
     if value:
         return value
     if not _tty(sys.stdin):
-        raise errors.CloudShareError(f"the {purpose} is needed",
-                                     hint="type it at a terminal, or set CLOUDSHARE_PASSWORD for scripts")
-    return click.prompt(purpose.capitalize(), hide_input=True, confirmation_prompt=confirm, err=True)
+        raise errors.CloudShareError(_("the {purpose} is needed").format(purpose=purpose),
+                                     hint=_("type it at a terminal, or set CLOUDSHARE_PASSWORD for scripts"))
+    return click.prompt(purpose[:1].upper() + purpose[1:], hide_input=True, confirmation_prompt=confirm,
+                        err=True)
 
 
 def _ssh_password() -> str | None:
@@ -158,14 +173,15 @@ def _ssh_password() -> str | None:
         return value
     if not _tty(sys.stdin):
         return None
-    return click.prompt("Login password of the communication ID", hide_input=True, err=True)
+    return click.prompt(_("Login password of the communication ID"), hide_input=True, err=True)
 
 
 def _confirm(question: str) -> bool:
     if not _tty(sys.stdin):
         option = _answer_option()
-        how = f": pass {option}" if option else ""
-        click.echo(safe_text(f"{question} (no terminal to ask{how})"), err=True)
+        text = (_("{question} (no terminal to ask: pass {option})").format(question=question, option=option)
+                if option else _("{question} (no terminal to ask)").format(question=question))
+        click.echo(safe_text(text), err=True)
         return False
     return click.confirm(safe_text(question), err=True)
 
@@ -282,25 +298,46 @@ def _note(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
     problem = note_problem(value or "")
     if problem:
-        raise click.BadParameter(f"{problem}; write a shorter note (about one line)")
+        raise click.BadParameter(_("{problem}; write a shorter note (about one line)").format(
+            problem=problem))
     return value or ""
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
-yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help=_("Machine-readable output (stable keys, always English)."))
+yes_option = click.option("--yes", "-y", is_flag=True, help=_("Do not ask for confirmation."))
+
+
+def _set_lang(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`--lang` (read from the command line before the commands were built; set again here)."""
+    if value:
+        setup_language(value)
 
 
 # --- the commands ---------------------------------------------------------------------------------
+# Help texts are given as `help=_()` (a docstring cannot be translated); the docstrings stay for
+# developers and say the same.
 
 
-@click.group(cls=CloudShareGroup, epilog=EXIT_CODES_HELP)
+@click.group(cls=CloudShareGroup, epilog=EXIT_CODES_HELP, help=_(
+    "Share one accounting data set through an SFTP host.\n\n"
+    "Opening data receives the newest version and takes an exclusive lock; closing sends\n"
+    "it and releases the lock. Others see who holds it.\n\n"
+    "\b\nTypical use:\n"
+    "  cloudshare remote add firm sftp://yamada@files.example.jp --identity ~/.ssh/id_ed25519\n"
+    "  cloudshare join books ~/books.db --remote firm --area yamada-books\n"
+    "  cloudshare run books -- accounting-app ~/books.db"))
 @click.version_option(__version__, prog_name="cloudshare")
+@click.option("--lang", metavar="LANG", expose_value=False, is_eager=True, callback=_set_lang,
+              help=_("Language of messages and help: en or ja (default: CLOUDSHARE_LANG, then the "
+                     "computer's language) [env CLOUDSHARE_LANG]."))
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="CLOUDSHARE_HOME",
-              help="Folder of the local registry and pinned host keys [env CLOUDSHARE_HOME].")
+              help=_("Folder of the local registry and pinned host keys [env CLOUDSHARE_HOME]."))
 @click.option("--no-remember", is_flag=True,
-              help="Remember no key or login on this computer (shared computers) "
-                   "[env CLOUDSHARE_REMEMBER=0].")
-@click.option("--remember-login", is_flag=True, help="Remember a login password typed now, without asking.")
+              help=_("Remember no key or login on this computer (shared computers) "
+                     "[env CLOUDSHARE_REMEMBER=0]."))
+@click.option("--remember-login", is_flag=True,
+              help=_("Remember a login password typed now, without asking."))
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_login: bool) -> None:
     """Share one accounting data set through an SFTP host.
@@ -325,7 +362,8 @@ def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_logi
 main.add_command(host)
 
 
-@main.command()
+@main.command(help=_("Print the data-set state diagram (Mermaid), generated from the state machine.\n\n"
+                     "Example: cloudshare diagram > diagrams/state-machine.mmd"))
 def diagram() -> None:
     """Print the data-set state diagram (Mermaid), generated from the state machine.
 
@@ -336,16 +374,20 @@ def diagram() -> None:
     click.echo(mermaid(), nl=False)
 
 
-@main.group(cls=CloudShareGroup)
+@main.group(cls=CloudShareGroup, help=_("Hosts (communication IDs) you share through."))
 def remote() -> None:
     """Hosts (communication IDs) you share through."""
 
 
-@remote.command("add")
+@remote.command("add", help=_(
+    "Add a host: sftp://COMM_ID@HOST[:PORT][/BASE].\n\n"
+    "The host key is shown and must be confirmed (or given with --accept-host-key); login is\n"
+    "tried once. Example: cloudshare remote add firm sftp://yamada@127.0.0.1:2222 --identity key"))
 @click.argument("name")
 @click.argument("url")
-@click.option("--identity", type=click.Path(), help="Private key file for login (not the .pub file).")
-@click.option("--accept-host-key", metavar="SHA256:…", help="Pin this host key fingerprint without asking.")
+@click.option("--identity", type=click.Path(), help=_("Private key file for login (not the .pub file)."))
+@click.option("--accept-host-key", metavar="SHA256:…",
+    help=_("Pin this host key fingerprint without asking."))
 @click.pass_context
 def remote_add(ctx: click.Context, name: str, url: str, identity: str | None,
                accept_host_key: str | None) -> None:
@@ -357,7 +399,7 @@ def remote_add(ctx: click.Context, name: str, url: str, identity: str | None,
     _emit(_service(ctx).remote_add(name, url, identity, accept_host_key), False)
 
 
-@remote.command("list")
+@remote.command("list", help=_("List the hosts. Example: cloudshare remote list --json"))
 @json_option
 @click.pass_context
 def remote_list(ctx: click.Context, as_json: bool) -> None:
@@ -366,10 +408,11 @@ def remote_list(ctx: click.Context, as_json: bool) -> None:
     if _json_out(rows, as_json):
         return
     for row in rows:
-        click.echo(f"{row['name']:<12} {row['url']:<40} {row['host_key']}")
+        click.echo(safe_text(f"{pad(row['name'], 12)} {pad(row['url'], 40)} {row['host_key']}"))
 
 
-@remote.command("remove")
+@remote.command("remove", help=_(
+    "Forget a host (refused while a data set uses it). Example: cloudshare remote remove firm"))
 @click.argument("name")
 @click.pass_context
 def remote_remove(ctx: click.Context, name: str) -> None:
@@ -377,7 +420,8 @@ def remote_remove(ctx: click.Context, name: str) -> None:
     _emit(_service(ctx).remote_remove(name), False)
 
 
-@main.command()
+@main.command(help=_("The area selection screen: every area on a host, its data and its lock.\n\n"
+                     "Example: cloudshare areas firm --json"))
 @click.argument("remote_name", metavar="REMOTE")
 @json_option
 @click.pass_context
@@ -390,21 +434,26 @@ def areas(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     if _json_out(rows, as_json):
         return
     if not rows:
-        click.echo("no areas on this host yet")
+        click.echo(_("no areas on this host yet"))
         return
-    click.echo(f"{'AREA':<20} {'DATA':<24} {'NEWEST VERSION':<50} LOCK")
+    heads = (_("AREA"), _("DATA"), _("NEWEST VERSION"), _("LOCK"))
+    click.echo(f"{pad(heads[0], 20)} {pad(heads[1], 24)} {pad(heads[2], 50)} {heads[3]}")
     for row in rows:
         lock = row["lock"] or {}
-        held = f"locked by {lock['holder']} since {_local(lock['since'])} until {_local(lock['until'])}" \
-            if lock.get("state") == "locked" else "free"
-        newest = f"v{row['version']} {_human(row['size'])} by {row['last_writer']} at " \
-            f"{_local(row['last_time'])}" if row["version"] else "no version yet"
-        click.echo(safe_text(f"{row['area']:<20} {row['dataset'] or '?':<24} {newest:<50} {held}"))
+        held = _("locked by {who} since {since} until {until}").format(
+            who=lock["holder"], since=_local(lock["since"]), until=_local(lock["until"])) \
+            if lock.get("state") == "locked" else _("free")
+        newest = _("v{version} {size} by {writer} at {time}").format(
+            version=row["version"], size=_human(row["size"]), writer=row["last_writer"],
+            time=_local(row["last_time"])) if row["version"] else _("no version yet")
+        click.echo(safe_text(f"{pad(row['area'], 20)} {pad(row['dataset'] or '?', 24)} {pad(newest, 50)} "
+                             f"{held}"))
         if row["problem"]:
-            click.echo(safe_text(f"{'':<20} problem: {row['problem']}"))
+            click.echo(safe_text(f"{pad('', 20)} " + _("problem: {problem}").format(problem=row["problem"])))
 
 
-@main.command()
+@main.command(help=_("Register local data (a file or a folder); it starts unshared.\n\n"
+                     "Example: cloudshare add books ~/accounting/books.db"))
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.pass_context
@@ -416,11 +465,12 @@ def add(ctx: click.Context, name: str, path: Path) -> None:
     _emit(_service(ctx).add(name, path), False)
 
 
-@main.command()
+@main.command(help=_("Upload your local data and start Cloud Share (sets the share password).\n\n"
+                     "Example: cloudshare share books ~/books.db --remote firm --area yamada-books --yes"))
 @click.argument("name")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--remote", "remote_name", required=True, help="The host to share through.")
-@click.option("--area", required=True, help="The area to create on the host.")
+@click.option("--remote", "remote_name", required=True, help=_("The host to share through."))
+@click.option("--area", required=True, help=_("The area to create on the host."))
 @yes_option
 @json_option
 @click.pass_context
@@ -434,11 +484,13 @@ def share(ctx: click.Context, name: str, path: Path | None, remote_name: str, ar
         _emit(_service(ctx).share(name, path, remote_name, area, yes), as_json)
 
 
-@main.command()
+@main.command(help=_("Receive an area's data into PATH and start sharing (if the password matches).\n\n"
+                     "Anything already at PATH is kept aside under a name the message prints.\n"
+                     "Example: cloudshare join books ~/books.db --remote firm --area yamada-books"))
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--remote", "remote_name", required=True, help="The host to share through.")
-@click.option("--area", required=True, help="The area to receive from.")
+@click.option("--remote", "remote_name", required=True, help=_("The host to share through."))
+@click.option("--area", required=True, help=_("The area to receive from."))
 @json_option
 @click.pass_context
 def join(ctx: click.Context, name: str, path: Path, remote_name: str, area: str, as_json: bool) -> None:
@@ -451,16 +503,18 @@ def join(ctx: click.Context, name: str, path: Path, remote_name: str, area: str,
         _emit(_service(ctx).join(name, path, remote_name, area), as_json)
 
 
-@main.command("open")
+@main.command("open", help=_("Receive the newest version and take the lock.\n\n"
+                             "Locked by another: says who, since when and until when, and exits 3.\n"
+                             "Example: cloudshare open books --note \"closing March\" --wait 10m"))
 @click.argument("name")
 @click.option("--lease", default=None, callback=_duration, metavar="DURATION",
-              help=f"How long the lock holds without renewal (e.g. 90s, 30m, 8h, 1h30m; at most 7d) "
-                   f"[default {DEFAULT_LEASE // 3600}h].")
+              help=_("How long the lock holds without renewal (e.g. 90s, 30m, 8h, 1h30m; at most 7d) "
+                     "[default {hours}h].").format(hours=DEFAULT_LEASE // 3600))
 @click.option("--note", default="", callback=_note,
-              help="A note the others see while you hold the lock (at most 1 KiB).")
+              help=_("A note the others see while you hold the lock (at most 1 KiB)."))
 @click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
-              help="Wait while another holds the lock (alone: until their lease runs out).")
-@click.option("--read-only", is_flag=True, help="Receive the newest version without the lock.")
+              help=_("Wait while another holds the lock (alone: until their lease runs out)."))
+@click.option("--read-only", is_flag=True, help=_("Receive the newest version without the lock."))
 @json_option
 @click.pass_context
 def open_(ctx: click.Context, name: str, lease: int | None, note: str, wait: str | None, read_only: bool,
@@ -485,10 +539,12 @@ def _wait(value: str | None) -> float | None:
         raise click.BadParameter(str(exc), param_hint="--wait") from None
 
 
-@main.command()
+@main.command(help=_("Send the new version and release the lock.\n\n"
+                     "If your lease ran out and someone else took the lock, your work is kept aside "
+                     "(exit 6).\nExample: cloudshare close books"))
 @click.argument("name")
 @click.option("--note", default="", callback=_note,
-              help="A note recorded with the new version (at most 1 KiB).")
+              help=_("A note recorded with the new version (at most 1 KiB)."))
 @json_option
 @click.pass_context
 def close(ctx: click.Context, name: str, note: str, as_json: bool) -> None:
@@ -501,16 +557,19 @@ def close(ctx: click.Context, name: str, note: str, as_json: bool) -> None:
         _emit(_service(ctx).close(name, note), as_json)
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command(context_settings={"ignore_unknown_options": True}, help=_(
+    "Open, run a program (renewing the lock), close when it exits.\n\n"
+    "The program's exit status is passed on.\n"
+    "Example: cloudshare run books -- accounting-app ~/books.db"))
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--lease", default=None, callback=_duration, metavar="DURATION",
-              help=f"Lease, renewed at a third while the program runs (at most 7d) "
-                   f"[default {DEFAULT_RUN_LEASE}s].")
+              help=_("Lease, renewed at a third while the program runs (at most 7d) "
+                     "[default {seconds}s].").format(seconds=DEFAULT_RUN_LEASE))
 @click.option("--note", default="", callback=_note,
-              help="A note the others see while the program runs (at most 1 KiB).")
+              help=_("A note the others see while the program runs (at most 1 KiB)."))
 @click.option("--wait", default=None, is_flag=False, flag_value="0", metavar="[DURATION]",
-              help="Wait while another holds the lock.")
+              help=_("Wait while another holds the lock."))
 @click.pass_context
 def run(ctx: click.Context, name: str, command: tuple[str, ...], lease: int | None, note: str,
         wait: str | None) -> None:
@@ -524,9 +583,12 @@ def run(ctx: click.Context, name: str, command: tuple[str, ...], lease: int | No
     ctx.exit(status)
 
 
-@main.command()
+@main.command(help=_("The data list: state, host/area, local version, lock holder (☁ = shared).\n\n"
+                     "Without --refresh it shows what this computer last saw, without going online.\n"
+                     "Example: cloudshare status --refresh --json"))
 @click.argument("name", required=False)
-@click.option("--refresh", is_flag=True, help="Ask the hosts who holds each lock now (else: as last seen).")
+@click.option("--refresh", is_flag=True,
+              help=_("Ask the hosts who holds each lock now (else: as last seen)."))
 @json_option
 @click.pass_context
 def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -> None:
@@ -539,21 +601,25 @@ def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -
     if _json_out(rows, as_json):
         return
     if not rows:
-        click.echo("no data sets yet: `cloudshare add NAME PATH` or `cloudshare join`")
+        click.echo(_("no data sets yet: `cloudshare add NAME PATH` or `cloudshare join`"))
     for row in rows:
         mark = ("☁" if _can_show("☁") else "*") if row["shared"] else " "
         where = f"{row['remote']}/{row['area']}" if row["remote"] else "-"
-        holder = f" held by {row['lock_holder']}" if row["lock_holder"] else ""
+        holder = (" " + _("held by {holder}").format(holder=row["lock_holder"])) if row["lock_holder"] else ""
         version = f"v{row['version']}" if row["version"] is not None else "-"
-        newer = f" (host has v{row['host_version']})" if row.get("host_version") not in (
-            None, row["version"]) else ""
+        newer = (" " + _("(host has v{version})").format(version=row["host_version"])) \
+            if row.get("host_version") not in (None, row["version"]) else ""
         state = _state_words(row)
-        click.echo(safe_text(f"{mark} {row['name']:<16} {state:<16} {where:<28} {version:<6}{holder}{newer}"))
+        click.echo(safe_text(f"{mark} {pad(row['name'], 16)} {pad(state, 16)} {pad(where, 28)} "
+                             f"{pad(version, 6)}{holder}{newer}"))
         if row.get("problem"):
-            click.echo(safe_text(f"  {'':<16} problem: {row['problem']}"))
+            click.echo(safe_text(f"  {pad('', 16)} " + _("problem: {problem}").format(
+                problem=row["problem"])))
 
 
-@main.command()
+@main.command(help=_("Forget the key and login remembered for NAME on this computer.\n\n"
+                     "An unshared registration (a failed join, say) is removed too; the data is never "
+                     "touched.\nExample: cloudshare forget books"))
 @click.argument("name")
 @click.pass_context
 def forget(ctx: click.Context, name: str) -> None:
@@ -566,7 +632,9 @@ def forget(ctx: click.Context, name: str) -> None:
         _emit(_service(ctx).forget(name), False)
 
 
-@main.command()
+@main.command(help=_("Stop using Cloud Share for this data set on this computer only.\n\n"
+                     "The newest version is received first when possible; the others go on sharing.\n"
+                     "Example: cloudshare leave books --yes"))
 @click.argument("name")
 @yes_option
 @click.pass_context
@@ -580,7 +648,10 @@ def leave(ctx: click.Context, name: str, yes: bool) -> None:
         _emit(_service(ctx).leave(name, yes), False)
 
 
-@main.command("delete-area")
+@main.command("delete-area", help=_(
+    "Delete the shared data on the host for everyone (asks for the share password).\n\n"
+    "Refused (exit 3) while someone else holds the lock.\n"
+    "Example: cloudshare delete-area firm yamada-books"))
 @click.argument("remote_name", metavar="REMOTE")
 @click.argument("area")
 @yes_option
@@ -594,9 +665,10 @@ def delete_area(ctx: click.Context, remote_name: str, area: str, yes: bool) -> N
     _emit(_service(ctx).delete_area(remote_name, area, yes), False)
 
 
-@main.command()
+@main.command(help=_("Break another party's lock (needs the share password; recorded in the area).\n\n"
+                     "Example: cloudshare unlock books --force"))
 @click.argument("name")
-@click.option("--force", is_flag=True, required=True, help="Really break another party's lock.")
+@click.option("--force", is_flag=True, required=True, help=_("Really break another party's lock."))
 @click.pass_context
 def unlock(ctx: click.Context, name: str, force: bool) -> None:
     """Break another party's lock (needs the share password; recorded in the area).
@@ -607,7 +679,8 @@ def unlock(ctx: click.Context, name: str, force: bool) -> None:
         _emit(_service(ctx).unlock(name), False)
 
 
-@main.command()
+@main.command(help=_("Every version of the data set, with writer, time and size.\n\n"
+                     "Example: cloudshare history books --json"))
 @click.argument("name")
 @json_option
 @click.pass_context
@@ -620,16 +693,20 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
     if _json_out(rows, as_json):
         return
     if rows:
-        click.echo(f"{'VERSION':<7} {'TIME':<24} {'BY':<24} {'SIZE':<10} NOTE")
+        heads = (_("VERSION"), _("TIME"), _("BY"), _("SIZE"), _("NOTE"))
+        click.echo(f"{pad(heads[0], 7)} {pad(heads[1], 24)} {pad(heads[2], 24)} {pad(heads[3], 10)} "
+                   f"{heads[4]}")
     for row in rows:
-        restored = f" (restored from v{row['restored_from']})" if row["restored_from"] else ""
+        restored = (" " + _("(restored from v{version})").format(version=row["restored_from"])) \
+            if row["restored_from"] else ""
         size = _human(row["size"])
         note = row.get("note") or ""
-        click.echo(safe_text(f"v{row['version']:<6} {_local(row['time']):<24} {row['writer'] or '?':<24} "
-                             f"{size:<10} {note}{restored}"))
+        click.echo(safe_text(f"{pad('v' + str(row['version']), 7)} {pad(_local(row['time']), 24)} "
+                             f"{pad(row['writer'] or '?', 24)} {pad(size, 10)} {note}{restored}"))
 
 
-@main.command()
+@main.command(help=_("Make an old version the newest again (a new version; nothing is deleted).\n\n"
+                     "Example: cloudshare restore books 12"))
 @click.argument("name")
 @click.argument("version", type=int)
 @json_option
@@ -643,8 +720,10 @@ def restore(ctx: click.Context, name: str, version: int, as_json: bool) -> None:
         _emit(_service(ctx).restore(name, version), as_json)
 
 
-@main.command()
-@click.option("--set", "new_name", metavar="NAME", help="Set the name the others see.")
+@main.command(help=_("The name others see while you hold a lock, and this install's id.\n\n"
+                     "CLOUDSHARE_NAME overrides the name for one command.\n"
+                     "Example: cloudshare whoami --set \"Sato (firm)\""))
+@click.option("--set", "new_name", metavar="NAME", help=_("Set the name the others see."))
 @json_option
 @click.pass_context
 def whoami(ctx: click.Context, new_name: str | None, as_json: bool) -> None:
@@ -660,12 +739,13 @@ def whoami(ctx: click.Context, new_name: str | None, as_json: bool) -> None:
         service.registry.set_display_name(new_name)
         service.party = type(service.party)(new_name, service.party.install, service.party.host)
     data = {"name": service.party.name, "install_id": service.party.install, "home": str(service.home)}
-    _emit(Outcome(f"{data['name']} (install {data['install_id']}, home {data['home']})", data), as_json)
+    _emit(Outcome(_("{name} (install {install_id}, home {home})").format(**data), data), as_json)
 
 
-@main.command()
+@main.command(help=_("Run the whole story on an embedded host in a temporary folder, narrated.\n\n"
+                     "Example: cloudshare demo"))
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
-              help="Run in this folder and keep it (default: a temporary folder).")
+              help=_("Run in this folder and keep it (default: a temporary folder)."))
 def demo(keep: Path | None) -> None:
     """Run the whole story on an embedded host in a temporary folder, narrated.
 
@@ -691,10 +771,22 @@ def _local(iso: str | None) -> str:
 def _state_words(row: dict[str, Any]) -> str:
     """The state as a person reads it (`--json` keeps the machine's name)."""
     if row["state"] == "area-missing" and row.get("missing_reason") == "id-unusable":
-        return "ID unusable"
+        return _("ID unusable")
     if row["state"] == "area-missing":
-        return "area deleted"
-    return row["state"]
+        return _("area deleted")
+    return _(STATE_WORDS.get(row["state"], row["state"]))
+
+
+#: The data set states as people read them (the English keeps the machine's names).
+STATE_WORDS = {
+    "unshared": N_("unshared"),
+    "initializing": N_("initializing"),
+    "shared-idle": N_("shared-idle"),
+    "locked-by-me": N_("locked-by-me"),
+    "locked-by-other": N_("locked-by-other"),
+    "leaving": N_("leaving"),
+    "area-missing": N_("area-missing"),
+}
 
 
 def _human(n: int | None) -> str:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from . import errors
+from .i18n import _
 
 KDF_DEFAULTS: dict = {"name": "scrypt", "n": 2**15, "r": 8, "p": 1, "length": 32}
 """Recorded in the area config so the parameters can be raised later."""
@@ -67,7 +68,7 @@ def new_data_key() -> bytes:
 def _int_param(params: dict, name: str) -> int:
     value = params.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"bad kdf parameter {name}: {value!r}")
+        raise ValueError(_("bad kdf parameter {name}: {value!r}").format(name=name, value=value))
     return value
 
 
@@ -78,13 +79,14 @@ def derive_kek(password: str, salt: bytes, params: dict) -> bytes:
     parameters are read from the host, so they are bounded to avoid memory exhaustion).
     """
     if params.get("name") != "scrypt":
-        raise ValueError(f"unknown kdf: {params.get('name')!r}")
+        raise ValueError(_("unknown kdf: {kdf!r}").format(kdf=params.get('name')))
     n, r, p = (_int_param(params, k) for k in ("n", "r", "p"))
     length = _int_param(params, "length")
     if n & (n - 1) or n < 2 or 128 * n * r > _MAX_SCRYPT_MEMORY or p > _MAX_SCRYPT_P:
-        raise ValueError(f"kdf parameters out of bounds: n={n} r={r} p={p}")
+        raise ValueError(_("kdf parameters out of bounds: n={n} r={r} p={p}").format(n=n, r=r, p=p))
     if length != KEY_SIZE:
-        raise ValueError(f"kdf length must be {KEY_SIZE}, not {length}")
+        raise ValueError(_("kdf length must be {key_size}, not {length}").format(
+            key_size=KEY_SIZE, length=length))
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
 
@@ -99,12 +101,12 @@ def wrap_key(kek: bytes, data_key: bytes, area_id: str) -> bytes:
 def unwrap_key(kek: bytes, wrapped: bytes, area_id: str) -> bytes:
     """Recover the data key; WrongPassword if the KEK (the password) does not match."""
     if len(wrapped) != NONCE_SIZE + KEY_SIZE + TAG_SIZE:
-        raise errors.AreaCorrupt("the wrapped data key has a wrong size")
+        raise errors.AreaCorrupt(_("the wrapped data key has a wrong size"))
     aad = _KEY_AAD_PREFIX + area_id.encode("utf-8")
     try:
         return AESGCM(kek).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
     except InvalidTag:
-        raise errors.WrongPassword("the share password does not match") from None
+        raise errors.WrongPassword(_("the share password does not match")) from None
 
 
 # --- working keys --------------------------------------------------------------
@@ -129,7 +131,7 @@ def _hkdf(data_key: bytes, info: bytes) -> bytes:
 def keys_from_data_key(data_key: bytes) -> Keys:
     """Derive the chunk-id key and the encryption key (HKDF-SHA256)."""
     if len(data_key) != KEY_SIZE:
-        raise ValueError("the data key must be 32 bytes")
+        raise ValueError(_("the data key must be 32 bytes"))
     return Keys(
         data_key=data_key,
         id_key=_hkdf(data_key, b"cloudshare-chunk-id"),
@@ -145,7 +147,7 @@ def chunk_id(keys: Keys, plaintext: bytes) -> str:
 def verify_chunk(keys: Keys, object_id: str, plaintext: bytes) -> None:
     """Raise AreaCorrupt unless `plaintext` hashes to `object_id`."""
     if not hmac.compare_digest(chunk_id(keys, plaintext), object_id):
-        raise errors.AreaCorrupt(f"chunk {object_id} failed verification")
+        raise errors.AreaCorrupt(_("chunk {object_id} failed verification").format(object_id=object_id))
 
 
 # --- sealing -----------------------------------------------------------------------
@@ -184,12 +186,12 @@ def _decompress_bounded(compressed: bytes, max_plain: int) -> bytes:
     """
     declared = zstandard.get_frame_parameters(compressed).content_size
     if declared == zstandard.CONTENTSIZE_UNKNOWN or declared > max_plain:
-        raise ValueError("declared size missing or above the bound")
+        raise ValueError(_("declared size missing or above the bound"))
     out = _decompressor().decompress(
         compressed, max_output_size=max_plain, allow_extra_data=False
     )
     if len(out) != declared:
-        raise ValueError("size differs from the declared size")
+        raise ValueError(_("size differs from the declared size"))
     return out
 
 
@@ -197,7 +199,8 @@ def open_sealed(
     keys: Keys, kind: bytes, object_id: str, blob: bytes, max_plain: int = 64 << 20
 ) -> bytes:
     """Verify, decrypt and decompress a sealed blob; AreaCorrupt on any failure."""
-    failed = errors.AreaCorrupt(f"{kind.decode('ascii', 'replace')} {object_id} failed verification")
+    failed = errors.AreaCorrupt(_("{kind} {object_id} failed verification").format(
+        kind=kind.decode('ascii', 'replace'), object_id=object_id))
     body = HEADER_SIZE + NONCE_SIZE
     if len(blob) < body + TAG_SIZE or blob[:HEADER_SIZE] != MAGIC + bytes((FLAG_ZSTD,)):
         raise failed

@@ -10,6 +10,7 @@ says what happened, and the demo exits 1.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .i18n import _, language, width
 
 COMMAND_TIMEOUT = 60.0  # seconds, for every cloudshare command
 HOST_START_TIMEOUT = 10.0
@@ -81,7 +84,7 @@ class Demo:
 
     def header(self, text: str) -> None:
         self.say()
-        self.say(f"── {text} " + "─" * max(3, 78 - len(text)))
+        self.say(f"── {text} " + "─" * max(3, 78 - width(text)))
 
     def show(self, text: str, prefix: str = "    ") -> None:
         for line in text.rstrip("\n").splitlines():
@@ -97,6 +100,7 @@ class Demo:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("CLOUDSHARE_")}  # nothing of the caller's own setup leaks in
         env["CLOUDSHARE_PASSWORD"] = SHARE_PASSWORD
+        env["CLOUDSHARE_LANG"] = language()  # the commands speak the narration's language
         env["PYTHONIOENCODING"] = "utf-8"
         env["PYTHONUNBUFFERED"] = "1"
         if who is not None:
@@ -120,18 +124,29 @@ class Demo:
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
             self.show(_text(exc.stdout))
-            raise DemoFailure(f"`{shown}` did not finish within {COMMAND_TIMEOUT:.0f} s") from None
+            raise DemoFailure(_("`{shown}` did not finish within {seconds:.0f} s").format(
+                shown=shown, seconds=COMMAND_TIMEOUT)) from None
         res = Result(argv, proc.returncode, _text(proc.stdout))
         self.show(res.output)
         if res.code != expect:
-            raise DemoFailure(f"`{shown}` exited {res.code}, expected {expect}")
-        missing = [c for c in contains if c.lower() not in res.output.lower()]
+            raise DemoFailure(_("`{shown}` exited {code}, expected {expect}").format(
+                shown=shown, code=res.code, expect=expect))
+        missing = [c for c in contains if c.lower() not in res.output.lower() and self.checkable(c)]
         if missing:
-            raise DemoFailure(f"`{shown}` exited {res.code} as expected, but its output lacks "
+            raise DemoFailure(_("`{shown}` exited {code} as expected, but its output lacks ").format(
+                shown=shown, code=res.code)
                               + ", ".join(repr(m) for m in missing))
         if expect:
-            self.say(f"    (exit {res.code}, as expected)")
+            self.say(_("    (exit {code}, as expected)").format(code=res.code))
         return res
+
+    def checkable(self, text: str) -> bool:
+        """Is `text` expected in the output in every language? English phrases are checked only
+        when the commands speak English; names, versions and fingerprints always."""
+        if language() == "en":
+            return True
+        neutral = {DATASET, REMOTE, AREA, f"{REMOTE}/{AREA}", self.fingerprint, *NAMES.values()}
+        return text in neutral or bool(re.fullmatch(r"v\d+", text))
 
     def check(self, condition: bool, good: str, bad: str) -> None:
         if not condition:
@@ -147,7 +162,7 @@ class Demo:
             self.host_log = self.base / "host.log"
             argv = ["host", "serve", "host", "--bind", "127.0.0.1", "--port", str(port),
                     "--grace", str(HOST_GRACE)]
-            self.say(f"$ cloudshare {' '.join(argv)} &     (output in host.log)")
+            self.say(_("$ cloudshare {args} &     (output in host.log)").format(args=" ".join(argv)))
             with open(self.host_log, "ab") as log:
                 self.host_proc = subprocess.Popen(self.exe + argv, cwd=self.base, env=self.env(None),
                                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -156,17 +171,19 @@ class Demo:
                 try:
                     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                         self.port = port
-                        self.ok(f"the host listens on 127.0.0.1:{port} (pid {self.host_proc.pid})")
+                        self.ok(_("the host listens on 127.0.0.1:{port} (pid {pid})").format(
+                            port=port, pid=self.host_proc.pid))
                         return
                 except OSError:
                     time.sleep(0.05)
             if self.host_proc.poll() is None:
                 self.stop_host(quiet=True)
-                raise DemoFailure(f"the host did not listen within {HOST_START_TIMEOUT:.0f} s:\n"
+                raise DemoFailure(_("the host did not listen within {seconds:.0f} s:\n").format(
+                    seconds=HOST_START_TIMEOUT)
                                   + self.host_log.read_text(errors="replace")[-2000:])
             last = self.host_log.read_text(errors="replace")[-2000:]
             self.host_proc = None
-        raise DemoFailure(f"the host did not start:\n{last}")
+        raise DemoFailure(_("the host did not start:\n{last}").format(last=last))
 
     def stop_host(self, quiet: bool = False) -> int | None:
         """SIGTERM, bounded wait, kill if it hangs; returns its exit status (None if not running)."""
@@ -175,7 +192,7 @@ class Demo:
             return None
         if proc.poll() is None:
             if not quiet:
-                self.say(f"$ kill -TERM {proc.pid}     (the host's pid)")
+                self.say(_("$ kill -TERM {pid}     (the host's pid)").format(pid=proc.pid))
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=HOST_STOP_TIMEOUT)
@@ -195,7 +212,8 @@ def run_demo(keep: Path | None) -> int:
     if keep is not None:
         keep = Path(keep)
         if keep.exists() and any(keep.iterdir()):
-            print(f"Error: {keep} is not empty; give a new or empty folder to --keep", file=sys.stderr)
+            print(_("Error: {folder} is not empty; give a new or empty folder to --keep").format(folder=keep),
+                  file=sys.stderr)
             return 2
         keep.mkdir(parents=True, exist_ok=True)
         base = keep.resolve()
@@ -209,27 +227,27 @@ def run_demo(keep: Path | None) -> int:
         _story(demo)
     except DemoFailure as exc:
         demo.say()
-        demo.say("✗ The demo stopped: a step did not behave as expected.")
+        demo.say(_("✗ The demo stopped: a step did not behave as expected."))
         demo.show(str(exc), "  ")
         if demo.host_log is not None and demo.host_log.exists():
-            demo.say("  Last lines of the host's log:")
+            demo.say(_("  Last lines of the host's log:"))
             demo.show("\n".join(demo.host_log.read_text(errors="replace").splitlines()[-8:]), "    ")
         return 1
     except KeyboardInterrupt:
-        demo.say("\n✗ interrupted")
+        demo.say(_("\n✗ interrupted"))
         return 1
     finally:
         status = demo.stop_host(quiet=True)
         if status not in (None, 0):
-            demo.say(f"(the host was still running and stopped with status {status})")
+            demo.say(_("(the host was still running and stopped with status {status})").format(status=status))
         if tmp is not None:
             tmp.cleanup()
     demo.say()
-    demo.say(f"All {demo.checks} checks passed ({demo.commands} commands, "
-             f"{time.monotonic() - started:.0f} s).")
+    demo.say(_("All {checks} checks passed ({commands} commands, {seconds:.0f} s).").format(
+        checks=demo.checks, commands=demo.commands, seconds=time.monotonic() - started))
     if keep is not None:
-        demo.say(f"Everything is kept in {base}: look around with "
-                 f"`cloudshare --home {base / 'firm'} status`")
+        demo.say(_("Everything is kept in {base}: look around with `cloudshare --home {firm_home} status`")
+            .format(base=base, firm_home=base / "firm"))
     return 0
 
 
@@ -237,42 +255,45 @@ def run_demo(keep: Path | None) -> int:
 
 
 def _story(d: Demo) -> None:
-    d.say("Cloud Share demo: an accounting firm and its client share one set of books")
-    d.say(f"through an SFTP host the firm runs. Everything happens in {d.base}")
-    d.say("(the commands below run there; `--home firm` is the firm's computer, `--home client`")
-    d.say("the client's office PC, `--home client2` the client's laptop).")
+    d.say(_("Cloud Share demo: an accounting firm and its client share one set of books\n"
+            "through an SFTP host the firm runs. Everything happens in {base}\n"
+            "(the commands below run there; `--home firm` is the firm's computer, `--home client`\n"
+            "the client's office PC, `--home client2` the client's laptop).").format(base=d.base))
 
     # 1 --------------------------------------------------------------------------------------------
-    d.header("1. The firm starts its host")
+    d.header(_("1. The firm starts its host"))
     res = d.cloudshare(None, "host", "init", "host", contains=["host key fingerprint: SHA256:"])
     d.fingerprint = next(w for w in res.output.split() if w.startswith("SHA256:"))
     keys = d.base / "keys"
     keys.mkdir()
     _make_key(keys / COMM_ID)
-    d.say(f"(the demo made an SSH key pair for the communication ID: keys/{COMM_ID}, keys/{COMM_ID}.pub)")
+    d.say(_("(the demo made an SSH key pair for the communication ID: keys/{comm_id}, keys/{comm_id}.pub)")
+        .format(comm_id=COMM_ID))
     d.cloudshare(None, "host", "add-id", "host", COMM_ID, "--authorized-key", f"keys/{COMM_ID}.pub",
                  contains=[f"added communication ID {COMM_ID}"])
     d.start_host()
-    d.say(f"The firm gives its client the host key fingerprint: {d.fingerprint}")
+    d.say(_("The firm gives its client the host key fingerprint: {fingerprint}").format(
+        fingerprint=d.fingerprint))
 
     # 2 --------------------------------------------------------------------------------------------
-    d.header("2. Three computers register the host (the same communication ID)")
-    d.say("Each computer runs `cloudshare` with its own CLOUDSHARE_NAME (the name others see on the")
-    d.say("lock: " + ", ".join(f'"{n}"' for n in NAMES.values()) + ") and the share password in")
-    d.say("CLOUDSHARE_PASSWORD (a person types it instead).")
+    d.header(_("2. Three computers register the host (the same communication ID)"))
+    d.say(_("Each computer runs `cloudshare` with its own CLOUDSHARE_NAME (the name others see on the\n"
+            "lock: {names}) and the share password in\n"
+            "CLOUDSHARE_PASSWORD (a person types it instead).").format(
+        names=", ".join(f'"{n}"' for n in NAMES.values())))
     url = f"sftp://{COMM_ID}@127.0.0.1:{d.port}"
     for who in NAMES:
         d.cloudshare(who, "remote", "add", REMOTE, url, "--identity", f"keys/{COMM_ID}",
                      "--accept-host-key", d.fingerprint, contains=[f"remote {REMOTE} added", d.fingerprint])
-    d.ok("each computer pinned the host key the firm announced")
+    d.ok(_("each computer pinned the host key the firm announced"))
 
     # 3 --------------------------------------------------------------------------------------------
-    d.header("3. The firm shares its books; the client and the laptop join")
+    d.header(_("3. The firm shares its books; the client and the laptop join"))
     books = {who: d.base / who / "books" for who in NAMES}
     (books["firm"] / "journal").mkdir(parents=True)
     (books["firm"] / "ledger.csv").write_text(LEDGER, encoding="utf-8")
     (books["firm"] / "journal" / "2026-03.csv").write_text(MARCH, encoding="utf-8")
-    d.say("(the demo wrote the firm's books: firm/books/ledger.csv, firm/books/journal/2026-03.csv)")
+    d.say(_("(the demo wrote the firm's books: firm/books/ledger.csv, firm/books/journal/2026-03.csv)"))
     d.cloudshare("firm", "share", DATASET, "firm/books", "--remote", REMOTE, "--area", AREA, "--yes",
                  contains=[f"shared in area {AREA}"])
     for who in ("client", "client2"):
@@ -280,65 +301,69 @@ def _story(d: Demo) -> None:
                      contains=["received version 1", "now shared"])
     d.check(_read(books["client"], "journal/2026-03.csv") == MARCH
             and _read(books["client2"], "ledger.csv") == LEDGER,
-            "both client computers now hold exactly the firm's books",
-            "a joined copy differs from the firm's books")
+            _("both client computers now hold exactly the firm's books"),
+            _("a joined copy differs from the firm's books"))
 
     # 4 --------------------------------------------------------------------------------------------
-    d.header("4. The client opens the books; the firm is refused")
+    d.header(_("4. The client opens the books; the firm is refused"))
     client = NAMES["client"]
     d.cloudshare("client", "open", DATASET, "--note", "entering March receipts", contains=["locked by you"])
     d.cloudshare("firm", "open", DATASET, expect=3,
                  contains=[f"locked by {client}", "since", "until", "entering March receipts"])
-    d.ok(f"the firm was refused (exit 3) and sees who holds the lock: {client}, since/until, the note")
+    d.ok(_("the firm was refused (exit 3) and sees who holds the lock: {client}, since/until, the note")
+        .format(client=client))
     d.cloudshare("firm", "areas", REMOTE, contains=[f"locked by {client}"])
     receipt = "2026-03-18,1000,4000,55000,March receipt (entered by the client)\n"
     _append(books["client"] / "journal" / "2026-03.csv", receipt)
-    d.say("(the client adds a March receipt to client/books/journal/2026-03.csv)")
+    d.say(_("(the client adds a March receipt to client/books/journal/2026-03.csv)"))
     d.cloudshare("client", "close", DATASET, contains=["sent as version 2", "lock released"])
     d.cloudshare("firm", "open", DATASET, "--note", "monthly review",
                  contains=["received version 2", "locked by you"])
     d.check(receipt in _read(books["firm"], "journal/2026-03.csv"),
-            "the firm received the client's receipt just by opening",
-            "the firm's copy does not show the client's receipt")
+            _("the firm received the client's receipt just by opening"),
+            _("the firm's copy does not show the client's receipt"))
     d.cloudshare("firm", "close", DATASET, contains=["closed without changes", "lock released"])
 
     # 5 --------------------------------------------------------------------------------------------
-    d.header("5. A holder vanishes: the laptop opens the books, then its lid is closed")
+    d.header(_("5. A holder vanishes: the laptop opens the books, then its lid is closed"))
     laptop = NAMES["client2"]
     d.cloudshare("client2", "open", DATASET, "--lease", SHORT_LEASE, "--note", "on the train",
                  contains=["received version 2", "locked by you"])
-    d.say(f"(a {SHORT_LEASE} lease, for the demo: the default is 8 hours. The laptop now goes silent.)")
+    d.say(_("(a {lease} lease, for the demo: the default is 8 hours. The laptop now goes silent.)").format(
+        lease=SHORT_LEASE))
     d.cloudshare("firm", "open", DATASET, expect=3, contains=[f"locked by {laptop}", "until"])
-    d.say("The firm waits for the laptop's lease to run out (`--wait` alone waits until then):")
+    d.say(_("The firm waits for the laptop's lease to run out (`--wait` alone waits until then):"))
     t0 = time.monotonic()
     d.cloudshare("firm", "open", DATASET, "--wait", "--note", "year-end adjustments",
                  contains=["locked by you"])
-    d.ok(f"the firm got the lock after {time.monotonic() - t0:.0f} s, without anyone breaking it")
+    d.ok(_("the firm got the lock after {seconds:.0f} s, without anyone breaking it").format(
+        seconds=time.monotonic() - t0))
     adjustment = "2026-03-31,5000,1100,12000,Year-end adjustment (firm)\n"
     _append(books["firm"] / "journal" / "2026-03.csv", adjustment)
-    d.say("(the firm adds an adjustment to firm/books/journal/2026-03.csv)")
+    d.say(_("(the firm adds an adjustment to firm/books/journal/2026-03.csv)"))
     late = "2026-03-20,1000,4000,99999,Entered on the laptop after its lease ran out\n"
     _append(books["client2"] / "journal" / "2026-03.csv", late)
-    d.say("The laptop wakes up, adds an entry it typed offline, and closes:")
+    d.say(_("The laptop wakes up, adds an entry it typed offline, and closes:"))
     res = d.cloudshare("client2", "close", DATASET, expect=6, contains=["kept aside"])
     kept = _kept_aside(d.base / "client2", books["client2"])
     d.check(kept is not None and late in _read(kept, "journal/2026-03.csv"),
-            f"fenced (exit 6): the laptop's work is kept aside as {_rel(d.base, kept)}",
-            f"no kept-aside copy with the laptop's entry next to client2/books:\n{res.output}")
+            _("fenced (exit 6): the laptop's work is kept aside as {path}").format(path=_rel(d.base, kept)),
+            _("no kept-aside copy with the laptop's entry next to client2/books:\n{output}").format(
+                output=res.output))
     d.cloudshare("firm", "close", DATASET, contains=["sent as version 3", "lock released"])
     firm_march = _read(books["firm"], "journal/2026-03.csv")
     d.check(adjustment in firm_march and late not in firm_march,
-            "nothing was overwritten: version 3 is the firm's, without the laptop's late entry",
-            "the firm's version was changed by the late laptop")
+            _("nothing was overwritten: version 3 is the firm's, without the laptop's late entry"),
+            _("the firm's version was changed by the late laptop"))
 
     # 6 --------------------------------------------------------------------------------------------
-    d.header("6. History and the data list on each computer")
+    d.header(_("6. History and the data list on each computer"))
     d.cloudshare("client", "history", DATASET, contains=["v1", "v2", "v3", NAMES["firm"], client])
     for who in NAMES:
         d.cloudshare(who, "status", contains=[DATASET, f"{REMOTE}/{AREA}"])
 
     # 7 --------------------------------------------------------------------------------------------
-    d.header("7. The laptop stops sharing on its own; the others go on")
+    d.header(_("7. The laptop stops sharing on its own; the others go on"))
     d.cloudshare("client2", "leave", DATASET, "--yes", contains=["no longer uses Cloud Share"])
     d.cloudshare("client2", "status", contains=["unshared"])
     d.cloudshare("client", "open", DATASET, "--note", "April opening balances",
@@ -346,45 +371,46 @@ def _story(d: Demo) -> None:
     april = "2026-04-01,1000,4000,10000,April opening entry (client)\n"
     _append(books["client"] / "journal" / "2026-03.csv", april)
     d.cloudshare("client", "close", DATASET, contains=["sent as version 4", "lock released"])
-    d.ok("the firm and the client still share the books (version 4)")
+    d.ok(_("the firm and the client still share the books (version 4)"))
 
     # 8 --------------------------------------------------------------------------------------------
-    d.header("8. The firm deletes the shared copy for everyone")
+    d.header(_("8. The firm deletes the shared copy for everyone"))
     d.cloudshare("firm", "delete-area", REMOTE, AREA, "--yes",
                  contains=["newest version (4)", "Cloud Share data deleted"])
     d.check(april in _read(books["firm"], "journal/2026-03.csv"),
-            "the firm received version 4 before deleting: its copy is complete",
-            "the firm's copy lacks the client's last version")
+            _("the firm received version 4 before deleting: its copy is complete"),
+            _("the firm's copy lacks the client's last version"))
     d.cloudshare("firm", "status", contains=["unshared"])
     d.cloudshare("firm", "areas", REMOTE, contains=["no areas"])
-    d.say("The client selects the books again:")
+    d.say(_("The client selects the books again:"))
     d.cloudshare("client", "open", DATASET, expect=4, contains=["gone"])
-    d.ok("the client is told the area's data is gone (exit 4)")
+    d.ok(_("the client is told the area's data is gone (exit 4)"))
     d.cloudshare("client", "leave", DATASET, "--yes", contains=["no longer uses Cloud Share"])
     res = d.cloudshare("client", "status", contains=["unshared"])
-    d.check("☁" not in res.output, "the cloud mark is gone from the client's data list",
-            "the client's data list still shows the books as shared")
+    d.check("☁" not in res.output, _("the cloud mark is gone from the client's data list"),
+            _("the client's data list still shows the books as shared"))
     d.check(april in _read(books["client"], "journal/2026-03.csv"),
-            "the client keeps its own copy of the books", "the client's copy was lost")
+            _("the client keeps its own copy of the books"), _("the client's copy was lost"))
 
     # 9 --------------------------------------------------------------------------------------------
-    d.header("9. The firm stops its host")
+    d.header(_("9. The firm stops its host"))
     status = d.stop_host()
-    d.check(status == 0, "the host stopped cleanly (exit 0)", f"the host exited with status {status}")
+    d.check(status == 0, _("the host stopped cleanly (exit 0)"), _("the host exited with status {status}")
+        .format(status=status))
     log_lines = (d.host_log.read_text(errors="replace") if d.host_log else "").splitlines()
     d.show("\n".join(log_lines[-3:]), "    host.log: ")
-    d.check(not any("Traceback" in line for line in log_lines), "the host's log has no errors",
-            "the host's log shows a Traceback")
+    d.check(not any("Traceback" in line for line in log_lines), _("the host's log has no errors"),
+            _("the host's log shows a Traceback"))
 
-    d.header("Summary")
+    d.header(_("Summary"))
     d.show(
-        "• open received the newest version and took the lock; close sent it and released it\n"
+        _("• open received the newest version and took the lock; close sent it and released it\n"
         "• while the client held the lock the firm was refused (exit 3) and saw who, since, until\n"
         "• the laptop's lease ran out: the firm got the lock by waiting; the laptop's late close was\n"
         "  fenced (exit 6), its work kept aside, nothing overwritten\n"
         "• the laptop stopped alone; the firm and the client went on\n"
         "• the firm deleted the area for everyone after receiving the newest version; the client\n"
-        "  was told the data is gone (exit 4) and released Cloud Share",
+        "  was told the data is gone (exit 4) and released Cloud Share"),
         "  ",
     )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .i18n import N_, _
+
 
 class ExitCode(IntEnum):
     """Exit status of the `cloudshare` command (documented in the README and `--help`)."""
@@ -42,8 +44,13 @@ class CloudShareError(Exception):
             self.hint = hint
 
     def user_message(self) -> str:
+        """The message and its `next:` hint in the user's language.
+
+        Class hints are marked with `N_` and translated here, when shown (an instance hint is
+        translated where it is made; `_()` leaves an already translated text as it is).
+        """
         text = str(self)
-        return f"{text}\n  next: {self.hint}" if self.hint else text
+        return _("{message}\n  next: {hint}").format(message=text, hint=_(self.hint)) if self.hint else text
 
 
 # --- transport -------------------------------------------------------------
@@ -53,14 +60,14 @@ class NetworkDown(CloudShareError):
     """The host did not answer (refused, unreachable, timed out)."""
 
     exit_code = ExitCode.UNREACHABLE
-    hint = "check the network and the host address, then try again"
+    hint = N_("check the network and the host address, then try again")
 
 
 class LoginRefused(CloudShareError):
     """The host refused the communication ID (wrong login, account removed)."""
 
     exit_code = ExitCode.ID_UNUSABLE
-    hint = "ask the firm whether the communication ID still exists; check its login password or key"
+    hint = N_("ask the firm whether the communication ID still exists; check its login password or key")
 
 
 class HostKeyUnknown(CloudShareError):
@@ -71,9 +78,10 @@ class HostKeyUnknown(CloudShareError):
     def __init__(self, host: str, fingerprint: str, key_type: str = "") -> None:
         self.host, self.fingerprint, self.key_type = host, fingerprint, key_type
         super().__init__(
-            f"the host key of {host} is not known: {key_type} {fingerprint}".replace("  ", " "),
-            hint="compare the fingerprint with the one the firm gave you, then pass "
-            f"--accept-host-key {fingerprint}",
+            _("the host key of {host} is not known: {key_type} {fingerprint}").format(
+                host=host, key_type=key_type, fingerprint=fingerprint).replace("  ", " "),
+            hint=_("compare the fingerprint with the one the firm gave you, then pass --accept-host-key "
+                   "{fingerprint}").format(fingerprint=fingerprint),
         )
 
 
@@ -85,9 +93,10 @@ class HostKeyChanged(CloudShareError):
     def __init__(self, host: str, expected: str, got: str) -> None:
         self.host, self.expected, self.got = host, expected, got
         super().__init__(
-            f"the host key of {host} CHANGED: pinned {expected}, presented {got}",
-            hint="someone may be impersonating the host; ask the firm. If the firm really "
-            "replaced the key, remove and add the remote again",
+            _("the host key of {host} CHANGED: pinned {expected}, presented {got}").format(
+                host=host, expected=expected, got=got),
+            hint=_("someone may be impersonating the host; ask the firm. If the firm really "
+            "replaced the key, remove and add the remote again"),
         )
 
 
@@ -96,14 +105,14 @@ class HostRefused(CloudShareError, PermissionError):
     so code that handles a refused SFTP operation keeps working."""
 
     exit_code = ExitCode.ERROR
-    hint = "ask the firm to check the communication ID's folder on the host"
+    hint = N_("ask the firm to check the communication ID's folder on the host")
 
 
 class TransferError(CloudShareError):
     """A transfer failed or passed its deadline."""
 
     exit_code = ExitCode.ERROR
-    hint = "try again; nothing was changed on the host by the failed transfer"
+    hint = N_("try again; nothing was changed on the host by the failed transfer")
 
 
 # --- share area -------------------------------------------------------------
@@ -113,7 +122,7 @@ class AreaGone(CloudShareError):
     """The area's data is gone from the host (deleted or emptied)."""
 
     exit_code = ExitCode.AREA_GONE
-    hint = "the shared data was deleted; stop sharing it with `cloudshare leave NAME`"
+    hint = N_("the shared data was deleted; stop sharing it with `cloudshare leave NAME`")
 
 
 class NoSuchArea(CloudShareError):
@@ -126,49 +135,49 @@ class AreaExists(CloudShareError):
     """Creating an area that already exists."""
 
     exit_code = ExitCode.ERROR
-    hint = "choose another area name, or receive it with `cloudshare join`"
+    hint = N_("choose another area name, or receive it with `cloudshare join`")
 
 
 class AreaCorrupt(CloudShareError):
     """Data on the host failed verification (tampered or damaged)."""
 
     exit_code = ExitCode.ERROR
-    hint = "your local copy was left untouched; tell the firm the share area is damaged"
+    hint = N_("your local copy was left untouched; tell the firm the share area is damaged")
 
 
 class UnsupportedFormat(CloudShareError):
     """The area uses a format version this program does not know."""
 
     exit_code = ExitCode.ERROR
-    hint = "upgrade cloudshare-p2p"
+    hint = N_("upgrade cloudshare-p2p")
 
 
 class WrongPassword(CloudShareError):
     """The share password does not match the area's verifier."""
 
     exit_code = ExitCode.WRONG_PASSWORD
-    hint = "ask the person who started sharing for the share password and try again"
+    hint = N_("ask the person who started sharing for the share password and try again")
 
 
 class LockedByOther(CloudShareError):
     """The data set is locked by another party."""
 
     exit_code = ExitCode.LOCKED
-    hint = "wait until they close it (`--wait`), or open it read-only (`--read-only`)"
+    hint = N_("wait until they close it (`--wait`), or open it read-only (`--read-only`)")
 
 
 class Fenced(CloudShareError):
     """Our lease ran out and a newer holder exists: the commit was refused."""
 
     exit_code = ExitCode.CONFLICT
-    hint = "your work was kept aside; open the data again and re-apply it"
+    hint = N_("your work was kept aside; open the data again and re-apply it")
 
 
 class Conflict(CloudShareError):
     """Both sides changed the data: the local copy was kept aside."""
 
     exit_code = ExitCode.CONFLICT
-    hint = "compare the copy kept aside with the newest version and re-apply your changes"
+    hint = N_("compare the copy kept aside with the newest version and re-apply your changes")
 
 
 class StaleBase(Conflict):
@@ -176,8 +185,8 @@ class StaleBase(Conflict):
 
     def __init__(self, base: int, newest: int) -> None:
         self.base, self.newest = base, newest
-        super().__init__(f"your copy was based on version {base}, but version {newest} is the newest; "
-                         "nothing was sent")
+        super().__init__(_("your copy was based on version {base}, but version {newest} is the newest; "
+                           "nothing was sent").format(base=base, newest=newest))
 
 
 class UnsafePath(AreaCorrupt):
@@ -191,7 +200,7 @@ class NotRegistered(CloudShareError):
     """No data set or remote of that name in the local registry."""
 
     exit_code = ExitCode.ERROR
-    hint = "see `cloudshare status` and `cloudshare remote list`"
+    hint = N_("see `cloudshare status` and `cloudshare remote list`")
 
 
 class InvalidName(CloudShareError):
@@ -204,20 +213,20 @@ class LocalDiskError(CloudShareError):
     """The local disk refused a write: full, read-only, name too long, or a file in use."""
 
     exit_code = ExitCode.LOCAL_DISK
-    hint = "free some space or fix the folder's permissions, then try again; nothing was lost"
+    hint = N_("free some space or fix the folder's permissions, then try again; nothing was lost")
 
 
 class FileInUse(LocalDiskError):
     """The newest version could not be put in place: another program holds the file open."""
 
-    hint = "close the accounting program, then open again (what was received is kept)"
+    hint = N_("close the accounting program, then open again (what was received is kept)")
 
 
 class Busy(CloudShareError):
     """Another cloudshare command is working on the same data set on this computer."""
 
     exit_code = ExitCode.LOCKED
-    hint = "wait for the other cloudshare command to finish, then try again"
+    hint = N_("wait for the other cloudshare command to finish, then try again")
 
 
 class Interrupted(CloudShareError):
@@ -230,14 +239,14 @@ class ProgramNotFound(CloudShareError):
     """`run`: the program does not exist (like a shell: exit 127)."""
 
     exit_code = ExitCode.NOT_FOUND
-    hint = "check the program's name or give its full path"
+    hint = N_("check the program's name or give its full path")
 
 
 class ProgramNotExecutable(CloudShareError):
     """`run`: the program exists but cannot be executed (like a shell: exit 126)."""
 
     exit_code = ExitCode.CANNOT_EXECUTE
-    hint = "check that it is a program and that you may run it"
+    hint = N_("check that it is a program and that you may run it")
 
 
 class InvalidState(CloudShareError):

@@ -49,6 +49,8 @@ import asyncssh
 
 from cloudshare_p2p.errors import CloudShareError
 
+from .i18n import _
+
 log = logging.getLogger("cloudshare.host")
 
 COMM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -87,8 +89,8 @@ def validate_comm_id(comm_id: str) -> str:
     """Return `comm_id` if it is a valid communication ID, else raise HostError."""
     if not COMM_ID_RE.match(comm_id or ""):
         raise HostError(
-            f"invalid communication ID {comm_id!r}",
-            hint="use 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
+            _("invalid communication ID {comm_id!r}").format(comm_id=comm_id),
+            hint=_("use 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"),
         )
     return comm_id
 
@@ -101,8 +103,9 @@ def _require_host_dir(path: Path) -> Path:
     path = Path(path)
     if not _is_host_dir(path):
         raise HostError(
-            f"{path} is not a host folder (no {HOST_KEY} / {ACCOUNTS})",
-            hint=f"create it first with `cloudshare host init {path}`",
+            _("{path} is not a host folder (no {host_key} / {accounts})").format(
+                path=path, host_key=HOST_KEY, accounts=ACCOUNTS),
+            hint=_("create it first with `cloudshare host init {path}`").format(path=path),
         )
     return path
 
@@ -121,11 +124,12 @@ def init_host(host_dir: str | os.PathLike[str]) -> str:
     """
     path = Path(host_dir)
     if path.exists() and not path.is_dir():
-        raise HostError(f"{path} exists and is not a folder", hint="choose another path")
+        raise HostError(_("{path} exists and is not a folder").format(path=path), hint=_("choose another "
+                                                                                         "path"))
     if path.is_dir() and any(path.iterdir()) and not (path / HOST_KEY).exists():
         raise HostError(
-            f"{path} is not empty and is not a host folder",
-            hint="choose an empty or new folder for the host",
+            _("{path} is not empty and is not a host folder").format(path=path),
+            hint=_("choose an empty or new folder for the host"),
         )
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = path / HOST_KEY
@@ -153,9 +157,11 @@ def _read_accounts(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {"version": 1, "ids": {}}
     except ValueError as exc:
-        raise HostError(f"{path / ACCOUNTS} is damaged: {exc}", hint="restore it from a backup") from exc
+        raise HostError(_("{path} is damaged: {error}").format(
+            path=path / ACCOUNTS, error=exc), hint=_("restore it from a backup")) from exc
     if not isinstance(data, dict) or not isinstance(data.get("ids"), dict):
-        raise HostError(f"{path / ACCOUNTS} is damaged", hint="restore it from a backup")
+        raise HostError(_("{path} is damaged").format(path=path / ACCOUNTS), hint=_("restore it from a "
+                                                                                    "backup"))
     return data
 
 
@@ -239,8 +245,8 @@ def _parse_public_key(line: str) -> str:
         key = asyncssh.import_public_key(line)
     except (asyncssh.KeyImportError, ValueError) as exc:
         raise HostError(
-            f"not an OpenSSH public key: {exc}",
-            hint="pass the .pub file (one line starting with ssh-ed25519, ssh-rsa, ...)",
+            _("not an OpenSSH public key: {error}").format(error=exc),
+            hint=_("pass the .pub file (one line starting with ssh-ed25519, ssh-rsa, ...)"),
         ) from exc
     return key.export_public_key("openssh").decode().strip()
 
@@ -256,8 +262,8 @@ def add_id(
     validate_comm_id(comm_id)
     if not password and not authorized_key:
         raise HostError(
-            f"communication ID {comm_id} would have no way to log in",
-            hint="give it a password, or --authorized-key PUBKEYFILE, or both",
+            _("communication ID {comm_id} would have no way to log in").format(comm_id=comm_id),
+            hint=_("give it a password, or --authorized-key PUBKEYFILE, or both"),
         )
     keys = [_parse_public_key(authorized_key)] if authorized_key else []
     record: dict[str, Any] = {
@@ -271,8 +277,9 @@ def add_id(
         data = _read_accounts(path)
         if comm_id in data["ids"]:
             raise HostError(
-                f"communication ID {comm_id} already exists",
-                hint=f"remove it first with `cloudshare host remove-id {path} {comm_id}`",
+                _("communication ID {comm_id} already exists").format(comm_id=comm_id),
+                hint=_("remove it first with `cloudshare host remove-id {path} {comm_id}`").format(
+                    path=path, comm_id=comm_id),
             )
         root = path / DATA / comm_id
         root.mkdir(mode=0o700, exist_ok=True)
@@ -294,8 +301,8 @@ def remove_id(host_dir: str | os.PathLike[str], comm_id: str, *, delete_data: bo
         data = _read_accounts(path)
         if comm_id not in data["ids"]:
             raise HostError(
-                f"no communication ID {comm_id} on this host",
-                hint=f"see `cloudshare host list-ids {path}`",
+                _("no communication ID {comm_id} on this host").format(comm_id=comm_id),
+                hint=_("see `cloudshare host list-ids {path}`").format(path=path),
             )
         root = path / DATA / comm_id
         if delete_data and root.exists():
@@ -560,12 +567,14 @@ class _Accounts:
         except FileNotFoundError:
             sig = ()
         except OSError as exc:
-            raise HostError(f"cannot read {self._dir / ACCOUNTS}: {exc}") from exc
+            raise HostError(_("cannot read {path}: {error}").format(
+                path=self._dir / ACCOUNTS, error=exc)) from exc
         if sig != self._sig:
             try:
                 data = _read_accounts(self._dir)
             except OSError as exc:
-                raise HostError(f"cannot read {self._dir / ACCOUNTS}: {exc}") from exc
+                raise HostError(_("cannot read {path}: {error}").format(
+                    path=self._dir / ACCOUNTS, error=exc)) from exc
             self._ids = {k: v for k, v in data["ids"].items() if isinstance(v, dict)}
             removed = data.get("removed")
             self.removed = [r for r in removed if isinstance(r, dict)] if isinstance(removed, list) else []
@@ -1192,7 +1201,7 @@ class EmbeddedHost:
                 await asyncio.wait_for(conn.wait_closed(), timeout=5)
         self._connections.clear()
         # let asyncssh's per-channel cleanup tasks finish before the loop goes away
-        for _ in range(5):
+        for _try in range(5):
             await asyncio.sleep(0)
         audit("stopped")
 

@@ -1,5 +1,8 @@
 """`cloudshare host ...`: run the embedded SFTP host (see docs/hosting.md).
 
+Operator-facing messages and help go through gettext (`_`); the audit log lines that `host.py`
+writes (key=value, logfmt) stay English on purpose: they are machine-parsed.
+
 `cloudshare_p2p.host` (and with it asyncssh) is imported only inside the commands, so the
 client commands of `cloudshare` never load the host's SSH server.
 """
@@ -16,6 +19,7 @@ from typing import Any
 import click
 
 from cloudshare_p2p.errors import CloudShareError, ExitCode
+from cloudshare_p2p.i18n import _
 
 PASSWORD_ENV = "CLOUDSHARE_ID_PASSWORD"
 #: default of `serve --grace`; equals host.SHUTDOWN_GRACE (checked by the tests)
@@ -53,20 +57,22 @@ class HostGroup(click.Group):
         except CloudShareError as exc:
             raise HostCommandError(exc.user_message(), int(exc.exit_code)) from None
         except (click.Abort, KeyboardInterrupt):
-            raise HostCommandError("stopped; nothing was changed", int(ExitCode.INTERRUPTED)) from None
+            raise HostCommandError(_("stopped; nothing was changed"), int(ExitCode.INTERRUPTED)) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise HostCommandError(
-                f"the local disk refused: {exc.strerror or exc}{where}\n"
-                "  next: check the folder's space and permissions, then try again",
+                _("the local disk refused: {reason}{where}\n"
+                  "  next: check the folder's space and permissions, then try again").format(
+                    reason=exc.strerror or exc, where=where),
                 int(ExitCode.LOCAL_DISK),
             ) from None
         except Exception as exc:
             if os.environ.get("CLOUDSHARE_DEBUG") == "1":
                 traceback.print_exc()
             raise HostCommandError(
-                f"internal error: {type(exc).__name__}: {exc}\n"
-                "  next: run again with CLOUDSHARE_DEBUG=1 and report the output",
+                _("internal error: {kind}: {error}\n"
+                  "  next: run again with CLOUDSHARE_DEBUG=1 and report the output").format(
+                    kind=type(exc).__name__, error=exc),
                 int(ExitCode.INTERNAL),
             ) from None
 
@@ -84,30 +90,34 @@ def _ask_password(comm_id: str) -> str:
     password = os.environ.get(PASSWORD_ENV)
     if password is not None:
         if not password:
-            raise click.UsageError(f"${PASSWORD_ENV} is empty")
+            raise click.UsageError(_("${variable} is empty").format(variable=PASSWORD_ENV))
         return password
-    hint = "for a key-only ID, pass --authorized-key KEY.pub --no-password"
-    for _ in range(PASSWORD_TRIES):
+    hint = _("for a key-only ID, pass --authorized-key KEY.pub --no-password")
+    for _try in range(PASSWORD_TRIES):
         first = click.prompt(
-            f"login password for {comm_id}", hide_input=True, default="", show_default=False, err=True
+            _("login password for {comm_id}").format(comm_id=comm_id), hide_input=True, default="",
+            show_default=False, err=True
         )
         if not first:
-            raise click.UsageError(f"empty password ({hint})")
+            raise click.UsageError(_("empty password ({hint})").format(hint=hint))
         again = click.prompt(
-            "the same password again", hide_input=True, default="", show_default=False, err=True
+            _("the same password again"), hide_input=True, default="", show_default=False, err=True
         )
         if again == first:
             return first
-        click.echo("the two passwords differ; try again", err=True)
-    raise click.UsageError(f"the two passwords differed {PASSWORD_TRIES} times")
+        click.echo(_("the two passwords differ; try again"), err=True)
+    raise click.UsageError(_("the two passwords differed {count} times").format(count=PASSWORD_TRIES))
 
 
-@click.group("host", cls=HostGroup)
+@click.group("host", cls=HostGroup, help=_("Run the embedded SFTP host that clients share data through."))
 def host() -> None:
     """Run the embedded SFTP host that clients share data through."""
 
 
-@host.command("init")
+@host.command("init", help=_(
+    "Create a host folder DIR (host key, accounts, data root); print the host key.\n\n"
+    "Safe to run again: an existing host folder is kept as it is and its fingerprint printed.\n"
+    "Example: cloudshare host init ./host"))
 @HOST_DIR
 def init_cmd(host_dir: Path) -> None:
     """Create a host folder DIR (host key, accounts, data root); print the host key.
@@ -118,26 +128,32 @@ def init_cmd(host_dir: Path) -> None:
     hostlib = _hostlib()
     existed = (host_dir / hostlib.HOST_KEY).exists()
     fp = hostlib.init_host(host_dir)
-    click.echo(f"{'host folder already set up' if existed else 'created host folder'}: {host_dir}")
-    click.echo(f"host key fingerprint: {fp}")
-    click.echo("give this fingerprint to your clients so they can check the host", err=True)
+    done = _("host folder already set up: {folder}") if existed else _("created host folder: {folder}")
+    click.echo(done.format(folder=host_dir))
+    click.echo(_("host key fingerprint: {fingerprint}").format(fingerprint=fp))
+    click.echo(_("give this fingerprint to your clients so they can check the host"), err=True)
 
 
-@host.command("add-id")
+@host.command("add-id", help=_(
+    "Create communication ID COMM_ID, confined to its own folder.\n\n"
+    "Without --authorized-key the ID logs in by password: asked twice (not shown), or read\n"
+    "from $CLOUDSHARE_ID_PASSWORD. With --authorized-key it logs in by key only, unless\n"
+    "--password is given too.\n"
+    "Example: cloudshare host add-id ./host yamada --authorized-key yamada.pub"))
 @HOST_DIR
 @click.argument("comm_id")
 @click.option(
     "--authorized-key",
     "pubkey_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="OpenSSH public key file (.pub) allowed to log in as this ID (then no password is asked).",
+    help=_("OpenSSH public key file (.pub) allowed to log in as this ID (then no password is asked)."),
 )
 @click.option(
     "--password", "want_password", is_flag=True,
-    help="With --authorized-key: also give the ID a login password.",
+    help=_("With --authorized-key: also give the ID a login password."),
 )
 @click.option(
-    "--no-password", is_flag=True, help="No login password: the ID logs in with --authorized-key only."
+    "--no-password", is_flag=True, help=_("No login password: the ID logs in with --authorized-key only.")
 )
 def add_id_cmd(
     host_dir: Path, comm_id: str, pubkey_file: Path | None, want_password: bool, no_password: bool
@@ -151,24 +167,26 @@ def add_id_cmd(
     """
     hostlib = _hostlib()
     if want_password and no_password:
-        raise click.UsageError("--password and --no-password exclude each other")
+        raise click.UsageError(_("--password and --no-password exclude each other"))
     if no_password and pubkey_file is None:
-        raise click.UsageError("--no-password needs --authorized-key PUBKEYFILE")
+        raise click.UsageError(_("--no-password needs --authorized-key PUBKEYFILE"))
     hostlib._require_host_dir(host_dir)
     _invalid_id(comm_id)
     key = pubkey_file.read_text(encoding="utf-8") if pubkey_file else None
     password = _ask_password(comm_id) if (pubkey_file is None or want_password) else None
     hostlib.add_id(host_dir, comm_id, password, key)
-    how = " and ".join(x for x in ("password" if password else "", "key" if key else "") if x)
-    click.echo(
-        f"added communication ID {comm_id} (login by {how}); its folder: {host_dir / hostlib.DATA / comm_id}"
-    )
+    how = (_("password and key") if password and key else _("password") if password else _("key"))
+    click.echo(_("added communication ID {comm_id} (login by {how}); its folder: {folder}").format(
+        comm_id=comm_id, how=how, folder=host_dir / hostlib.DATA / comm_id))
 
 
-@host.command("remove-id")
+@host.command("remove-id", help=_(
+    "Remove communication ID COMM_ID (its folder is kept unless --delete-data).\n\n"
+    "A running `host serve` closes the ID's open connections within about a second.\n"
+    "Example: cloudshare host remove-id ./host yamada"))
 @HOST_DIR
 @click.argument("comm_id")
-@click.option("--delete-data", is_flag=True, help="Also delete the ID's folder and its areas.")
+@click.option("--delete-data", is_flag=True, help=_("Also delete the ID's folder and its areas."))
 def remove_id_cmd(host_dir: Path, comm_id: str, delete_data: bool) -> None:
     """Remove communication ID COMM_ID (its folder is kept unless --delete-data).
 
@@ -178,11 +196,15 @@ def remove_id_cmd(host_dir: Path, comm_id: str, delete_data: bool) -> None:
     hostlib = _hostlib()
     _invalid_id(comm_id)
     hostlib.remove_id(host_dir, comm_id, delete_data=delete_data)
-    kept = "" if delete_data else f" (its folder {host_dir / hostlib.DATA / comm_id} was kept)"
-    click.echo(f"removed communication ID {comm_id}{kept}")
+    if delete_data:
+        click.echo(_("removed communication ID {comm_id}").format(comm_id=comm_id))
+    else:
+        click.echo(_("removed communication ID {comm_id} (its folder {folder} was kept)").format(
+            comm_id=comm_id, folder=host_dir / hostlib.DATA / comm_id))
 
 
-@host.command("list-ids")
+@host.command("list-ids", help=_(
+    "List the communication IDs of host folder DIR.\n\nExample: cloudshare host list-ids ./host"))
 @HOST_DIR
 def list_ids_cmd(host_dir: Path) -> None:
     """List the communication IDs of host folder DIR.
@@ -191,44 +213,49 @@ def list_ids_cmd(host_dir: Path) -> None:
     """
     ids = _hostlib().list_ids(host_dir)
     if not ids:
-        click.echo(f"no communication IDs yet; add one with `cloudshare host add-id {host_dir} ID`", err=True)
+        click.echo(_("no communication IDs yet; add one with `cloudshare host add-id {folder} ID`").format(
+            folder=host_dir), err=True)
     for i in ids:
         how = ",".join(x for x in ("password" if i.password else "", f"keys={i.keys}" if i.keys else "") if x)
         click.echo(f"{i.comm_id}\t{how}\t{i.created}")
 
 
-@host.command("serve")
+@host.command("serve", help=_(
+    "Serve DIR over SFTP until interrupted (Ctrl-C or SIGTERM).\n\n"
+    "Run it as an unprivileged user that owns DIR, never as root.\n"
+    "Example: cloudshare host serve ./host --port 2222 --log-file /var/log/cloudshare-host.log"))
 @HOST_DIR
 @click.option(
     "--bind",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (0.0.0.0 for every interface).",
+    help=_("Address to listen on (0.0.0.0 for every interface)."),
 )
-@click.option("--port", default=2222, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=2222, show_default=True, type=click.IntRange(0, 65535),
+              help=_("Port to listen on."))
 @click.option(
     "--grace",
     default=SHUTDOWN_GRACE,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds live connections get to finish after SIGINT/SIGTERM.",
+    help=_("Seconds live connections get to finish after SIGINT/SIGTERM."),
 )
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also append the audit log (key=value lines) to this file (created 0600).",
+    help=_("Also append the audit log (key=value lines) to this file (created 0600)."),
 )
 @click.option(
     "--max-failures", default=MAX_FAILURES, show_default=True, type=click.IntRange(min=1),
-    help="Failed password logins (per address, per ID) before attempts are delayed.",
+    help=_("Failed password logins (per address, per ID) before attempts are delayed."),
 )
 @click.option(
     "--failure-window", default=FAILURE_WINDOW, show_default=True, type=click.FloatRange(min=0.1),
-    help="Seconds a failed login is remembered.",
+    help=_("Seconds a failed login is remembered."),
 )
 @click.option(
     "--penalty", default=PENALTY, show_default=True, type=click.FloatRange(min=0),
-    help="Seconds between allowed attempts once over the limit (doubles per failure, up to 16x).",
+    help=_("Seconds between allowed attempts once over the limit (doubles per failure, up to 16x)."),
 )
 def serve_cmd(
     host_dir: Path, bind: str, port: int, grace: float, log_file: Path | None,
@@ -248,8 +275,9 @@ def serve_cmd(
         hostlib.setup_logging(log_file=log_file)
     except OSError as exc:
         raise HostCommandError(
-            f"cannot write the log file {log_file}: {exc.strerror or exc}\n"
-            "  next: choose another --log-file, or create its folder",
+            _("cannot write the log file {log_file}: {reason}\n"
+              "  next: choose another --log-file, or create its folder").format(
+                log_file=log_file, reason=exc.strerror or exc),
             int(ExitCode.LOCAL_DISK),
         ) from None
     try:
@@ -258,21 +286,24 @@ def serve_cmd(
         raise
     except OSError as exc:
         raise HostCommandError(
-            f"cannot listen on {bind}:{port}: {exc.strerror or exc}\n"
-            "  next: choose another --port, or stop the program using it",
+            _("cannot listen on {bind}:{port}: {reason}\n"
+              "  next: choose another --port, or stop the program using it").format(
+                bind=bind, port=port, reason=exc.strerror or exc),
             int(ExitCode.ERROR),
         ) from None
 
 
-@host.command("openssh-config")
+@host.command("openssh-config", help=_(
+    "Print the sshd_config block that serves COMM_ID with OpenSSH instead.\n\n"
+    "Example: cloudshare host openssh-config yamada --data-root /srv/cloudshare"))
 @click.argument("comm_id")
 @click.option(
     "--data-root",
     default="/srv/cloudshare",
     show_default=True,
-    help="Folder that holds one chroot folder per communication ID.",
+    help=_("Folder that holds one chroot folder per communication ID."),
 )
-@click.option("--no-password", is_flag=True, help="Key login only.")
+@click.option("--no-password", is_flag=True, help=_("Key login only."))
 def openssh_config_cmd(comm_id: str, data_root: str, no_password: bool) -> None:
     """Print the sshd_config block that serves COMM_ID with OpenSSH instead.
 

@@ -36,6 +36,8 @@ from sqlite_utils import Database, Migrations
 
 from cloudshare_p2p import errors
 
+from .i18n import _
+
 APP_NAME = "cloudshare-p2p"
 HOME_ENV = "CLOUDSHARE_HOME"
 DB_NAME = "registry.db"
@@ -272,7 +274,7 @@ class Registry:
     def set_display_name(self, name: str) -> None:
         name = name.strip()
         if not name:
-            raise ValueError("the display name must not be empty")
+            raise ValueError(_("the display name must not be empty"))
         with self.write():
             self.db.execute(
                 "INSERT INTO meta (key, value) VALUES ('display_name', ?) "
@@ -286,13 +288,13 @@ class Registry:
         self, name: str, url: str, identity: str | None, host_fingerprint: str | None
     ) -> None:
         if not name:
-            raise ValueError("the remote name must not be empty")
+            raise ValueError(_("the remote name must not be empty"))
         with self.write():
             if self._rows("SELECT 1 FROM remotes WHERE name = ?", [name]):
                 raise errors.CloudShareError(
-                    f"remote {name} already exists",
-                    hint=f"choose another name, or remove it first with "
-                    f"`cloudshare remote remove {name}`",
+                    _("remote {name} already exists").format(name=name),
+                    hint=_("choose another name, or remove it first with `cloudshare remote remove {name}`"
+                           ).format(name=name),
                 )
             self.db.execute(
                 "INSERT INTO remotes (name, url, identity, host_fingerprint, added) "
@@ -303,7 +305,7 @@ class Registry:
     def get_remote(self, name: str) -> dict:
         rows = self._rows("SELECT * FROM remotes WHERE name = ?", [name])
         if not rows:
-            raise errors.NotRegistered(f"no remote named {name}")
+            raise errors.NotRegistered(_("no remote named {name}").format(name=name))
         return rows[0]
 
     def list_remotes(self) -> list[dict]:
@@ -320,8 +322,8 @@ class Registry:
             ]
             if users:
                 raise errors.CloudShareError(
-                    f"remote {name} is still used by: {', '.join(users)}",
-                    hint="stop sharing those data sets first (`cloudshare leave NAME`)",
+                    _("remote {name} is still used by: {names}").format(name=name, names=', '.join(users)),
+                    hint=_("stop sharing those data sets first (`cloudshare leave NAME`)"),
                 )
             self.db.execute("DELETE FROM remotes WHERE name = ?", [name])
 
@@ -330,18 +332,20 @@ class Registry:
     def add_dataset(self, name: str, path: Path | str) -> dict:
         """Register a data set in state ``unshared``; the path is stored absolute."""
         if not name:
-            raise ValueError("the data set name must not be empty")
+            raise ValueError(_("the data set name must not be empty"))
         with self.write():
             if self._rows("SELECT 1 FROM datasets WHERE name = ?", [name]):
                 raise errors.CloudShareError(
-                    f"data set {name} already exists",
-                    hint="choose another name; see `cloudshare status`",
+                    _("data set {name} already exists").format(name=name),
+                    hint=_("choose another name; see `cloudshare status`"),
                 )
             other = self._rows("SELECT name FROM datasets WHERE path = ?", [_abspath(path)])
             if other:
                 raise errors.CloudShareError(
-                    f"{_abspath(path)} is already registered as {other[0]['name']}",
-                    hint=f"use the name {other[0]['name']}, or `cloudshare forget {other[0]['name']}` first",
+                    _("{abspath} is already registered as {name}").format(
+                        abspath=_abspath(path), name=other[0]['name']),
+                    hint=_("use the name {name}, or `cloudshare forget {name}` first").format(
+                        name=other[0]['name']),
                 )
             now = _now()
             self.db.execute(
@@ -354,7 +358,7 @@ class Registry:
     def get_dataset(self, name: str) -> dict:
         rows = self._rows(f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE name = ?", [name])
         if not rows:
-            raise errors.NotRegistered(f"no data set named {name}")
+            raise errors.NotRegistered(_("no data set named {name}").format(name=name))
         return rows[0]
 
     def list_datasets(self) -> list[dict]:

@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .i18n import _
+
 if TYPE_CHECKING:  # keyring is imported lazily: it is slow to import
     from keyring.backend import KeyringBackend
 
@@ -149,11 +151,11 @@ class SecretStore:
     def backend_name(self) -> str:
         """Where new secrets go, for messages: the credential store's name or the file."""
         if not self.enabled:
-            return "nowhere (remembering is off)"
+            return _("nowhere (remembering is off)")
         backend = self._keyring()
         if backend is not None:
-            return f"keyring ({backend.name})"
-        return f"file {self.path}"
+            return _("keyring ({name})").format(name=backend.name)
+        return _("file {path}").format(path=self.path)
 
     # --- data keys -----------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from .area import (
     validate_area_name,
 )
 from .durations import format_duration
+from .i18n import _
 from .localfiles import set_writable
 from .registry import Registry
 from .secretstore import SecretStore, remember_enabled
@@ -106,7 +107,7 @@ class Service:
         try:
             endpoint = Endpoint.parse(url)
         except ValueError as exc:
-            raise errors.CloudShareError(str(exc), hint="use sftp://COMM_ID@HOST[:PORT][/BASE]") from None
+            raise errors.CloudShareError(str(exc), hint=_("use sftp://COMM_ID@HOST[:PORT][/BASE]")) from None
         if identity:
             check_identity(Path(identity).expanduser())
         key_type, fingerprint = probe_host_key(endpoint)
@@ -115,8 +116,9 @@ class Service:
             raise errors.HostKeyChanged(endpoint.hostport(), pinned, fingerprint)
         accept = accept_host_key
         if not pinned and accept is None:
-            self.ui.say(f"The host {endpoint.hostport()} presents a {key_type} key:\n  {fingerprint}")
-            if not self.ui.confirm("Is this the fingerprint the firm gave you?"):
+            self.ui.say(_("The host {hostport} presents a {key_type} key:\n  {fingerprint}").format(
+                hostport=endpoint.hostport(), key_type=key_type, fingerprint=fingerprint))
+            if not self.ui.confirm(_("Is this the fingerprint the firm gave you?")):
                 raise errors.HostKeyUnknown(endpoint.hostport(), fingerprint, key_type)
             accept = fingerprint
         if identity:
@@ -125,7 +127,8 @@ class Service:
             if endpoint.base:
                 session.require_dir(session.path())
         self.registry.add_remote(name, endpoint.url(), identity, fingerprint)
-        return Outcome(f"remote {name} added: {endpoint.url()} (host key {fingerprint})",
+        return Outcome(_("remote {name} added: {url} (host key {fingerprint})").format(
+            name=name, url=endpoint.url(), fingerprint=fingerprint),
                        {"name": name, "url": endpoint.url(), "host_key": fingerprint})
 
     def remote_list(self) -> list[dict[str, Any]]:
@@ -138,7 +141,7 @@ class Service:
         hostport = Endpoint.parse(remote["url"]).hostport()
         if not any(Endpoint.parse(r["url"]).hostport() == hostport for r in self.registry.list_remotes()):
             self.known_hosts.remove(hostport)
-        return Outcome(f"remote {name} removed")
+        return Outcome(_("remote {name} removed").format(name=name))
 
     def _connect_endpoint(self, endpoint: Endpoint, identity: str | None,
                           accept: str | None = None) -> Session:
@@ -176,10 +179,11 @@ class Service:
         """Remember a typed login password when asked to (or when the person agrees)."""
         if self._ssh_password is None or self.remember_login is False or not self.secrets.enabled:
             return
-        if self.remember_login or self.ui.confirm("Remember the login password on this computer?"):
+        if self.remember_login or self.ui.confirm(_("Remember the login password on this computer?")):
             where = self.secrets.put_login(account, self._ssh_password)
             if where:
-                self.ui.say(f"the login password is remembered ({where}); `cloudshare forget` removes it")
+                self.ui.say(_("the login password is remembered ({where}); `cloudshare forget` removes it")
+                    .format(where=where))
 
     def connect(self, remote: str) -> Session:
         """One connection per command, reused for every step."""
@@ -203,10 +207,11 @@ class Service:
     def add(self, name: str, path: Path) -> Outcome:
         path = Path(path).expanduser()
         if not path.exists():
-            raise errors.CloudShareError(f"{path} does not exist",
-                                         hint="give the path of the accounting data (a file or folder)")
+            raise errors.CloudShareError(_("{path} does not exist").format(path=path),
+                                         hint=_("give the path of the accounting data (a file or folder)"))
         self.registry.add_dataset(name, path.resolve())
-        return Outcome(f"data set {name} registered ({path.resolve()}), not shared yet")
+        return Outcome(_("data set {name} registered ({path}), not shared yet").format(
+            name=name, path=path.resolve()))
 
     def forget(self, name: str) -> Outcome:
         """Forget what this computer remembers of NAME; an unshared registration is removed too.
@@ -220,10 +225,11 @@ class Service:
                 self.secrets.forget_login(Endpoint.parse(self.registry.get_remote(ds["remote"])["url"]).url())
         if ds["state"] == State.UNSHARED.value:
             self.registry.remove_dataset(name)
-            return Outcome(f"{name} is no longer registered on this computer; the data at {ds['path']} "
-                           "was not touched", {"name": name, "registered": False})
-        return Outcome(f"the remembered key and login of {name} were forgotten on this computer; "
-                       f"{name} stays shared (the share password is asked at the next open)",
+            return Outcome(_("{name} is no longer registered on this computer; the data at {path} was not "
+                             "touched").format(
+                                 name=name, path=ds['path']), {"name": name, "registered": False})
+        return Outcome(_("the remembered key and login of {name} were forgotten on this computer; {name} "
+                         "stays shared (the share password is asked at the next open)").format(name=name),
                        {"name": name, "registered": True})
 
     def status(self, name: str | None = None, refresh: bool = False) -> list[dict[str, Any]]:
@@ -251,7 +257,7 @@ class Service:
                     info, newest = area.lock_info(), area.newest()
                 self._follow_lock(name, info)
             except errors.LoginRefused as exc:
-                problem = f"communication ID unusable: {exc}"
+                problem = _("communication ID unusable: {error}").format(error=exc)
             except errors.CloudShareError as exc:
                 problem = str(exc)
         out = self._status_row(self.registry.get_dataset(name))
@@ -259,14 +265,14 @@ class Service:
         return out
 
     def _follow_lock(self, name: str, info: LockInfo) -> None:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if info.status.claimable and machine.state is State.LOCKED_BY_OTHER:
             self._fire(name, Event.LOCK_FREE, info.describe())
         elif not info.status.claimable and machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
             self._note_held(name, info)
 
     def _status_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        machine, _ = _load_machine(row)
+        machine, _rest = _load_machine(row)
         ctx = machine.context
         holder = None
         if machine.state is State.LOCKED_BY_ME:
@@ -304,8 +310,9 @@ class Service:
     def _shared(self, name: str) -> dict[str, Any]:
         row = self.registry.get_dataset(name)
         if not row["remote"] or not row["area"]:
-            raise errors.InvalidState(f"{name} is not shared", hint=f"start with `cloudshare share {name}` "
-                                      "or `cloudshare join`")
+            raise errors.InvalidState(_("{name} is not shared").format(name=name),
+                                      hint=_("start with `cloudshare share {name}` or `cloudshare join`"
+                                             ).format(name=name))
         return row
 
     def _area_of(self, name: str, session: Session) -> Area:
@@ -313,8 +320,9 @@ class Service:
         area = self._new_area(session, row["area"])
         config = area.load()
         if row["area_id"] and config["area_id"] != row["area_id"]:
-            raise errors.AreaGone(f"area {row['area']} was deleted and another one now has its name",
-                                  hint=f"stop sharing with `cloudshare leave {name}`")
+            raise errors.AreaGone(_("area {area} was deleted and another one now has its name").format(
+                area=row['area']),
+                                  hint=_("stop sharing with `cloudshare leave {name}`").format(name=name))
         return area
 
     def _unlock(self, area: Area, purpose: str, ask: bool = False) -> None:
@@ -358,14 +366,14 @@ class Service:
             raise
 
     def _mark_missing(self, name: str, reason: AreaGoneReason, detail: str) -> None:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if reason is AreaGoneReason.ID_UNUSABLE and machine.state is State.LOCKED_BY_ME:
             return  # keep our lock: once the login works again, `close` sends the work
         if Event.AREA_GONE.value in machine.allowed():
             self._fire(name, Event.AREA_GONE, detail, reason=reason.value)
 
     def _found_again(self, name: str) -> None:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if machine.state is State.AREA_MISSING:
             self._fire(name, Event.AREA_FOUND, "the area answers again")
 
@@ -395,19 +403,21 @@ class Service:
     def _share(self, name: str, path: Path | None, remote: str, area_name: str, yes: bool) -> Outcome:
         row, machine = self._setup_prelude(name, path, remote, area_name, must_exist=True)
         if machine.state is not State.INITIALIZING:
-            question = (f"Upload your local data ({row['path']}) to area {area_name} on {remote} "
-                        "and start Cloud Share?")
+            question = _("Upload your local data ({path}) to area {area} on {remote} and start Cloud Share?"
+                         ).format(path=row["path"], area=area_name, remote=remote)
             if not yes and not self.ui.confirm(question):
-                raise errors.CloudShareError("nothing was shared", hint="answer yes, or pass --yes")
+                raise errors.CloudShareError(_("nothing was shared"), hint=_("answer yes, or pass --yes"))
             self._fire(name, Event.START_UPLOAD, f"{remote}/{area_name}",
                        fields={"remote": remote, "area": area_name})
-        password = self.ui.share_password(f"new share password for {area_name}", True)
+        password = self.ui.share_password(_("new share password for {area_name}").format(
+            area_name=area_name), True)
         if len(password) < MIN_SHARE_PASSWORD and self._machine(name)[0].context.step == "create-area":
             self._fire(name, Event.SETUP_FAILED, "share password too short",
                        fields={"remote": None, "area": None, "area_id": None})
             raise errors.InvalidName(
-                f"the share password must have at least {MIN_SHARE_PASSWORD} characters",
-                hint="anyone who can read the area may try passwords offline: choose a longer one")
+                _("the share password must have at least {min_share_password} characters").format(
+                    min_share_password=MIN_SHARE_PASSWORD),
+                hint=_("anyone who can read the area may try passwords offline: choose a longer one"))
         try:
             with self.connect(remote) as session:
                 return self._share_steps(name, session, area_name, password)
@@ -416,12 +426,13 @@ class Service:
             raise
 
     def _share_steps(self, name: str, session: Session, area_name: str, password: str) -> Outcome:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         area = self._new_area(session, area_name)
         if machine.context.step == "uploaded":
             self._fire(name, Event.SETUP_DONE, "resumed")
             version = machine.context.version
-            return Outcome(f"{name} is shared in area {area_name} (version {version})",
+            return Outcome(_("{name} is shared in area {area_name} (version {version})").format(
+                name=name, area_name=area_name, version=version),
                            {"name": name, "area": area_name, "version": version})
         if machine.context.step == "create-area":
             self._create_or_adopt(area, self.registry.get_dataset(name)["name"], password)
@@ -429,22 +440,23 @@ class Service:
                        fields={"area_id": area.area_id})
         else:  # resuming: the area we created is there; check it is ours
             if area.area_id != self.registry.get_dataset(name)["area_id"]:
-                raise errors.AreaGone(f"area {area_name} is no longer the area this setup created")
+                raise errors.AreaGone(_("area {area_name} is no longer the area this setup created").format(
+                    area_name=area_name))
             area.unlock_keys(password)
         row = self.registry.get_dataset(name)
         grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, "first upload")
         stamp = quick_stamp(Path(row["path"]))
         snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
         version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
-                              self.ui.progress("uploading", snap.manifest.total_size()), base=0)
+                              self.ui.progress(_("uploading"), snap.manifest.total_size()), base=0)
         area.release(grant, self.party)
         self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
         self._fire(name, Event.SETUP_DONE, extras={}, fields={"synced_version": version,
                                                    "synced_hash": snap.fingerprint,
                                                    "synced_stamp": stamp})
         self._remember_key(area)
-        return Outcome(f"{name} is shared in area {area_name} (version {version}, "
-                       f"{_size(snap.manifest.total_size())})",
+        return Outcome(_("{name} is shared in area {area_name} (version {version}, {size})").format(
+            name=name, area_name=area_name, version=version, size=_size(snap.manifest.total_size())),
                        {"name": name, "area": area_name, "version": version})
 
     def _setup_prelude(self, name: str, path: Path | None, remote: str, area_name: str,
@@ -453,10 +465,11 @@ class Service:
         validate_area_name(area_name)
         self.registry.get_remote(remote)
         row = self._ensure_dataset(name, path, must_exist=must_exist)
-        machine, _ = _load_machine(row)
+        machine, _rest = _load_machine(row)
         _same_setup(row, machine, remote, area_name)
         if machine.state not in (State.INITIALIZING, State.UNSHARED):
-            raise errors.InvalidState(f"{name} is already shared ({machine.state.value})")
+            raise errors.InvalidState(_("{name} is already shared ({state})").format(
+                name=name, state=machine.state.value))
         return row, machine
 
     def _create_or_adopt(self, area: Area, dataset: str, password: str) -> None:
@@ -469,11 +482,12 @@ class Service:
             if not ours or area.newest() is not None:
                 raise
             area.unlock_keys(password)
-            self.ui.say(f"found the area {area.name} this computer created before it was interrupted")
+            self.ui.say(_("found the area {name} this computer created before it was interrupted").format(
+                name=area.name))
 
     def _roll_back_setup(self, name: str, exc: Exception) -> None:
         """Undo a setup that cannot go on; transient network trouble resumes later instead."""
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         transient = isinstance(exc, errors.NetworkDown | errors.TransferError)
         early = machine.context.step in ("create-area", "check-password")
         receiving = machine.context.mode == SetupMode.RECEIVE
@@ -491,11 +505,12 @@ class Service:
                 raise
             path = Path(path).expanduser()
             if must_exist and not path.exists():
-                raise errors.CloudShareError(f"{path} does not exist",
-                                             hint="give the path of the local data") from None
+                raise errors.CloudShareError(_("{path} does not exist").format(path=path),
+                                             hint=_("give the path of the local data")) from None
             return self.registry.add_dataset(name, path.resolve())
         if path is not None and Path(path).expanduser().resolve() != Path(row["path"]):
-            raise errors.CloudShareError(f"{name} is registered with another path: {row['path']}")
+            raise errors.CloudShareError(_("{name} is registered with another path: {path}").format(
+                name=name, path=row['path']))
         return row
 
     def join(self, name: str, path: Path, remote: str, area_name: str) -> Outcome:
@@ -517,31 +532,33 @@ class Service:
 
     def _join_steps(self, name: str, session: Session, area_name: str) -> Outcome:
         area = self._existing_area(session, area_name)
-        self._unlock(area, f"share password of area {area_name}", ask=True)
-        machine, _ = self._machine(name)
+        self._unlock(area, _("share password of area {area}").format(area=area_name), ask=True)
+        machine, _rest = self._machine(name)
         if machine.context.step == "check-password":
             self._fire(name, Event.STEP_REACHED, "password matches", step="receive",
                        fields={"area_id": area.area_id})
         newest = area.newest()
         if newest is None:
-            raise errors.CloudShareError(f"area {area_name} has no data yet",
-                                         hint="ask the other side to finish `cloudshare share` first")
+            raise errors.CloudShareError(_("area {area_name} has no data yet").format(area_name=area_name),
+                                         hint=_("ask the other side to finish `cloudshare share` first"))
         target = Path(self.registry.get_dataset(name)["path"])
         kept = None
         same = target.exists() and not target.is_symlink() and self._is_copy_of(area, target, newest)
         if not same and (target.exists() or target.is_symlink()):
             kept = keep_aside(target, "before-join")
-            self.ui.say(f"The data already at {target} was kept aside as {kept}")
+            self.ui.say(_("The data already at {target} was kept aside as {kept}").format(
+                target=target, kept=kept))
         if not same:
             target.parent.mkdir(parents=True, exist_ok=True)
-            area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+            area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
         stamp = quick_stamp(target)
         fingerprint = local_fingerprint(target)
         self._fire(name, Event.STEP_REACHED, f"version {newest.version}", step="received",
                    version=newest.version)
         self._fire(name, Event.SETUP_DONE, fields={"synced_version": newest.version,
                                                    "synced_hash": fingerprint, "synced_stamp": stamp})
-        message = f"{name} received version {newest.version} from area {area_name} and is now shared"
+        message = _("{name} received version {version} from area {area} and is now shared").format(
+            name=name, version=newest.version, area=area_name)
         return Outcome(message, {"name": name, "version": newest.version,
                                  "kept_aside": str(kept) if kept else None})
 
@@ -575,29 +592,31 @@ class Service:
 
     def _open(self, name: str, lease: int, note: str, wait: float | None, read_only: bool) -> Outcome:
         ds = self._resume(name)
-        machine, _ = _load_machine(ds)
+        machine, _rest = _load_machine(ds)
         if machine.state is State.UNSHARED:
-            raise errors.InvalidState(f"{name} is not shared", hint=f"start with `cloudshare share {name}` "
-                                      "or `cloudshare join`")
+            raise errors.InvalidState(_("{name} is not shared").format(name=name),
+                                      hint=_("start with `cloudshare share {name}` or `cloudshare join`"
+                                             ).format(name=name))
         holding = machine.state is State.LOCKED_BY_ME
         if holding and machine.context.received:
             grant = grant_from_dict(_extras(ds)["grant"])
-            return Outcome(f"{name} is already open by you (lease until {local_time(grant.until)})",
+            return Outcome(_("{name} is already open by you (lease until {until})").format(
+                name=name, until=local_time(grant.until)),
                            {"name": name, "state": "locked-by-me"})
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             self._found_again(name)
-            self._unlock(area, f"share password of {name}")
+            self._unlock(area, _("share password of {name}").format(name=name))
             if read_only and not holding:
                 return self._open_read_only(name, area)
             if holding:  # an earlier open took the lock but stopped before the newest version arrived
-                self.ui.say(f"an earlier open of {name} stopped before the newest version arrived; "
-                            "receiving it now")
+                self.ui.say(_("an earlier open of {name} stopped before the newest version arrived; "
+                              "receiving it now").format(name=name))
                 grant = self._still_holding(name, area)
             else:
                 grant = self._take_lock(name, area, lease, note, wait)
             outcome = self._finish_open(name, area, grant)
-            outcome.message += f"; locked by you until {local_time(grant.until)}"
+            outcome.message += _("; locked by you until {until}").format(until=local_time(grant.until))
             outcome.data.update(state="locked-by-me", lock_until=iso_utc(grant.until))
             return outcome
 
@@ -609,7 +628,7 @@ class Service:
         set_writable(path, False)
         info = area.lock_info()
         self._follow_lock(name, info)
-        outcome.message += f"; read-only (the data is {info.describe()})"
+        outcome.message += _("; read-only (the data is {lock})").format(lock=info.describe())
         outcome.data.update(read_only=True, lock=info.as_json())
         return outcome
 
@@ -633,8 +652,9 @@ class Service:
             area.ensure_holding(grant, self.party)
         except errors.Fenced as exc:
             holder = self._lease_lost(name, area, str(exc), fields={})
-            raise errors.LockedByOther(f"your lock on {name} ran out before the newest version was "
-                                       f"received; {holder or 'someone else'} holds it now") from None
+            raise errors.LockedByOther(_("your lock on {name} ran out before the newest version was "
+                                         "received; {holder} holds it now").format(
+                                             name=name, holder=holder or _('someone else'))) from None
         self._sync_renewal(name, grant)
         self.live_grants[name] = grant
         return grant
@@ -652,8 +672,9 @@ class Service:
         except BaseException as exc:
             if not _was_interrupted(exc) and not self._interrupt.is_set():
                 self._open_failed(name, area, grant, exc)
-            raise errors.Interrupted(f"open of {name} was interrupted; {self._give_back(name, area, grant)}; "
-                                     "your copy was not changed") from None
+            raise errors.Interrupted(_("open of {name} was interrupted; {give_back}; your copy was not "
+                                       "changed").format(
+                                           name=name, give_back=self._give_back(name, area, grant))) from None
             raise
         version = self.registry.get_dataset(name)["synced_version"]
         self._fire(name, Event.NEWEST_RECEIVED, f"version {version}", token=grant.lease.generation,
@@ -664,9 +685,11 @@ class Service:
         """Receiving failed: give the lock back, say so, and raise a clear error."""
         if not isinstance(exc, errors.CloudShareError | OSError):
             raise exc
-        self.ui.say(f"receiving {name} failed; {self._give_back(name, area, grant)}")
+        self.ui.say(_("receiving {name} failed; {give_back}").format(
+            name=name, give_back=self._give_back(name, area, grant)))
         if isinstance(exc, OSError):
-            raise errors.LocalDiskError(f"could not write {name}: {exc.strerror or exc}") from None
+            raise errors.LocalDiskError(_("could not write {name}: {reason}").format(
+                name=name, reason=exc.strerror or exc)) from None
         raise exc
 
     def _give_back(self, name: str, area: Area, grant: Grant) -> str:
@@ -681,12 +704,12 @@ class Service:
             with suppress(Exception), self.connect(self.registry.get_dataset(name)["remote"]) as session:
                 released = self._new_area(session, area.name).release(grant, self.party)
         if not released:
-            return (f"the lock could not be released; `cloudshare open {name}` receives the newest "
-                    "version first, or it expires with its lease")
+            return _("the lock could not be released; `cloudshare open {name}` receives the newest "
+                     "version first, or it expires with its lease").format(name=name)
         self._fire(name, Event.LOCK_RETURNED, "open did not finish: lock given back", extras={},
                    token=grant.lease.generation)
         self.live_grants.pop(name, None)
-        return "the lock was released"
+        return _("the lock was released")
 
     def _acquire_for(self, name: str, area: Area, lease: int, note: str,
                      wait: float | None = None) -> Grant:
@@ -697,7 +720,8 @@ class Service:
         if pending:
             adopted = area.adopt(pending, self.party, lease)
             if adopted is not None:
-                self.ui.say(f"{name}: took back the lock an interrupted command had claimed")
+                self.ui.say(_("{name}: took back the lock an interrupted command had claimed").format(
+                    name=name))
                 return adopted
         session = new_session_id(self.party)
         self._set_extras(name, pending_session=session)
@@ -719,19 +743,20 @@ class Service:
                 return got
             self._note_held(name, got)
             if deadline is None:
-                raise errors.LockedByOther(f"{name} is {got.describe()}")
+                raise errors.LockedByOther(_("{name} is {lock}").format(name=name, lock=got.describe()))
             remaining = deadline - time.monotonic()
             if wait == 0:  # --wait without a duration: until the holder's lease runs out
                 remaining = (got.status.until or 0) + DEFAULT_SLACK + 1 - got.server_now
                 deadline = time.monotonic() + remaining
                 wait = remaining
             if remaining <= 0:
-                raise errors.LockedByOther(f"{name} is still {got.describe()}")
-            self.ui.say(f"{name} is {got.describe()}; waiting ({format_duration(remaining)} left)")
+                raise errors.LockedByOther(_("{name} is still {lock}").format(name=name, lock=got.describe()))
+            self.ui.say(_("{name} is {lock}; waiting ({remaining} left)").format(
+                name=name, lock=got.describe(), remaining=format_duration(remaining)))
             time.sleep(min(WAIT_POLL_MAX, max(0.5, remaining)))
 
     def _note_held(self, name: str, info: LockInfo) -> None:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
             self._fire(name, Event.LOCK_HELD, info.describe(), token=info.status.generation,
                        holder=info.holder.get("name"), until=info.status.until)
@@ -740,7 +765,7 @@ class Service:
                       session: str | None = None) -> Grant | LockInfo:
         """Acquire; a lost race against a lock that is already free again is retried."""
         got = area.acquire(self.party, lease, note, session)
-        for _ in range(3):
+        for _try in range(3):
             if isinstance(got, Grant) or not got.status.claimable:
                 break
             got = area.acquire(self.party, lease, note, session)
@@ -749,7 +774,7 @@ class Service:
     def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
         got = self._acquire_once(area, lease, note)
         if not isinstance(got, Grant):
-            raise errors.LockedByOther(f"area {area.name} is {got.describe()}")
+            raise errors.LockedByOther(_("area {name} is {lock}").format(name=area.name, lock=got.describe()))
         return got
 
     def _receive_newest(self, name: str, area: Area, hold: bool) -> Outcome:
@@ -777,7 +802,7 @@ class Service:
             self._record_sync(name, target, newest.version)
             return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
-        area.download(newest, target, self._cache(area), self.ui.progress("receiving", newest.size))
+        area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
         self._record_sync(name, target, newest.version)
         return newest, kept
 
@@ -797,15 +822,18 @@ class Service:
     def _received_outcome(self, name: str, newest: Version | None, kept: Path | None, hold: bool) -> Outcome:
         if newest is None:
             synced = self.registry.get_dataset(name)["synced_version"]
-            return Outcome(f"{name} is up to date (version {synced})", {"name": name, "version": synced})
+            return Outcome(_("{name} is up to date (version {synced})").format(
+                name=name, synced=synced), {"name": name, "version": synced})
         writer = newest.writer.get("name", "?")
         if kept is not None:
             raise errors.Conflict(
-                f"both you and {writer} changed {name}: your copy was kept aside as {kept}; "
-                f"version {newest.version} was received"
-                + ("; you hold the lock" if hold else "")
+                _("both you and {writer} changed {name}: your copy was kept aside as {kept}; version "
+                  "{version} was received").format(
+                      writer=writer, name=name, kept=kept, version=newest.version)
+                + (_("; you hold the lock") if hold else "")
             )
-        return Outcome(f"{name} received version {newest.version} (by {writer})",
+        return Outcome(_("{name} received version {version} (by {writer})").format(
+            name=name, version=newest.version, writer=writer),
                        {"name": name, "version": newest.version})
 
     def close(self, name: str, note: str = "") -> Outcome:
@@ -819,12 +847,13 @@ class Service:
         if machine.state is State.AREA_MISSING:
             raise _missing_error(name, machine.context.missing_reason)
         if machine.state is not State.LOCKED_BY_ME:
-            raise errors.InvalidState(f"{name} is not open by you ({machine.state.value})",
-                                      hint=f"open it first with `cloudshare open {name}`")
+            raise errors.InvalidState(_("{name} is not open by you ({state})").format(
+                name=name, state=machine.state.value),
+                                      hint=_("open it first with `cloudshare open {name}`").format(name=name))
         grant = self.live_grants.get(name) or grant_from_dict(extras["grant"])
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
-            self._unlock(area, f"share password of {name}")
+            self._unlock(area, _("share password of {name}").format(name=name))
             if not machine.context.received:
                 self._receive_before_sending(name, area)
             try:
@@ -833,12 +862,15 @@ class Service:
                 if not (_was_interrupted(exc) or self._interrupt.is_set()):
                     raise
                 raise errors.Interrupted(
-                    f"close of {name} was interrupted: the new version was not sent and you still hold "
-                    f"the lock", hint=f"`cloudshare close {name}` again sends it") from None
+                    _("close of {name} was interrupted: the new version was not sent and you still hold the "
+                      "lock").format(
+                          name=name), hint=_("`cloudshare close {name}` again sends it").format(
+                              name=name)) from None
 
     def _receive_before_sending(self, name: str, area: Area) -> None:
         """An open that stopped before the newest version arrived: receive it now, never send the old copy."""
-        self.ui.say(f"the open of {name} stopped before the newest version arrived; receiving it first")
+        self.ui.say(_("the open of {name} stopped before the newest version arrived; receiving it first")
+            .format(name=name))
         grant = self._still_holding(name, area)
         newest, kept = self._bring_up_to_date(name, area)
         version = self.registry.get_dataset(name)["synced_version"]
@@ -846,39 +878,41 @@ class Service:
                    version=version)
         if kept is not None and newest is not None:
             raise errors.Conflict(
-                f"{name} was changed on a copy older than version {newest.version}: your copy was kept "
-                f"aside as {kept} and version {newest.version} was received; you still hold the lock",
-                hint="re-apply your changes to the received version, then close")
+                _("{name} was changed on a copy older than version {version}: your copy was kept aside as "
+                  "{kept} and version {version} was received; you still hold the lock").format(
+                      name=name, version=newest.version, kept=kept),
+                hint=_("re-apply your changes to the received version, then close"))
 
     def _commit_and_release(self, name: str, area: Area, grant: Grant, note: str) -> Outcome:
         row = self.registry.get_dataset(name)
         path = Path(row["path"])
         if not path.exists():
-            raise errors.CloudShareError(f"{path} is missing; nothing was sent",
-                                         hint="put the data back, then close again")
+            raise errors.CloudShareError(_("{path} is missing; nothing was sent").format(path=path),
+                                         hint=_("put the data back, then close again"))
         stamp = quick_stamp(path)  # before the scan: a change during the scan shows next time
         unchanged = bool(row["synced_hash"]) and stamp == row["synced_stamp"]
         snap = None if unchanged else LocalSnapshot.scan(path, area.keys)
         for skipped in snap.skipped if snap else ():
-            self.ui.say(f"warning: {skipped} was not sent (not a regular file)")
+            self.ui.say(_("warning: {skipped} was not sent (not a regular file)").format(skipped=skipped))
         if snap is None or snap.fingerprint == row["synced_hash"]:
-            version, message = row["synced_version"], f"{name} closed without changes"
+            version, message = row["synced_version"], _("{name} closed without changes").format(name=name)
             try:
                 area.ensure_holding(grant, self.party)
             except errors.Fenced as exc:  # nothing to lose: just follow the new holder
                 self._lease_lost(name, area, str(exc), fields={})
-                return Outcome(f"{message}; your lease had run out and someone else holds the lock now",
+                return Outcome(_("{message}; your lease had run out and someone else holds the lock now")
+                    .format(message=message),
                                {"name": name, "version": version})
         else:
             try:
                 version = area.commit(grant, self.party, snap, note, self._cache(area),
-                                      self.ui.progress("sending", snap.manifest.total_size()),
+                                      self.ui.progress(_("sending"), snap.manifest.total_size()),
                                       base=row["synced_version"] or 0)
             except errors.Fenced as exc:
                 self._fenced(name, area, exc)
             except errors.StaleBase as exc:
                 self._stale_base(name, area, grant, exc)
-            message = f"{name} sent as version {version}"
+            message = _("{name} sent as version {version}").format(name=name, version=version)
             # Recorded at once: a retried close after a failed release must not send it twice.
             self.registry.update_dataset(name, synced_version=version, synced_hash=snap.fingerprint,
                                          synced_stamp=stamp)
@@ -888,7 +922,7 @@ class Service:
         self._sync_renewal(name, grant)
         self._fire(name, Event.COMMITTED, message, extras={}, token=grant.lease.generation, version=version)
         self.live_grants.pop(name, None)
-        return Outcome(message + "; lock released", {"name": name, "version": version})
+        return Outcome(message + _("; lock released"), {"name": name, "version": version})
 
     def _lease_lost(self, name: str, area: Area, detail: str, fields: dict[str, Any]) -> str | None:
         """Record that a newer holder exists (fenced); returns who holds the lock now."""
@@ -905,29 +939,30 @@ class Service:
         path = Path(self.registry.get_dataset(name)["path"])
         kept = keep_aside(path, "not-sent")
         self.registry.update_dataset(name, synced_hash=None)
-        newest, _ = self._bring_up_to_date(name, area)
+        newest, _rest = self._bring_up_to_date(name, area)
         self._fire(name, Event.NEWEST_RECEIVED, f"version {exc.newest}", token=grant.lease.generation,
                    version=self.registry.get_dataset(name)["synced_version"])
         raise errors.Conflict(
-            f"{exc}. Your work was kept aside as {kept}; version {exc.newest} was received and you "
-            "still hold the lock",
-            hint="re-apply your changes to the received version, then close")
+            _("{error}. Your work was kept aside as {kept}; version {newest} was received and you still hold "
+              "the lock").format(error=exc, kept=kept, newest=exc.newest),
+            hint=_("re-apply your changes to the received version, then close"))
 
     def _fenced(self, name: str, area: Area, exc: errors.Fenced) -> NoReturn:
         """Keep the unsent work aside, record the loss, then receive the newest version."""
         path = Path(self.registry.get_dataset(name)["path"])
         kept = keep_aside(path, "not-sent")
         self._lease_lost(name, area, str(exc), fields={"synced_hash": None, "synced_version": None})
-        newest, received = area.newest(), "nothing was received"
+        newest, received = area.newest(), _("nothing was received")
         if newest is not None:
             try:
                 area.download(newest, path, self._cache(area))
                 self.registry.update_dataset(name, synced_version=newest.version,
                                              synced_hash=local_fingerprint(path))
-                received = f"the newest version ({newest.version}) was received"
+                received = _("the newest version ({version}) was received").format(version=newest.version)
             except errors.CloudShareError as err:
-                received = f"receiving the newest version failed ({err}); open it again"
-        raise errors.Fenced(f"{exc}. Your work was kept aside as {kept}; {received}")
+                received = _("receiving the newest version failed ({error}); open it again").format(error=err)
+        raise errors.Fenced(_("{error}. Your work was kept aside as {kept}; {received}").format(
+            error=exc, kept=kept, received=received))
 
     # --- run -----------------------------------------------------------------------------------------
 
@@ -938,7 +973,8 @@ class Service:
         Returns the program's exit status (128 + N when a signal N ended it).
         """
         if not command:
-            raise errors.CloudShareError("no program given", hint="cloudshare run NAME -- PROGRAM [ARGS…]")
+            raise errors.CloudShareError(_("no program given"), hint=_("cloudshare run NAME -- PROGRAM "
+                                                                       "[ARGS…]"))
         self.ui.say(self.open(name, lease=lease, note=note or f"running {command[0]}", wait=wait).message)
         ds = self.registry.get_dataset(name)
         grant = self.live_grants.get(name) or grant_from_dict(_extras(ds)["grant"])
@@ -949,7 +985,8 @@ class Service:
             closed = self.close(name).message
             missing = isinstance(exc, FileNotFoundError)
             error = errors.ProgramNotFound if missing else errors.ProgramNotExecutable
-            raise error(f"could not start {command[0]}: {exc.strerror or exc} ({closed})") from None
+            raise error(_("could not start {program}: {reason} ({closed})").format(
+                program=command[0], reason=exc.strerror or exc, closed=closed)) from None
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the program
         try:
             lost = self._renew_while_running(name, ds["remote"], grant, proc)
@@ -957,8 +994,8 @@ class Service:
             signal.signal(signal.SIGINT, previous)
             proc.wait()
         if lost:
-            self.ui.say("WARNING: the lease was lost while the program ran; "
-                        "closing will keep your work aside")
+            self.ui.say(_("WARNING: the lease was lost while the program ran; "
+                        "closing will keep your work aside"))
         self.ui.say(self.close(name).message)
         code = proc.returncode
         return 128 - code if code < 0 else code
@@ -985,8 +1022,8 @@ class Service:
                     self._new_area(session, self.registry.get_dataset(name)["area"]).renew(grant, self.party)
                     self._save_grant(name, grant)
                 except errors.Fenced as exc:
-                    self.ui.say(f"WARNING: {exc}. Someone else now holds {name}; your changes will be "
-                                "kept aside when the program exits.")
+                    self.ui.say(_("WARNING: {error}. Someone else now holds {name}; your changes will be "
+                                  "kept aside when the program exits.").format(error=exc, name=name))
                     lost = True
                 except Exception as exc:  # noqa: BLE001 - keep supervising the program whatever happens
                     with suppress(Exception):
@@ -994,8 +1031,8 @@ class Service:
                             session.close()
                     session = None
                     left = grant.lease.remaining(time.monotonic())
-                    self.ui.say(f"warning: could not renew the lease ({exc}); retrying "
-                                f"({format_duration(left)} of the lease left)")
+                    self.ui.say(_("warning: could not renew the lease ({error}); retrying ({left} of the "
+                                  "lease left)").format(error=exc, left=format_duration(left)))
                     retry_at = time.monotonic() + 2.0
         finally:
             if session is not None:
@@ -1003,7 +1040,7 @@ class Service:
 
     def _sync_renewal(self, name: str, grant: Grant) -> None:
         """Record a renewal made on the way (e.g. a close in a later process renews first)."""
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if machine.state is State.LOCKED_BY_ME and grant.lease.generation > (machine.context.token or 0):
             self._save_grant(name, grant)
 
@@ -1017,29 +1054,32 @@ class Service:
         """Stop Cloud Share for me only; the others go on."""
         if self.registry.get_dataset(name)["state"] == State.LEAVING.value:
             state = self._resume(name, finish_leave=True)["state"]
-            return Outcome(f"{name}: the interrupted stop was finished ({state})",
+            return Outcome(_("{name}: the interrupted stop was finished ({state})").format(
+                name=name, state=state),
                            {"name": name, "state": state})
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if machine.state is State.UNSHARED:
-            raise errors.InvalidState(f"{name} is not shared on this computer; there is nothing to leave",
-                                      hint=f"`cloudshare forget {name}` removes its registration "
-                                      "(the data stays)")
+            raise errors.InvalidState(_("{name} is not shared on this computer; there is nothing to leave")
+                .format(name=name),
+                                      hint=_("`cloudshare forget {name}` removes its registration (the data "
+                                             "stays)").format(name=name))
         if machine.state is State.INITIALIZING:
             self._fire(name, Event.SETUP_FAILED, "setup abandoned by leave",
                        fields={"remote": None, "area": None, "area_id": None})
-            return Outcome(f"the unfinished setup of {name} was abandoned; it is not shared",
+            return Outcome(_("the unfinished setup of {name} was abandoned; it is not shared").format(
+                name=name),
                            {"name": name, "state": "unshared"})
-        question = f"Release Cloud Share for {name} on this computer only?"
+        question = _("Release Cloud Share for {name} on this computer only?").format(name=name)
         if machine.state is State.LOCKED_BY_ME:
-            question = (f"{name} is open by you. Release Cloud Share for it on this computer without "
-                        "sending your changes?")
+            question = _("{name} is open by you. Release Cloud Share for it on this computer without "
+                         "sending your changes?").format(name=name)
         if not yes and not self.ui.confirm(question):
-            raise errors.CloudShareError("nothing changed", hint="answer yes, or pass --yes")
+            raise errors.CloudShareError(_("nothing changed"), hint=_("answer yes, or pass --yes"))
         skip_receive = ""
         if machine.state is State.LOCKED_BY_ME:
             skip_receive = self._let_go_before_leaving(name)
         elif machine.state is State.AREA_MISSING:
-            skip_receive = "the area is missing: nothing to receive"
+            skip_receive = _("the area is missing: nothing to receive")
         self._fire(name, Event.LEAVE, "just me")
         if skip_receive:
             self._fire(name, Event.STEP_REACHED, skip_receive, step="forget")
@@ -1049,21 +1089,21 @@ class Service:
         """Leaving while holding the lock: release it if the host lets us; say what was not sent."""
         ds = self.registry.get_dataset(name)
         extras = self._machine(name)[1]
-        released = "the lock could not be released (it expires with its lease)"
+        released = _("the lock could not be released (it expires with its lease)")
         with suppress(errors.CloudShareError, OSError, KeyError, ValueError), \
                 self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             grant = self.live_grants.get(name) or grant_from_dict(extras["grant"])
             if area.release(grant, self.party):
-                released = "the lock was released"
+                released = _("the lock was released")
         path = Path(ds["path"])
         if local_fingerprint(path) == (ds["synced_hash"] or "absent"):
-            return f"{released}; you had no unsent changes"
-        return (f"{released}; your changes since version {ds['synced_version']} were NOT sent "
-                f"and stay in {path}")
+            return _("{released}; you had no unsent changes").format(released=released)
+        return _("{released}; your changes since version {version} were NOT sent and stay in {path}").format(
+            released=released, version=ds["synced_version"], path=path)
 
     def _leave_steps(self, name: str, note: str = "") -> Outcome:
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         ds = self.registry.get_dataset(name)
         if machine.context.step == "receive-latest" and machine.context.mode == LeaveMode.JUST_ME:
             note = self._receive_before_leaving(name, ds)
@@ -1071,26 +1111,28 @@ class Service:
         self._forget_key_of(ds["area_id"], name)
         self._fire(name, Event.LEAVE_DONE, "stopped Cloud Share for me",
                    fields={"remote": None, "area": None, "area_id": None}, extras={})
-        return Outcome(f"{name} no longer uses Cloud Share on this computer{note and '; ' + note}",
+        return Outcome((_("{name} no longer uses Cloud Share on this computer; {note}").format(
+            name=name, note=note) if note
+                       else _("{name} no longer uses Cloud Share on this computer").format(name=name)),
                        {"name": name, "state": "unshared"})
 
     def _receive_before_leaving(self, name: str, ds: dict[str, Any]) -> str:
         try:
             with self.connect(ds["remote"]) as session:
                 area = self._area_of(name, session)
-                self._unlock(area, f"share password of {name}")
+                self._unlock(area, _("share password of {name}").format(name=name))
                 newest = area.newest()
                 if newest is None or (ds["synced_version"] or 0) >= newest.version:
-                    return "your copy was already the newest"
+                    return _("your copy was already the newest")
                 changed = local_fingerprint(Path(ds["path"])) != (ds["synced_hash"] or "absent")
                 if changed:
-                    return "your local changes were kept; the newest version was not received"
+                    return _("your local changes were kept; the newest version was not received")
                 area.download(newest, Path(ds["path"]), self._cache(area))
                 self.registry.update_dataset(name, synced_version=newest.version,
                                              synced_hash=local_fingerprint(Path(ds["path"])))
-                return f"received the newest version ({newest.version}) first"
+                return _("received the newest version ({version}) first").format(version=newest.version)
         except (errors.AreaGone, errors.LoginRefused, errors.NetworkDown) as exc:
-            return f"could not receive the newest version ({exc.__class__.__name__})"
+            return _("could not receive the newest version ({reason})").format(reason=exc.__class__.__name__)
 
     def delete_area(self, remote: str, area_name: str, yes: bool) -> Outcome:
         """Delete the shared data on the host for everyone (password; not while locked by another)."""
@@ -1098,16 +1140,18 @@ class Service:
         names = self._local_users_of(remote, area_name)
         with self.connect(remote) as session:
             area = self._existing_area(session, area_name)
-            if not yes and not self.ui.confirm(f"Delete the selected data ({area_name}) on the host?"):
-                raise errors.CloudShareError("nothing was deleted", hint="answer yes, or pass --yes")
-            self._unlock(area, f"share password of area {area_name} (to delete it)", ask=True)
+            if not yes and not self.ui.confirm(_("Delete the selected data ({area_name}) on the host?")
+                .format(area_name=area_name)):
+                raise errors.CloudShareError(_("nothing was deleted"), hint=_("answer yes, or pass --yes"))
+            self._unlock(area, _("share password of area {area} (to delete it)").format(
+                area=area_name), ask=True)
             names = [n for n in names if self.registry.get_dataset(n)["area_id"] in (None, area.area_id)]
             for name in names:
                 self._start_delete(name, area)
             try:
                 grant = self._acquire_or_raise(area, DEFAULT_RUN_LEASE, "deleting the area")
             except errors.LockedByOther as exc:
-                exc.hint = "try again once they have closed it (`cloudshare areas REMOTE` shows the lock)"
+                exc.hint = _("try again once they have closed it (`cloudshare areas REMOTE` shows the lock)")
                 for name in names:
                     self._fire(name, Event.LEAVE_ABORTED, "locked by another party")
                 raise
@@ -1120,7 +1164,8 @@ class Service:
             self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
                        fields={"remote": None, "area": None, "area_id": None}, extras={})
-        return Outcome(f"Cloud Share data deleted: area {area_name} on {remote}",
+        return Outcome(_("Cloud Share data deleted: area {area_name} on {remote}").format(
+            area_name=area_name, remote=remote),
                        {"area": area_name, "datasets": names})
 
     def _local_users_of(self, remote: str, area_name: str) -> list[str]:
@@ -1129,8 +1174,9 @@ class Service:
         for row in self.registry.find_by_area(remote, area_name):
             state = self._resume(row["name"], finish_leave=True)["state"]
             if state == State.LOCKED_BY_ME.value:
-                raise errors.InvalidState(f"{row['name']} is open by you",
-                                          hint=f"close it first: `cloudshare close {row['name']}`")
+                raise errors.InvalidState(_("{name} is open by you").format(name=row['name']),
+                                          hint=_("close it first: `cloudshare close {name}`").format(
+                                              name=row['name']))
             if state != State.UNSHARED.value:
                 names.append(row["name"])
         return names
@@ -1151,55 +1197,61 @@ class Service:
         path = Path(ds["path"])
         if local_fingerprint(path) != (ds["synced_hash"] or "absent") and path.exists():
             kept = keep_aside(path, "local-changes")
-            self.ui.say(f"your unsent changes were kept aside as {kept}")
+            self.ui.say(_("your unsent changes were kept aside as {kept}").format(kept=kept))
         area.download(newest, path, self._cache(area))
         self.registry.update_dataset(name, synced_version=newest.version,
                                      synced_hash=local_fingerprint(path))
-        self.ui.say(f"received the newest version ({newest.version}) of {name} first")
+        self.ui.say(_("received the newest version ({version}) of {name} first").format(
+            version=newest.version, name=name))
 
     def unlock(self, name: str) -> Outcome:
         """Break another party's lock (password; recorded in the area's history)."""
         ds = self._shared(name)
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
-            self._unlock(area, f"share password of {name} (to break the lock)", ask=True)
+            self._unlock(area, _("share password of {name} (to break the lock)").format(name=name), ask=True)
             info = area.lock_info()
             gen = area.break_lock(self.party, f"broken by {self.party.name}: was {info.describe()}")
-        machine, _ = self._machine(name)
+        machine, _rest = self._machine(name)
         if machine.state is State.LOCKED_BY_ME:
             self._fire(name, Event.LEASE_LOST, "own lock broken", extras={}, token=gen, holder=None)
             self.live_grants.pop(name, None)
         if self._machine(name)[0].state is State.LOCKED_BY_OTHER:
             self._fire(name, Event.LOCK_FREE, f"lock broken (generation {gen})")
-        return Outcome(f"the lock on {name} was broken ({info.describe()}); this was recorded in the area",
+        return Outcome(_("the lock on {name} was broken ({lock}); this was recorded in the area").format(
+            name=name, lock=info.describe()),
                        {"name": name, "generation": gen})
 
     def restore(self, name: str, version: int) -> Outcome:
         """Make an old version the newest (a new commit; nothing is deleted)."""
         ds = self._resume(name)
         self._shared(name)
-        machine, _ = _load_machine(ds)
+        machine, _rest = _load_machine(ds)
         if machine.state is State.LOCKED_BY_ME:
-            raise errors.InvalidState(f"{name} is open by you",
-                                      hint=f"close it first: `cloudshare close {name}`")
+            raise errors.InvalidState(_("{name} is open by you").format(name=name),
+                                      hint=_("close it first: `cloudshare close {name}`").format(name=name))
         path = Path(ds["path"])
         if local_fingerprint(path) != (ds["synced_hash"] or "absent"):
             raise errors.InvalidState(
-                f"{name} has local changes that were never sent; restoring would replace them",
-                hint=f"send them first (`cloudshare open {name}` then `close`), or move them away",
+                _("{name} has local changes that were never sent; restoring would replace them").format(
+                    name=name),
+                hint=_("send them first (`cloudshare open {name}` then `close`), or move them away").format(
+                    name=name),
             )
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             self._found_again(name)
-            self._unlock(area, f"share password of {name}")
+            self._unlock(area, _("share password of {name}").format(name=name))
             old = next((v for v in area.versions() if v.version == version), None)
             if old is None:
-                raise errors.CloudShareError(f"{name} has no version {version}",
-                                             hint=f"see `cloudshare history {name}`")
+                raise errors.CloudShareError(_("{name} has no version {version}").format(
+                    name=name, version=version),
+                                             hint=_("see `cloudshare history {name}`").format(name=name))
             try:
                 grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, f"restoring version {version}")
             except errors.LockedByOther as exc:
-                exc.hint = f"try again once they have closed it (`cloudshare status --refresh {name}`)"
+                exc.hint = _("try again once they have closed it (`cloudshare status --refresh {name}`)"
+                             ).format(name=name)
                 raise
             self._fire(name, Event.LOCK_GRANTED, f"restore {version}", extras={"grant": grant_to_dict(grant)},
                        token=grant.lease.generation)
@@ -1216,7 +1268,8 @@ class Service:
             self._sync_renewal(name, grant)
             self._fire(name, Event.COMMITTED, f"restored {version} as {new}", extras={},
                        token=grant.lease.generation, version=new)
-        return Outcome(f"version {version} of {name} is the newest again, as version {new}",
+        return Outcome(_("version {version} of {name} is the newest again, as version {new}").format(
+            version=version, name=name, new=new),
                        {"name": name, "version": new, "restored_from": version})
 
     # --- resume -----------------------------------------------------------------------------------------
@@ -1229,16 +1282,17 @@ class Service:
         finished if the area is gone, else rolled back.
         """
         ds = self.registry.get_dataset(name)
-        machine, _ = _load_machine(ds)
+        machine, _rest = _load_machine(ds)
         if machine.state is State.INITIALIZING:
-            self.ui.say(f"{name}: an earlier setup stopped at step '{machine.context.step}'; resuming")
+            self.ui.say(_("{name}: an earlier setup stopped at step '{step}'; resuming").format(
+                name=name, step=machine.context.step))
             if machine.context.mode == SetupMode.UPLOAD:
                 self._share(name, None, ds["remote"], ds["area"], yes=True)
             else:
                 self._join(name, Path(ds["path"]), ds["remote"], ds["area"])
         elif machine.state is State.LEAVING:
-            self.ui.say(f"{name}: an earlier stop ({machine.context.mode}) was interrupted at "
-                        f"'{machine.context.step}'")
+            self.ui.say(_("{name}: an earlier stop ({mode}) was interrupted at '{step}'").format(
+                name=name, mode=machine.context.mode, step=machine.context.step))
             if machine.context.mode == LeaveMode.JUST_ME and finish_leave:
                 self._leave_steps(name)
             elif machine.context.mode == LeaveMode.JUST_ME:
@@ -1255,7 +1309,7 @@ class Service:
                 self._new_area(session, ds["area"]).load()
             self._fire(name, Event.LEAVE_ABORTED, "the area still exists; delete rolled back")
         except errors.AreaGone:
-            machine, _ = self._machine(name)
+            machine, _rest = self._machine(name)
             if machine.context.step != "deleted":
                 self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
@@ -1268,9 +1322,10 @@ class Service:
         area = self._new_area(session, name)
         if session.stat(area.root) is None:
             names = [a.area for a in list_areas(session)]
-            listing = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") if names else "none yet"
-            raise errors.NoSuchArea(f"no area named {name} on this host (areas: {listing})",
-                                    hint="check the spelling; `cloudshare areas REMOTE` lists them")
+            listing = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") if names else _("none yet")
+            raise errors.NoSuchArea(_("no area named {name} on this host (areas: {listing})").format(
+                name=name, listing=listing),
+                                    hint=_("check the spelling; `cloudshare areas REMOTE` lists them"))
         area.load()
         return area
 
@@ -1288,14 +1343,16 @@ def _same_setup(row: dict[str, Any], machine: DataSetMachine, remote: str, area:
     """A resumed setup must target the host and area it started with."""
     if machine.state is State.INITIALIZING and (row["remote"], row["area"]) != (remote, area):
         raise errors.InvalidState(
-            f"an interrupted setup of {row['name']} targets {row['remote']}/{row['area']}",
-            hint=f"finish it with --remote {row['remote']} --area {row['area']}",
+            _("an interrupted setup of {name} targets {remote}/{area}").format(
+                name=row['name'], remote=row['remote'], area=row['area']),
+            hint=_("finish it with --remote {remote} --area {area}").format(
+                remote=row['remote'], area=row['area']),
         )
 
 
 def _was_interrupted(exc: BaseException | None) -> bool:
     """Was this error caused by Ctrl-C (perhaps turned into a transport error on the way out)?"""
-    for _ in range(10):
+    for _try in range(10):
         if exc is None:
             return False
         if isinstance(exc, KeyboardInterrupt):
@@ -1315,9 +1372,11 @@ def _changed_since_sync(row: dict[str, Any]) -> bool:
 
 def _missing_error(name: str, reason: str | None) -> errors.CloudShareError:
     if reason == AreaGoneReason.ID_UNUSABLE:
-        return errors.LoginRefused(f"the communication ID of {name} could not be used last time",
-                                   hint=f"check with the firm, or release it: `cloudshare leave {name}`")
-    return errors.AreaGone(f"the shared data of {name} is gone from the host")
+        return errors.LoginRefused(_("the communication ID of {name} could not be used last time").format(
+            name=name),
+                                   hint=_("check with the firm, or release it: `cloudshare leave {name}`"
+                                          ).format(name=name))
+    return errors.AreaGone(_("the shared data of {name} is gone from the host").format(name=name))
 
 
 def _load_machine(row: dict[str, Any]) -> tuple[DataSetMachine, dict[str, Any]]:

@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import crypto, errors
+from .i18n import N_, _
 
 CHUNK_SIZE = 1 << 20
 CHUNKER = "fixed-1MiB"
@@ -108,17 +109,18 @@ class Manifest:
         try:
             doc = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise errors.AreaCorrupt("the manifest is not valid JSON") from None
+            raise errors.AreaCorrupt(_("the manifest is not valid JSON")) from None
         if not isinstance(doc, dict):
-            raise errors.AreaCorrupt("the manifest is not a JSON object")
+            raise errors.AreaCorrupt(_("the manifest is not a JSON object"))
         version = doc.get("version")
         if not _is_int(version):
-            raise errors.AreaCorrupt("the manifest has no format version")
+            raise errors.AreaCorrupt(_("the manifest has no format version"))
         if version != MANIFEST_VERSION:
-            raise errors.UnsupportedFormat(f"manifest format version {version} is not supported")
+            raise errors.UnsupportedFormat(_("manifest format version {version} is not supported").format(
+                version=version))
         chunker, files = doc.get("chunker"), doc.get("files")
         if not isinstance(chunker, str) or not isinstance(files, list):
-            raise errors.AreaCorrupt("the manifest lacks its chunker or file list")
+            raise errors.AreaCorrupt(_("the manifest lacks its chunker or file list"))
         manifest = cls(kind=doc.get("kind"), files=tuple(map(_entry_from_dict, files)), chunker=chunker)
         validate_manifest(manifest)
         return manifest
@@ -130,7 +132,7 @@ def _is_int(v: object) -> bool:
 
 def _entry_from_dict(d: object) -> FileEntry:
     """Type-check one manifest entry (paths are checked by `validate_manifest`)."""
-    bad = errors.AreaCorrupt("the manifest has a malformed file entry")
+    bad = errors.AreaCorrupt(_("the manifest has a malformed file entry"))
     if not isinstance(d, dict):
         raise bad
     path, size, mode, mtime, chunks = (d.get(k) for k in ("path", "size", "mode", "mtime", "chunks"))
@@ -148,24 +150,26 @@ def _entry_from_dict(d: object) -> FileEntry:
 def validate_manifest(m: Manifest) -> None:
     """Check kind, paths (safe, unique, no file that is also a folder) and chunk counts."""
     if m.kind not in KINDS:
-        raise errors.AreaCorrupt(f"the manifest has an unknown kind {m.kind!r}")
+        raise errors.AreaCorrupt(_("the manifest has an unknown kind {kind!r}").format(kind=m.kind))
     if m.kind == "file":
         if len(m.files) != 1 or m.files[0].path != "":
-            raise errors.UnsafePath("a single-file manifest must have exactly one entry with path ''")
+            raise errors.UnsafePath(_("a single-file manifest must have exactly one entry with path ''"))
     else:
         paths = [safe_relpath(f.path) for f in m.files]
         if len(set(paths)) != len(paths):
-            raise errors.AreaCorrupt("the manifest lists a path twice")
+            raise errors.AreaCorrupt(_("the manifest lists a path twice"))
         folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
         if folders.intersection(paths):
-            raise errors.AreaCorrupt("the manifest lists a path as both file and folder")
+            raise errors.AreaCorrupt(_("the manifest lists a path as both file and folder"))
         if clash := _case_clash(paths):
-            raise errors.UnsafePath(f"the manifest lists {clash[0]!r} and {clash[1]!r}, which differ "
-                                    "only in case (Windows cannot hold both)")
+            raise errors.UnsafePath(_("the manifest lists {first!r} and {second!r}, which differ only in "
+                                      "case (Windows cannot hold both)").format(
+                                          first=clash[0], second=clash[1]))
     if m.chunker == CHUNKER:
         for f in m.files:
             if len(f.chunks) != -(-f.size // CHUNK_SIZE):
-                raise errors.AreaCorrupt(f"the manifest entry {f.path!r} has a wrong chunk count")
+                raise errors.AreaCorrupt(_("the manifest entry {path!r} has a wrong chunk count").format(
+                    path=f.path))
 
 
 def _malformed(p: str) -> bool:
@@ -185,10 +189,11 @@ def safe_relpath(p: str) -> str:
     component that `windows_name_problem` refuses.
     """
     if _malformed(p):
-        raise errors.UnsafePath(f"the manifest names an unsafe path: {p!r}")
+        raise errors.UnsafePath(_("the manifest names an unsafe path: {p!r}").format(p=p))
     for part in p.split("/"):
         if problem := windows_name_problem(part):
-            raise errors.UnsafePath(f"the manifest names a path Windows cannot hold: {p!r} ({problem})")
+            raise errors.UnsafePath(_("the manifest names a path Windows cannot hold: {p!r} ({problem})")
+                .format(p=p, problem=problem))
     return p
 
 
@@ -202,19 +207,19 @@ _WINDOWS_BAD_CHARS = frozenset('<>:"/\\|?*')
 def windows_name_problem(name: str) -> str | None:
     """Why a file or folder called `name` cannot be shared with Windows (or any) clients; None if fine."""
     if not name:
-        return "the name is empty"
+        return _("the name is empty")
     bad = next((ch for ch in name if ch in _WINDOWS_BAD_CHARS or ord(ch) < 0x20), None)
     if bad is not None:
-        return f"it contains {bad!r}, which Windows does not allow in names"
+        return _("it contains {char!r}, which Windows does not allow in names").format(char=bad)
     if name[-1] in ". ":
-        return "it ends with a dot or a space, which Windows drops"
+        return _("it ends with a dot or a space, which Windows drops")
     device = name.partition(".")[0].rstrip(" ")
     if device.upper() in _RESERVED:
-        return f"{device} is a device name Windows reserves (even with an extension)"
+        return _("{device} is a device name Windows reserves (even with an extension)").format(device=device)
     if unicodedata.normalize("NFC", name) != name:
-        return "it is not in Unicode NFC form (as older Mac disks write it); Windows sees another name"
+        return _("it is not in Unicode NFC form (as older Mac disks write it); Windows sees another name")
     if len(name.encode("utf-8")) > 255:
-        return "it is longer than 255 bytes, which Linux and Mac computers cannot hold"
+        return _("it is longer than 255 bytes, which Linux and Mac computers cannot hold")
     return None
 
 
@@ -240,19 +245,20 @@ def _case_clash(paths: list[str]) -> tuple[str, str] | None:
 
 
 def _local_error(message: str) -> errors.InvalidState:
-    return errors.InvalidState(message, hint="close the accounting program and try again")
+    return errors.InvalidState(message, hint=_("close the accounting program and try again"))
 
 
 def _walk(root: Path, skipped: list[str]) -> Iterator[tuple[str, Path, os.stat_result]]:
     """Yield (relpath, path, stat) for the data set; one ("", root, st) for a single file."""
     st = os.lstat(root)
     if stat.S_ISLNK(st.st_mode):
-        raise _local_error(f"the data set path {root} is a symbolic link; register its target")
+        raise _local_error(_("the data set path {root} is a symbolic link; register its target").format(
+            root=root))
     if stat.S_ISREG(st.st_mode):
         yield "", root, st
         return
     if not stat.S_ISDIR(st.st_mode):
-        raise _local_error(f"the data set path {root} is neither a file nor a folder")
+        raise _local_error(_("the data set path {root} is neither a file nor a folder").format(root=root))
     yield from _walk_dir(root, "", skipped)
 
 
@@ -266,7 +272,7 @@ def _walk_dir(folder: Path, prefix: str, skipped: list[str]) -> Iterator[tuple[s
             yield from _walk_dir(Path(e.path), rel + "/", skipped)
         elif stat.S_ISREG(st.st_mode):
             if _malformed(rel):
-                raise _local_error(f"the file name {rel!r} cannot be shared; rename it")
+                raise _local_error(_("the file name {name!r} cannot be shared; rename it").format(name=rel))
             yield rel, Path(e.path), st
         else:
             skipped.append(rel)
@@ -278,14 +284,16 @@ def _check_names(root: Path, rels: list[str]) -> None:
         for part in rel.split("/"):
             if problem := windows_name_problem(part):
                 raise errors.InvalidState(
-                    f"the name {rel!r} in {root} cannot be shared: {problem}",
-                    hint=f"rename {part!r} to a name Windows accepts, then try again",
+                    _("the name {rel!r} in {root} cannot be shared: {problem}").format(
+                        rel=rel, root=root, problem=problem),
+                    hint=_("rename {part!r} to a name Windows accepts, then try again").format(part=part),
                 )
     if clash := _case_clash(rels):
         raise errors.InvalidState(
-            f"{clash[0]!r} and {clash[1]!r} in {root} differ only in upper/lower case; "
-            "Windows cannot hold both",
-            hint=f"rename or merge one of them (for example {clash[1]!r}), then try again",
+            _("{first!r} and {second!r} in {root} differ only in upper/lower case; Windows cannot hold both"
+              ).format(first=clash[0], second=clash[1], root=root),
+            hint=_("rename or merge one of them (for example {name!r}), then try again").format(
+                name=clash[1]),
         )
 
 
@@ -342,7 +350,7 @@ class LocalSnapshot:
             fh.seek(offset)
             data = fh.read(length)
         if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
-            raise _local_error(f"{file_path} changed while it was being sent")
+            raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
         return data
 
 
@@ -425,7 +433,7 @@ class ChunkCache:
 
     def _path(self, chunk_id: str) -> Path:
         if not isinstance(chunk_id, str) or not _CHUNK_ID_RE.fullmatch(chunk_id):
-            raise ValueError(f"not a chunk id: {chunk_id!r}")
+            raise ValueError(_("not a chunk id: {chunk_id!r}").format(chunk_id=chunk_id))
         return self.root / chunk_id[:2] / chunk_id
 
     def has(self, chunk_id: str) -> bool:
@@ -537,7 +545,8 @@ def _write_entry(
                 break
             fh.write(data)
         if written != entry.size:
-            raise errors.AreaCorrupt(f"file {entry.path!r}: size {written} != {entry.size}")
+            raise errors.AreaCorrupt(_("file {path!r}: size {written} != {size}").format(
+                path=entry.path, written=written, size=entry.size))
         fh.flush()
         os.fsync(fh.fileno())
     os.chmod(dest, entry.mode & 0o777)
@@ -549,7 +558,7 @@ def _inside(tmp_root: Path, rel: str) -> Path:
     dest = tmp_root.joinpath(*safe_relpath(rel).split("/"))
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.parent.resolve().is_relative_to(tmp_root):
-        raise errors.UnsafePath(f"the manifest path {rel!r} leaves the data set")
+        raise errors.UnsafePath(_("the manifest path {rel!r} leaves the data set").format(rel=rel))
     return dest
 
 
@@ -670,17 +679,19 @@ def _settle_old(old: Path, target: Path) -> None:
 # --- restore: disk errors, files in use, leftovers ------------------------------------------
 
 _DISK_REASONS: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("the disk is full", "free some space on that disk, then try again"),
-    errno.EROFS: ("the disk is read-only", "make the disk writable (or move the data set), then try again"),
-    errno.EACCES: ("permission denied", "make the folder writable for you, then try again"),
-    errno.EPERM: ("the operation is not permitted", "make the folder writable for you, then try again"),
+    errno.ENOSPC: (N_("the disk is full"), N_("free some space on that disk, then try again")),
+    errno.EROFS: (N_("the disk is read-only"), N_("make the disk writable (or move the data set), then try "
+                                                  "again")),
+    errno.EACCES: (N_("permission denied"), N_("make the folder writable for you, then try again")),
+    errno.EPERM: (N_("the operation is not permitted"),
+        N_("make the folder writable for you, then try again")),
     errno.ENAMETOOLONG: (
-        "a file name or path is too long for this disk",
-        "move the data set to a folder with a shorter path (or have the file renamed), then try again",
+        N_("a file name or path is too long for this disk"),
+        N_("move the data set to a folder with a shorter path (or have the file renamed), then try again"),
     ),
 }
 if hasattr(errno, "EDQUOT"):
-    _DISK_REASONS[errno.EDQUOT] = ("your disk quota is used up", "free some space, then try again")
+    _DISK_REASONS[errno.EDQUOT] = (N_("your disk quota is used up"), N_("free some space, then try again"))
 
 
 class _FetchFailed(Exception):
@@ -703,23 +714,27 @@ def _tagged(fetch: Callable[[str], bytes]) -> Callable[[str], bytes]:
 
 def _disk_error(exc: OSError, temp: Path, target: Path) -> errors.LocalDiskError:
     """A LocalDiskError naming the real path (not our temp name) and what to do."""
-    what, todo = _DISK_REASONS.get(exc.errno or 0, (exc.strerror or str(exc), "fix the disk, then try again"))
+    what, todo = _DISK_REASONS.get(exc.errno or 0, (exc.strerror or str(exc), N_("fix the disk, then try "
+                                                                                 "again")))
+    what, todo = _(what), _(todo)
     where = str(exc.filename) if exc.filename else str(target.parent)
     where = where.replace(str(temp), str(target))
     if len(where) > 200:
         where = f"{where[:90]}…{where[-90:]}"
     return errors.LocalDiskError(
-        f"could not write the newest version of {target}: {what} ({where})",
-        hint=f"{todo}; your local copy was not changed",
+        _("could not write the newest version of {target}: {what} ({where})").format(
+            target=target, what=what, where=where),
+        hint=_("{todo}; your local copy was not changed").format(todo=todo),
     )
 
 
 def _in_use(target: Path, kept: Path | None) -> errors.FileInUse:
-    what = "what was received is kept and will be put in place" if kept else "it will be received again"
+    what = _("what was received is kept and will be put in place") if kept else _("it will be received again")
     return errors.FileInUse(
-        f"{target} is in use by another program (or protected against changes); "
-        "the newest version could not be put in place",
-        hint=f"close the accounting program (or whatever holds {target.name} open), then open again: {what}",
+        _("{target} is in use by another program (or protected against changes); the newest version could "
+          "not be put in place").format(target=target),
+        hint=_("close the accounting program (or whatever holds {name} open), then open again: {what}"
+               ).format(name=target.name, what=what),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from .i18n import _
+
 MAX_NOTE = 1024  # bytes of UTF-8 in a note (lock records and log entries)
 MAX_NAME = 200  # characters of a party's name or host shown to others
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
@@ -33,5 +35,5 @@ def note_problem(note: str) -> str | None:
     """Why a note cannot be used (too long), or None."""
     size = len(note.encode("utf-8", "surrogatepass"))
     if size > MAX_NOTE:
-        return f"the note is {size} bytes; at most {MAX_NOTE} are allowed"
+        return _("the note is {size} bytes; at most {limit} are allowed").format(size=size, limit=MAX_NOTE)
     return None

@@ -56,6 +56,8 @@ from paramiko.sftp_attr import SFTPAttributes
 
 from cloudshare_p2p import errors
 
+from .i18n import _
+
 # paramiko logs a traceback for every failed connection; without a handler of our own,
 # Python's last-resort handler would print it on the user's terminal.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -94,11 +96,13 @@ class Endpoint:
         """Parse a remote URL; ValueError with a clear message if it is not one."""
         scheme, sep, rest = url.strip().partition("://")
         if not sep or scheme.lower() != "sftp":
-            raise ValueError(f"not an sftp:// URL: {url!r} (expected sftp://USER@HOST[:PORT][/BASE])")
+            raise ValueError(_("not an sftp:// URL: {url!r} (expected sftp://USER@HOST[:PORT][/BASE])")
+                .format(url=url))
         netloc, slash, path = rest.partition("/")
         user, at, hostport = netloc.rpartition("@")
         if not at or not user:
-            raise ValueError(f"the URL {url!r} names no user (expected sftp://USER@HOST...)")
+            raise ValueError(_("the URL {url!r} names no user (expected sftp://USER@HOST...)").format(
+                url=url))
         host, port = _split_hostport(hostport, url)
         return cls(unquote(user), host, port, _parse_base(slash + path))
 
@@ -123,19 +127,19 @@ def _split_hostport(hostport: str, url: str) -> tuple[str, int]:
     if hostport.startswith("["):
         host, bracket, tail = hostport[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
-            raise ValueError(f"bad [IPv6] host in {url!r}")
+            raise ValueError(_("bad [IPv6] host in {url!r}").format(url=url))
         port_text = tail[1:] if tail else ""
     else:
         host, colon, port_text = hostport.partition(":")
         if ":" in port_text:
-            raise ValueError(f"put an IPv6 address in brackets: {url!r}")
+            raise ValueError(_("put an IPv6 address in brackets: {url!r}").format(url=url))
         port_text = port_text or colon  # "host:" is a bad port, not port 22
     if not host:
-        raise ValueError(f"the URL {url!r} names no host")
+        raise ValueError(_("the URL {url!r} names no host").format(url=url))
     if not port_text:
         return host, 22
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port {port_text!r} in {url!r}")
+        raise ValueError(_("bad port {port_text!r} in {url!r}").format(port_text=port_text, url=url))
     return host, int(port_text)
 
 
@@ -234,7 +238,7 @@ class KnownHosts:
     def fingerprints(self) -> dict[str, str]:
         """hostport -> "SHA256:..." of every pinned key."""
         result = {}
-        for names, _, blob in self._entries():
+        for names, _kind, blob in self._entries():
             with contextlib.suppress(binascii.Error, ValueError):
                 digest = hashlib.sha256(base64.b64decode(blob)).digest()
                 fp = "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
@@ -280,7 +284,7 @@ def _open_transport(endpoint: Endpoint, timeouts: Timeouts, pinned_type: str | N
         # errors arrive first; start_client returns silently when its own wait runs out
         transport.start_client(timeout=2 * timeouts.banner)
         if not transport.initial_kex_done:
-            raise TimeoutError(f"no SSH handshake within {2 * timeouts.banner:g} s")
+            raise TimeoutError(_("no SSH handshake within {limit:g} s").format(limit=2 * timeouts.banner))
     except (OSError, EOFError, paramiko.SSHException) as e:
         transport.close()
         raise _handshake_error(where, e) from None
@@ -321,13 +325,14 @@ def _resolve(endpoint: Endpoint, limit: float) -> list[tuple]:
     threading.Thread(target=lookup, name="cloudshare-resolve", daemon=True).start()
     if not done.wait(limit):
         raise errors.NetworkDown(
-            f"cannot reach {where}: no name server answered for {host} within {limit:g} s",
-            hint="check the network connection, then try again",
+            _("cannot reach {where}: no name server answered for {host} within {limit:g} s").format(
+                where=where, host=host, limit=limit),
+            hint=_("check the network connection, then try again"),
         )
     if failed:
         raise _lookup_error(where, failed[0])
     if not found:
-        raise errors.NetworkDown(f"cannot reach {where}: no such host")
+        raise errors.NetworkDown(_("cannot reach {where}: no such host").format(where=where))
     return found
 
 
@@ -335,19 +340,21 @@ def _lookup_error(where: str, e: BaseException) -> errors.NetworkDown:
     code = e.errno if isinstance(e, OSError) else None
     if code in _NO_SUCH_HOST:
         return errors.NetworkDown(
-            f"cannot reach {where}: no such host",
-            hint="check the host name in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm "
-            "for the exact address",
+            _("cannot reach {where}: no such host").format(where=where),
+            hint=_("check the host name in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm "
+            "for the exact address"),
         )
     if code in _TRY_AGAIN:
         return errors.NetworkDown(
-            f"cannot reach {where}: the host name could not be looked up now (no name server answered)",
-            hint="check the network connection, then try again",
+            _("cannot reach {where}: the host name could not be looked up now (no name server answered)"
+              ).format(where=where),
+            hint=_("check the network connection, then try again"),
         )
     if isinstance(e, UnicodeError):
-        return errors.NetworkDown(f"cannot reach {where}: the host name is not valid",
-                                  hint="check the host name in the URL")
-    return errors.NetworkDown(f"cannot reach {where}: the host name could not be looked up ({_describe(e)})")
+        return errors.NetworkDown(_("cannot reach {where}: the host name is not valid").format(where=where),
+                                  hint=_("check the host name in the URL"))
+    return errors.NetworkDown(_("cannot reach {where}: the host name could not be looked up ({reason})")
+        .format(where=where, reason=_describe(e)))
 
 
 def _connect_socket(endpoint: Endpoint, timeouts: Timeouts) -> socket.socket:
@@ -356,7 +363,7 @@ def _connect_socket(endpoint: Endpoint, timeouts: Timeouts) -> socket.socket:
     addresses = _resolve(endpoint, timeouts.resolve)[:MAX_ADDRESSES]
     deadline = time.monotonic() + timeouts.connect
     last: OSError | None = None
-    for i, (family, kind, proto, _, sockaddr) in enumerate(addresses):
+    for i, (family, kind, proto, _canon, sockaddr) in enumerate(addresses):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -379,39 +386,42 @@ def _connect_socket(endpoint: Endpoint, timeouts: Timeouts) -> socket.socket:
 def _connect_error(where: str, e: OSError | None, limit: float) -> errors.NetworkDown:
     if isinstance(e, ConnectionRefusedError):
         return errors.NetworkDown(
-            f"nothing is listening on {where}",
-            hint="check the port in the URL and that the host's SFTP service is running; ask the "
-            "firm",
+            _("nothing is listening on {where}").format(where=where),
+            hint=_("check the port in the URL and that the host's SFTP service is running; ask the "
+            "firm"),
         )
     if e is None or isinstance(e, TimeoutError):
         return errors.NetworkDown(
-            f"cannot reach {where}: no answer within {limit:g} s",
-            hint="check the address in the URL and the network (a firewall may block it), then "
-            "try again",
+            _("cannot reach {where}: no answer within {limit:g} s").format(where=where, limit=limit),
+            hint=_("check the address in the URL and the network (a firewall may block it), then "
+            "try again"),
         )
     if isinstance(e, ConnectionResetError | ConnectionAbortedError):
         return _handshake_error(where, e)
     if e.errno in _UNREACHABLE:
-        return errors.NetworkDown(f"cannot reach {where}: no route to the host (network unreachable)")
-    return errors.NetworkDown(f"cannot reach {where}: {_describe(e)}")
+        return errors.NetworkDown(_("cannot reach {where}: no route to the host (network unreachable)")
+            .format(where=where))
+    return errors.NetworkDown(_("cannot reach {where}: {reason}").format(where=where, reason=_describe(e)))
 
 
 def _handshake_error(where: str, e: BaseException) -> errors.NetworkDown:
     cause = e.__context__ or e.__cause__
     if isinstance(e, EOFError | ConnectionError) or isinstance(cause, EOFError | ConnectionError):
         return errors.NetworkDown(
-            f"{where} closed the connection during the SSH handshake",
-            hint="check the port in the URL; the host may be busy or refusing this computer: try "
-            "again later or ask the firm",
+            _("{where} closed the connection during the SSH handshake").format(where=where),
+            hint=_("check the port in the URL; the host may be busy or refusing this computer: try "
+            "again later or ask the firm"),
         )
     if "banner" in str(e).lower():
         return errors.NetworkDown(
-            f"{where} does not answer like an SSH/SFTP host",
-            hint="check the port in the URL (SFTP is usually port 22), then try again",
+            _("{where} does not answer like an SSH/SFTP host").format(where=where),
+            hint=_("check the port in the URL (SFTP is usually port 22), then try again"),
         )
     if isinstance(e, TimeoutError):
-        return errors.NetworkDown(f"{where} did not finish the SSH handshake: {_describe(e)}")
-    return errors.NetworkDown(f"SSH handshake with {where} failed: {_describe(e)}")
+        return errors.NetworkDown(_("{where} did not finish the SSH handshake: {reason}").format(
+            where=where, reason=_describe(e)))
+    return errors.NetworkDown(_("SSH handshake with {where} failed: {reason}").format(
+        where=where, reason=_describe(e)))
 
 
 def _prefer(transport: paramiko.Transport, pinned_type: str | None) -> None:
@@ -453,10 +463,10 @@ class HostKeyMismatch(errors.HostKeyChanged):
         self.host, self.expected, self.got = host, given, got
         errors.CloudShareError.__init__(
             self,
-            f"the host key of {host} does not match the fingerprint you were given ({given}); "
-            "this may be an attack or a mistake",
-            hint="do not connect: ask the firm for the host key fingerprint again (by phone or in "
-            "person) and check the address in the URL",
+            _("the host key of {host} does not match the fingerprint you were given ({given}); "
+              "this may be an attack or a mistake").format(host=host, given=given),
+            hint=_("do not connect: ask the firm for the host key fingerprint again (by phone or in "
+            "person) and check the address in the URL"),
         )
 
 
@@ -517,50 +527,52 @@ def _load_identity(path: Path) -> paramiko.PKey:
     shown = str(path)
     try:
         if path.is_dir():
-            raise IdentityProblem(f"the identity {shown} is a folder, not a key file",
-                                  hint="give the private key file, e.g. ~/.ssh/id_ed25519")
+            raise IdentityProblem(_("the identity {shown} is a folder, not a key file").format(shown=shown),
+                                  hint=_("give the private key file, e.g. ~/.ssh/id_ed25519"))
         with open(path, "rb") as f:
             head = f.read(MAX_IDENTITY_SIZE + 1)
     except FileNotFoundError:
         raise IdentityProblem(
-            f"the identity file {shown} does not exist",
-            hint="check the path; give the private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519",
+            _("the identity file {shown} does not exist").format(shown=shown),
+            hint=_("check the path; give the private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519"),
         ) from None
     except OSError as e:
-        raise IdentityProblem(f"cannot read the identity file {shown}: {_describe(e)}",
-                              hint="check the file's permissions (it must be readable by you)") from None
+        raise IdentityProblem(_("cannot read the identity file {shown}: {reason}").format(
+            shown=shown, reason=_describe(e)),
+                              hint=_("check the file's permissions (it must be readable by you)")) from None
     text = head.lstrip()
     if path.suffix == ".pub" or text.startswith(_PUBLIC_PREFIXES):
         private = path.with_suffix("") if path.suffix == ".pub" else None
         where = f" ({private})" if private is not None and private.is_file() else ""
         raise IdentityProblem(
-            f"{shown} is a public key; login needs the private key",
-            hint=f"give the private key file (without .pub){where}; the .pub file is the one "
-            "the firm registers on the host",
+            _("{shown} is a public key; login needs the private key").format(shown=shown),
+            hint=_("give the private key file (without .pub){where}; the .pub file is the one the firm "
+                   "registers on the host").format(where=where),
         )
     if text.startswith(b"PuTTY-User-Key-File-"):
         raise IdentityProblem(
-            f"{shown} is a PuTTY key (.ppk), which cloudshare cannot read",
-            hint="in PuTTYgen, load it and choose Conversions > Export OpenSSH key, then give that "
-            "file",
+            _("{shown} is a PuTTY key (.ppk), which cloudshare cannot read").format(shown=shown),
+            hint=_("in PuTTYgen, load it and choose Conversions > Export OpenSSH key, then give that "
+            "file"),
         )
     if len(head) > MAX_IDENTITY_SIZE:
-        raise IdentityProblem(f"{shown} is too large to be a private key file",
-                              hint="give the private key file, e.g. ~/.ssh/id_ed25519")
+        raise IdentityProblem(_("{shown} is too large to be a private key file").format(shown=shown),
+                              hint=_("give the private key file, e.g. ~/.ssh/id_ed25519"))
     try:
         return paramiko.PKey.from_path(path)
     except (paramiko.PasswordRequiredException, TypeError):  # cryptography: TypeError
         raise IdentityEncrypted(
-            f"the identity file {shown} is protected by a passphrase, which cloudshare does not ask "
-            "for",
-            hint=f"load it into ssh-agent (ssh-add {shown}) and add the remote without --identity, "
-            "or make a key without passphrase (ssh-keygen -t ed25519 -N \"\")",
+            _("the identity file {shown} is protected by a passphrase, which cloudshare does not ask "
+              "for").format(shown=shown),
+            hint=_('load it into ssh-agent (ssh-add {shown}) and add the remote without --identity, or make '
+                   'a key without passphrase (ssh-keygen -t ed25519 -N "")').format(shown=shown),
         ) from None
     except (OSError, ValueError, paramiko.SSHException) as e:
         detail = "" if "PEM" in str(e) else f" ({_describe(e)})"
         raise IdentityProblem(
-            f"{shown} is not a private key file cloudshare can use{detail}",
-            hint="give the OpenSSH private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519",
+            _("{shown} is not a private key file cloudshare can use{detail}").format(
+                shown=shown, detail=detail),
+            hint=_("give the OpenSSH private key file made by ssh-keygen, e.g. ~/.ssh/id_ed25519"),
         ) from None
 
 
@@ -607,7 +619,7 @@ def _authenticate(transport: paramiko.Transport, user: str, credentials: Credent
         return
     if skipped is not None:
         raise skipped
-    raise errors.LoginRefused(f"the host refused the login of {user!r}")
+    raise errors.LoginRefused(_("the host refused the login of {user!r}").format(user=user))
 
 
 def _password_auth(transport: paramiko.Transport, user: str, credentials: Credentials) -> bool:
@@ -624,7 +636,7 @@ def _password_auth(transport: paramiko.Transport, user: str, credentials: Creden
         return False
 
     def answer(_title: str, _instructions: str, prompts: list) -> list[str]:
-        return [password for _ in prompts]
+        return [password for _prompt in prompts]
 
     return _try(lambda: transport.auth_interactive(user, answer))
 
@@ -653,7 +665,8 @@ def connect(
     except (OSError, EOFError, paramiko.SSHException) as e:
         transport.close()
         where = f"{endpoint.host}:{endpoint.port}"
-        raise errors.NetworkDown(f"connection to {where} failed: {_describe(e)}") from None
+        raise errors.NetworkDown(_("connection to {where} failed: {reason}").format(
+            where=where, reason=_describe(e))) from None
     return Session(endpoint, transport, sftp, timeouts)
 
 
@@ -769,7 +782,8 @@ class _Deadline:
             raise self.error()
 
     def error(self) -> errors.TransferError:
-        return errors.TransferError(f"{self.what} did not finish within {self.limit:g} s")
+        return errors.TransferError(_("{what} did not finish within {limit:g} s").format(
+            what=self.what, limit=self.limit))
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -830,7 +844,8 @@ class Session:
             raise
         except OSError as e:
             if isinstance(e, PermissionError) and self._transport.is_active():
-                raise errors.HostRefused(f"the host refused {what}: permission denied") from None
+                raise errors.HostRefused(_("the host refused {what}: permission denied").format(
+                    what=what)) from None
             if _is_sftp_error(e) and self._transport.is_active():
                 raise
             raise self._down(what, e) from None
@@ -839,7 +854,8 @@ class Session:
 
     def _down(self, what: str, e: BaseException) -> errors.NetworkDown:
         where = f"{self.endpoint.host}:{self.endpoint.port}"
-        return errors.NetworkDown(f"connection to {where} lost during {what}: {_describe(e)}")
+        return errors.NetworkDown(_("connection to {where} lost during {what}: {reason}").format(
+            where=where, what=what, reason=_describe(e)))
 
     # -- paths and metadata --
 
@@ -977,7 +993,8 @@ class Session:
         `publish_object` it; True if we created or repaired `final_path`."""
         written = self.upload(tmp_path, data)
         if written != len(data):
-            raise errors.TransferError(f"upload of {tmp_path} wrote {written} of {len(data)} bytes")
+            raise errors.TransferError(_("upload of {tmp_path} wrote {written} of {size} bytes").format(
+                tmp_path=tmp_path, written=written, size=len(data)))
         return self._publish_object(tmp_path, final_path, len(data), check_tmp=False)
 
     def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
@@ -997,9 +1014,10 @@ class Session:
                 if check_tmp:
                     found = self.stat(tmp_path)
                     if found is None or found.is_dir or found.size != size:
-                        got = "nothing" if found is None else f"{found.size} bytes"
+                        got = _("nothing") if found is None else _("{size} bytes").format(size=found.size)
                         raise errors.TransferError(
-                            f"the temporary file {tmp_path} holds {got}, not {size} bytes: not published"
+                            _("the temporary file {path} holds {got}, not {size} bytes: not published"
+                              ).format(path=tmp_path, got=got, size=size)
                         )
                 if HARDLINK in self.extensions:
                     won = self._place_object(HARDLINK, tmp_path, final_path, size)
@@ -1043,17 +1061,20 @@ class Session:
     def require_dir(self, path: str) -> None:
         """CloudShareError in plain words unless `path` is an existing folder on the host."""
         shown = path or "(the login folder)"
-        hint = "check the folder in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm which folder"
+        hint = _("check the folder in the URL (sftp://USER@HOST[:PORT]/FOLDER); ask the firm which folder")
         try:
             found = self.stat(path or ".")
         except PermissionError:
             raise errors.CloudShareError(
-                f"the folder {shown} cannot be read on the host (permission denied)", hint=hint
+                _("the folder {shown} cannot be read on the host (permission denied)").format(
+                    shown=shown), hint=hint
             ) from None
         if found is None:
-            raise errors.CloudShareError(f"the folder {shown} does not exist on the host", hint=hint)
+            raise errors.CloudShareError(_("the folder {shown} does not exist on the host").format(
+                shown=shown), hint=hint)
         if not found.is_dir:
-            raise errors.CloudShareError(f"{shown} on the host is a file, not a folder", hint=hint)
+            raise errors.CloudShareError(_("{shown} on the host is a file, not a folder").format(
+                shown=shown), hint=hint)
 
     # -- transfers --
 
@@ -1082,7 +1103,7 @@ class Session:
         """Create/truncate `path` with the content of `src` (pipelined writes of at most
         REQUEST_SIZE each); returns the bytes written."""
         stream = io.BytesIO(src) if isinstance(src, bytes | bytearray | memoryview) else src
-        with self._deadline(f"upload of {path}") as check, self._guard("upload"):
+        with self._deadline(_("upload of {path}").format(path=path)) as check, self._guard("upload"):
             flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
             t, msg = self._sftp._request(CMD_OPEN, path, flags, SFTPAttributes())
             if t != CMD_HANDLE:
@@ -1137,7 +1158,7 @@ class Session:
         progress: Callable[[int], None] | None,
         max_size: int | None,
     ) -> int:
-        with self._deadline(f"download of {path}") as check, self._guard("download"):
+        with self._deadline(_("download of {path}").format(path=path)) as check, self._guard("download"):
             f = self._sftp.open(path, "rb")
             try:
                 f.MAX_REQUEST_SIZE = REQUEST_SIZE
@@ -1180,12 +1201,12 @@ class Session:
         """The server's clock (whole seconds): mtime of a freshly created probe file."""
         probe = f"{scratch_dir.rstrip('/')}/.clock-{uuid.uuid4().hex}"
         if not self.create_exclusive(probe, b""):
-            raise errors.TransferError(f"clock probe {probe} unexpectedly exists")
+            raise errors.TransferError(_("clock probe {probe} unexpectedly exists").format(probe=probe))
         try:
             found = self.stat(probe)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.remove(probe)
         if found is None:
-            raise errors.TransferError(f"clock probe {probe} vanished")
+            raise errors.TransferError(_("clock probe {probe} vanished").format(probe=probe))
         return found.mtime

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import errors
+from .i18n import _
 
 DEFAULT_WAIT = 2.0  # seconds a second command waits for the first before giving up
 
@@ -30,7 +31,8 @@ def working_on(home: Path, name: str, wait: float = DEFAULT_WAIT) -> Iterator[No
     try:
         lock.acquire()
     except Timeout:
-        raise errors.Busy(f"another cloudshare command is working on {name} on this computer") from None
+        raise errors.Busy(_("another cloudshare command is working on {name} on this computer").format(
+            name=name)) from None
     try:
         yield
     finally:
