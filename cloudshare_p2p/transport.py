@@ -155,10 +155,20 @@ def _parse_base(path: str) -> str:
 # --- timeouts and credentials ------------------------------------------------
 
 
+def _stall_default() -> float:
+    """`CLOUDSHARE_STALL_SECONDS` (a slow office line may want more), else 60 s."""
+    try:
+        value = float(os.environ.get("CLOUDSHARE_STALL_SECONDS", "60"))
+    except ValueError:
+        return 60.0
+    return value if 1.0 <= value <= 3600.0 else 60.0
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """All in seconds. `resolve` bounds the name lookup, `connect` the TCP connect (all
-    addresses together), `channel` one SFTP request, `transfer` one whole transfer."""
+    addresses together), `channel` one SFTP request, `transfer` one whole transfer, `stall`
+    a transfer during which nothing moves (a silent network)."""
 
     resolve: float = 5.0
     connect: float = 5.0
@@ -166,6 +176,7 @@ class Timeouts:
     auth: float = 20.0
     channel: float = 30.0
     transfer: float = 900.0
+    stall: float = field(default_factory=_stall_default)
 
 
 @dataclass
@@ -758,36 +769,51 @@ class Stat:
 
 class _Deadline:
     """Deadline of one transfer. Once armed, a watchdog closes the connection when the time
-    is up (a stuck read can outlive the channel timeout); `check` is the cheap in-loop test."""
+    is up or when nothing moved for `stall` seconds (a stuck read can outlive the channel
+    timeout: a silent network); `check` is the cheap in-loop test and marks progress."""
 
-    def __init__(self, what: str, limit: float, transport: paramiko.Transport) -> None:
+    def __init__(self, what: str, limit: float, transport: paramiko.Transport,
+                 stall: float | None = None) -> None:
         self.what, self.limit, self.transport = what, limit, transport
+        self.stall = stall if stall is not None else limit
         self.end = time.monotonic() + limit
+        self.last = time.monotonic()
         self.expired = threading.Event()
-        self.timer: threading.Timer | None = None
+        self.stalled = False
+        self._done = threading.Event()
+        self._watch: threading.Thread | None = None
 
     def arm(self) -> None:
-        if self.timer is None:
-            self.timer = threading.Timer(max(0.0, self.end - time.monotonic()), self._fire)
-            self.timer.daemon = True
-            self.timer.start()
+        if self._watch is None:
+            self.last = time.monotonic()
+            self._watch = threading.Thread(target=self._watchdog, name="transfer-watchdog", daemon=True)
+            self._watch.start()
 
-    def _fire(self) -> None:
-        self.expired.set()
-        self.transport.close()
+    def _watchdog(self) -> None:
+        while not self._done.wait(min(1.0, self.stall / 4)):
+            now = time.monotonic()
+            if now > self.end or now - self.last > self.stall:
+                self.stalled = now <= self.end
+                self.expired.set()
+                self.transport.close()
+                return
 
     def check(self) -> None:
-        if time.monotonic() > self.end:
+        now = time.monotonic()
+        if now > self.end:
             self.expired.set()
             raise self.error()
+        self.last = now
 
-    def error(self) -> errors.TransferError:
+    def error(self) -> errors.CloudShareError:
+        if self.stalled:  # a silent network: said like an unreachable host (exit 9)
+            return errors.NetworkDown(_("{what} stalled: nothing moved for {limit:g} s").format(
+                what=self.what, limit=self.stall))
         return errors.TransferError(_("{what} did not finish within {limit:g} s").format(
             what=self.what, limit=self.limit))
 
     def disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        self._done.set()
 
 
 class FileTooLarge(errors.AreaCorrupt):
@@ -1081,7 +1107,7 @@ class Session:
     @contextlib.contextmanager
     def _deadline(self, what: str) -> Iterator[_Deadline]:
         """Bound a whole transfer by timeouts.transfer -> TransferError."""
-        deadline = _Deadline(what, self.timeouts.transfer, self._transport)
+        deadline = _Deadline(what, self.timeouts.transfer, self._transport, self.timeouts.stall)
         try:
             yield deadline
         except errors.TransferError:

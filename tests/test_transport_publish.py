@@ -215,3 +215,23 @@ def test_silent_network_fails_within_the_deadline(
     relay.resume()
     with _connect(share_server, tmp_path) as s:
         assert s.stat(f"{area}/obj") is None
+
+
+@pytest.mark.server
+def test_a_download_that_goes_silent_stops_after_the_stall_time(
+    share_server: ShareServer, session: Session, area: str, relay: Relay, tmp_path: Path
+) -> None:
+    """A silent network mid-download: a clear NetworkDown after `stall` seconds, long
+    before the whole-transfer deadline (the channel timeout does not bound prefetched reads)."""
+    data = os.urandom(8 * DATA_SIZE)
+    session.put_object(_tmp(area), f"{area}/big", data)
+    with _connect(share_server, tmp_path, relay.port, transfer=900.0, channel=900.0, stall=2.0) as s:
+        def go_silent_after_some(done: int) -> None:
+            if done > len(data) // 4:
+                relay.go_silent()
+
+        t0 = time.monotonic()
+        with pytest.raises(errors.NetworkDown, match="stalled"):
+            s.download(f"{area}/big", io.BytesIO(), progress=go_silent_after_some)
+        assert time.monotonic() - t0 < 15
+    relay.resume()
