@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, overload
 
 from statemachine.lease import (
     DEFAULT_SLACK,
@@ -56,6 +57,23 @@ MAX_COUNT = 1 << 53  # generations, sequence numbers, sizes
 
 def _name(n: int) -> str:
     return f"{n:020d}"
+
+
+class _Slot(Enum):
+    """A log slot that no one has created yet (a void entry exists but cannot be read)."""
+
+    ABSENT = "absent"
+
+
+ABSENT: Final = _Slot.ABSENT
+
+
+@overload
+def _int(value: Any, default: int = 0, limit: int = MAX_COUNT) -> int: ...
+
+
+@overload
+def _int(value: Any, default: None, limit: int = MAX_COUNT) -> int | None: ...
 
 
 def _int(value: Any, default: int | None = 0, limit: int = MAX_COUNT) -> int | None:
@@ -363,14 +381,14 @@ class Area:
             return None
         return _json_object(raw)
 
-    def _read_entry(self, seq: int) -> dict[str, Any] | None | bool:
-        """Log entry `seq`: a dict, None if void (torn or malformed), False if absent."""
+    def _read_entry(self, seq: int) -> dict[str, Any] | None | _Slot:
+        """Log entry `seq`: a dict, None if void (torn or malformed), ABSENT if not created yet."""
         if seq in self.cache.entries:
             return self.cache.entries[seq]
         try:
             raw = self.session.read_bytes(self.p("log", _name(seq)), MAX_RECORD)
         except FileNotFoundError:
-            return False
+            return ABSENT
         except FileTooLarge:
             raw = b""  # oversized: void, like a torn entry
         entry = _json_object(raw)
@@ -386,7 +404,7 @@ class Area:
         has no gaps: probing from the known head finds every new entry without a listing.
         """
         head = self.cache.log_head()
-        while self._read_entry(head + 1) is not False:
+        while self._read_entry(head + 1) is not ABSENT:
             head += 1
         self.cache.save()
         return head
@@ -552,7 +570,7 @@ class Area:
 
     def break_lock(self, party: Party, reason: str = "") -> int:
         """Break whatever lock exists (needs unlocked keys): audited in the log."""
-        self._require_keys()
+        self.require_keys()
         for _try in range(MAX_APPEND_TRIES):
             obs, record = self.observe_lock()
             gen = obs.generation + 1
@@ -588,7 +606,9 @@ class Area:
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
-            entry = self._read_entry(seq) or {}
+            entry = self._read_entry(seq)
+            if not isinstance(entry, dict):
+                continue  # void or absent: fences nothing
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
                 who = _dict(entry.get("writer")).get("name", "someone")
                 if entry.get("kind") == "break":
@@ -612,7 +632,8 @@ class Area:
         is never published as if it were the newest). The log is append-only and validity
         depends only on earlier entries, so a version's number never changes.
         """
-        highest_fence, out = 0, []
+        highest_fence = 0
+        out: list[Version] = []
         for entry in self.log():
             if not _entry_fields_ok(entry):
                 continue  # a malformed entry counts as void
@@ -639,7 +660,8 @@ class Area:
 
     # --- snapshots --------------------------------------------------------------------------
 
-    def _require_keys(self) -> crypto.Keys:
+    def require_keys(self) -> crypto.Keys:
+        """The unlocked keys (set by `create`, `unlock_keys` or `use_data_key`), else CloudShareError."""
         if self.keys is None:
             raise errors.CloudShareError(_("the share password was not given for this area"))
         return self.keys
@@ -647,7 +669,7 @@ class Area:
     def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
                         progress: Callable[[int], None] | None = None) -> str:
         """Upload the chunks the area lacks, then the manifest; returns the manifest id."""
-        keys = self._require_keys()
+        keys = self.require_keys()
         made_dirs: set[str] = set()
         for chunk_id in sorted(snap.manifest.chunk_ids()):
             self.check_interrupt()
@@ -750,7 +772,7 @@ class Area:
         return version
 
     def read_manifest(self, version: Version) -> Manifest:
-        keys = self._require_keys()
+        keys = self.require_keys()
         try:
             blob = self.session.read_bytes(self.p("manifests", version.manifest))
         except FileNotFoundError:
@@ -762,7 +784,7 @@ class Area:
 
     def fetch_chunk(self, chunk_id: str, cache: ChunkCache | None = None) -> bytes:
         """A verified plaintext chunk, from the cache when it has it."""
-        keys = self._require_keys()
+        keys = self.require_keys()
         if cache is not None:
             data = cache.get(chunk_id)
             if data is not None:
@@ -785,7 +807,7 @@ class Area:
                  progress: Callable[[int], None] | None = None) -> Manifest:
         """Receive `version` into `target`: verified first, then swapped in atomically."""
         manifest = self.read_manifest(version)
-        keys = self._require_keys()
+        keys = self.require_keys()
 
         def fetch(chunk_id: str) -> bytes:
             self.check_interrupt()
@@ -812,7 +834,7 @@ class Area:
 
     def delete(self, party: Party, grant: Grant) -> None:
         """Delete the area for everyone (we hold the lock; keys were checked)."""
-        self._require_keys()
+        self.require_keys()
         self._append({"kind": "delete", "gen": grant.lease.generation, "session": grant.session,
                       "writer": party.as_dict()}, grant)
         # Move the whole folder aside first (the area disappears at once), then empty it.

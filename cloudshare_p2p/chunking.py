@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -95,6 +95,10 @@ class PageChunker:
         return self.block_size
 
 
+NormalizationLevel = Literal[0, 1, 2, 3]
+_LEVELS: tuple[NormalizationLevel, ...] = (0, 1, 2, 3)  # FastCDC's normalized chunking levels
+
+
 @dataclass(frozen=True)
 class CdcChunker:
     """FastCDC 2020 (pyfastcdc): cut points from a gear hash of the content.
@@ -105,7 +109,7 @@ class CdcChunker:
     avg: int = 64 << 10
     min: int = 16 << 10
     max: int = 256 << 10
-    normalization: int = 1
+    normalization: NormalizationLevel = 1
 
     def __post_init__(self) -> None:
         for value, (lo, hi), what in (
@@ -117,7 +121,7 @@ class CdcChunker:
                 raise ValueError(f"content-defined chunk {what} out of range: {value}")
         if not self.min <= self.avg <= self.max:
             raise ValueError("content-defined chunk sizes must satisfy min <= avg <= max")
-        if self.normalization not in (0, 1, 2, 3):
+        if self.normalization not in _LEVELS:
             raise ValueError(f"normalization level out of range: {self.normalization}")
 
     @property
@@ -142,7 +146,7 @@ _NAME_RES = (
     (re.compile(r"pages-([0-9]{3,5})x([0-9]{1,4})"), lambda m: PageChunker(int(m[1]), int(m[2]))),
     (
         re.compile(r"fastcdc2020-([0-9]{1,8})-([0-9]{1,8})-([0-9]{1,8})-nc([0-3])"),
-        lambda m: CdcChunker(avg=int(m[2]), min=int(m[1]), max=int(m[3]), normalization=int(m[4])),
+        lambda m: CdcChunker(avg=int(m[2]), min=int(m[1]), max=int(m[3]), normalization=_LEVELS[int(m[4])]),
     ),
 )
 

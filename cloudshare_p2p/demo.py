@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -69,7 +70,7 @@ class Result:
 class Demo:
     base: Path
     exe: list[str]
-    out: object = field(default_factory=lambda: sys.stdout)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
     host_proc: subprocess.Popen | None = None
     host_log: Path | None = None
     port: int = 0
@@ -80,7 +81,7 @@ class Demo:
     # --- narration -------------------------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)  # type: ignore[arg-type]
+        print(text, file=self.out, flush=True)
 
     def header(self, text: str) -> None:
         self.say()

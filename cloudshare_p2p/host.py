@@ -40,16 +40,19 @@ import signal
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from cloudshare_p2p.errors import CloudShareError
 
 from .i18n import _
+
+if TYPE_CHECKING:
+    from asyncssh.connection import SSHConnection  # a channel's connection (client or server side)
 
 log = logging.getLogger("cloudshare.host")
 
@@ -316,7 +319,9 @@ def remove_id(host_dir: str | os.PathLike[str], comm_id: str, *, delete_data: bo
             "data": "kept" if root.is_dir() else "deleted",
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        removed = data.get("removed") if isinstance(data.get("removed"), list) else []
+        removed = data.get("removed")
+        if not isinstance(removed, list):
+            removed = []
         data["removed"] = [*removed, tombstone][-MAX_TOMBSTONES:]
         _write_accounts(path, data)
     if aside is not None:
@@ -413,7 +418,7 @@ class LogfmtFormatter(logging.Formatter):
         return f"{head} {body}"
 
 
-def _peer_of(conn: asyncssh.SSHServerConnection) -> tuple[str, str]:
+def _peer_of(conn: SSHConnection) -> tuple[str, str]:
     """(address, "address:port") of a connection's peer; IPv6 as "[address]:port"."""
     peer = conn.get_extra_info("peername") or ("?", 0)
     addr = str(peer[0])
@@ -561,6 +566,7 @@ class _Accounts:
 
     def ids(self) -> dict[str, Any]:
         """The current IDs; raises HostError if the file is damaged or unreadable."""
+        sig: tuple[int, ...]
         try:
             st = os.stat(self._dir / ACCOUNTS)
             sig = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
@@ -800,11 +806,11 @@ class ChrootSFTPServer(asyncssh.SFTPServer):
         if path is not None:
             self._log_entry_seen(path)
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
         self._guard()
         return super().read(file_obj, offset, size)
 
-    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+    def write(self, file_obj: object, offset: int, data: bytes) -> int | Awaitable[int]:
         self._guard()
         return super().write(file_obj, offset, data)
 
@@ -880,7 +886,9 @@ class ChrootSFTPServer(asyncssh.SFTPServer):
             return
         if not isinstance(entry, dict) or entry.get("kind") != "break":
             return
-        writer = entry.get("writer") if isinstance(entry.get("writer"), dict) else {}
+        writer = entry.get("writer")
+        if not isinstance(writer, dict):
+            writer = {}
         parts = _parts(path)
         audit(
             "lock-break", level=logging.WARNING, id=self._who, area=os.fsdecode(parts[0]),

@@ -43,7 +43,7 @@ class HostCommandError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click types it ClassVar, yet reads it per instance
 
 
 class HostGroup(click.Group):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -105,14 +106,20 @@ def cmd_extract() -> Catalog:
     return template
 
 
+def _translated(string: str | Sequence[str] | None) -> bool:
+    """A msgstr is complete when it is not empty (a plural one: when none of its forms is)."""
+    if isinstance(string, str):
+        return bool(string)
+    return string is not None and all(string)
+
+
 def cmd_update() -> None:
     template = cmd_extract()
     for po in po_files():
         catalog = read(po, locale=po.parent.parent.name)
         catalog.update(template, no_fuzzy_matching=True)
         write(po, catalog)
-        missing = [m.id for m in catalog if m.id and not (m.string if isinstance(m.string, str)
-                                                            else all(m.string))]
+        missing = [m.id for m in catalog if m.id and not _translated(m.string)]
         print(f"{po}: {len(catalog)} entries, {len(missing)} untranslated")
 
 

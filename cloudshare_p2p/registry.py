@@ -88,8 +88,8 @@ def _default_display_name() -> str:
 
 @MIGRATIONS()
 def m001_initial(db: Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db["remotes"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
+    db.table("remotes").create(
         {
             "name": str,
             "url": str,
@@ -100,7 +100,7 @@ def m001_initial(db: Database) -> None:
         pk="name",
         not_null={"url", "added"},
     )
-    db["datasets"].create(
+    db.table("datasets").create(
         {
             "name": str,
             "path": str,
@@ -119,8 +119,8 @@ def m001_initial(db: Database) -> None:
         not_null={"path", "state", "created", "updated"},
         defaults={"state": "unshared"},
     )
-    db["datasets"].create_index(["remote", "area"])
-    db["audit"].create(
+    db.table("datasets").create_index(["remote", "area"])
+    db.table("audit").create(
         {
             "id": int,
             "time": str,
@@ -134,7 +134,7 @@ def m001_initial(db: Database) -> None:
         not_null={"time", "dataset", "event", "detail"},
         defaults={"detail": ""},
     )
-    db["audit"].create_index(["dataset", "id"])
+    db.table("audit").create_index(["dataset", "id"])
     db.execute(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?)",
         [uuid.uuid4().hex[:16]],
@@ -145,7 +145,7 @@ def m001_initial(db: Database) -> None:
 def m002_synced_stamp(db: Database) -> None:
     """A cheap stamp (names, sizes, times, inodes) of the data as last synced: `close` with
     nothing changed need not re-read the data."""
-    db["datasets"].add_column("synced_stamp", str)
+    db.table("datasets").add_column("synced_stamp", str)
 
 
 # --- the registry -------------------------------------------------------------
@@ -422,7 +422,8 @@ class Registry:
 
     def audit(self, dataset: str | None = None, limit: int | None = 100) -> list[dict]:
         """The newest ``limit`` entries (all if None), returned oldest first (log order)."""
-        where, params = ("WHERE dataset = ?", [dataset]) if dataset is not None else ("", [])
+        params: list[str | int] = [dataset] if dataset is not None else []
+        where = "WHERE dataset = ?" if dataset is not None else ""
         sql = f"SELECT * FROM audit {where} ORDER BY id DESC"
         if limit is not None:
             if limit < 0:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from . import crypto, errors
 from .i18n import N_, _
@@ -121,12 +122,15 @@ class Manifest:
         chunker, files = doc.get("chunker"), doc.get("files")
         if not isinstance(chunker, str) or not isinstance(files, list):
             raise errors.AreaCorrupt(_("the manifest lacks its chunker or file list"))
-        manifest = cls(kind=doc.get("kind"), files=tuple(map(_entry_from_dict, files)), chunker=chunker)
+        entries, kind = tuple(map(_entry_from_dict, files)), doc.get("kind")
+        if not isinstance(kind, str):  # `validate_manifest` refuses unknown strings the same way
+            raise errors.AreaCorrupt(_("the manifest has an unknown kind {kind!r}").format(kind=kind))
+        manifest = cls(kind=kind, files=entries, chunker=chunker)
         validate_manifest(manifest)
         return manifest
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import io
@@ -248,7 +249,7 @@ class KnownHosts:
 
     def fingerprints(self) -> dict[str, str]:
         """hostport -> "SHA256:..." of every pinned key."""
-        result = {}
+        result: dict[str, str] = {}
         for names, _kind, blob in self._entries():
             with contextlib.suppress(binascii.Error, ValueError):
                 digest = hashlib.sha256(base64.b64decode(blob)).digest()
@@ -624,7 +625,7 @@ def _authenticate(transport: paramiko.Transport, user: str, credentials: Credent
                 return
     if credentials.use_agent:
         for agent_key in _agent_keys():
-            if _try(lambda k=agent_key: transport.auth_publickey(user, k)):
+            if _try(functools.partial(transport.auth_publickey, user, agent_key)):
                 return
     if credentials.password is not None and _password_auth(transport, user, credentials):
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from transitions.extensions import GraphMachine
 
 from .machine import _Model, machine_spec
@@ -10,9 +12,14 @@ from .states import State
 TITLE = "cloudshare data set"
 
 
+class _GraphModel(_Model):
+    if TYPE_CHECKING:  # `GraphMachine` adds this to the model when it is built
+        def get_graph(self, title: str | None = None, force_new: bool = False) -> Any: ...
+
+
 def mermaid() -> str:
     """Mermaid `stateDiagram-v2` text of the machine (what `diagrams/` holds)."""
-    model = _Model(context=None)  # type: ignore[arg-type]
+    model = _GraphModel(context=None)  # type: ignore[arg-type]
     GraphMachine(
         model=model,
         initial=State.UNSHARED.value,

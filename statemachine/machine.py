@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from transitions import Machine, MachineError
 
@@ -265,6 +265,11 @@ def _tidy(ctx: Context, state: State) -> Context:
 
 class _Model:
     """The object `transitions` drives; guard names are its methods (for the diagram too)."""
+
+    if TYPE_CHECKING:  # `transitions` adds these to the model when the Machine is built
+        state: str
+
+        def trigger(self, trigger_name: str, *args: Any, **kwargs: Any) -> bool: ...
 
     def __init__(self, context: Context) -> None:
         self.context = context
