@@ -63,7 +63,8 @@ class CommandError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code as a class variable; ours differs per error
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class CloudShareGroup(click.Group):

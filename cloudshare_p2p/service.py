@@ -19,8 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from statemachine import AreaGoneReason, DataSetMachine, Event, LeaveMode, SetupMode, State
+from statemachine import AreaGoneReason, DataSetMachine, Event, LeaveMode, SetupMode, State, Step
 from statemachine.lease import DEFAULT_SLACK
+from statemachine.plans import (
+    Action,
+    Command,
+    Failure,
+    Reason,
+    Recovery,
+    Refusal,
+    after_setup_failure,
+    plan,
+    recovery,
+)
 
 from . import errors
 from .area import (
@@ -307,6 +318,32 @@ class Service:
             self.registry.record(name, event.value, before.value, after.value, detail)
         return after
 
+    def _decide(self, name: str, command: Command, machine: DataSetMachine) -> Action:
+        """What the core says `command` does now; a refusal becomes a plain error."""
+        decision = plan(command, machine.state, machine.context)
+        if isinstance(decision, Refusal):
+            raise self._refusal(name, machine, decision)
+        return decision
+
+    def _refusal(self, name: str, machine: DataSetMachine, refusal: Refusal) -> errors.CloudShareError:
+        """The core's refusal in plain words, with what to do next."""
+        reason = refusal.reason
+        if reason is Reason.NOT_SHARED:
+            return errors.InvalidState(_("{name} is not shared").format(name=name),
+                                       hint=_("start with `cloudshare share {name}` or `cloudshare join`"
+                                              ).format(name=name))
+        if reason is Reason.OPEN_BY_YOU:
+            return errors.InvalidState(_("{name} is open by you").format(name=name),
+                                       hint=_("close it first: `cloudshare close {name}`").format(name=name))
+        if reason is Reason.NOT_OPEN_BY_YOU:
+            return errors.InvalidState(_("{name} is not open by you ({state})").format(
+                name=name, state=machine.state.value),
+                hint=_("open it first with `cloudshare open {name}`").format(name=name))
+        if reason in (Reason.AREA_DELETED, Reason.ID_UNUSABLE):
+            return _missing_error(name, machine.context.missing_reason)
+        return errors.InvalidState(_("{name} is already shared ({state})").format(
+            name=name, state=machine.state.value))
+
     def _shared(self, name: str) -> dict[str, Any]:
         row = self.registry.get_dataset(name)
         if not row["remote"] or not row["area"]:
@@ -411,7 +448,7 @@ class Service:
                        fields={"remote": remote, "area": area_name})
         password = self.ui.share_password(_("new share password for {area_name}").format(
             area_name=area_name), True)
-        if len(password) < MIN_SHARE_PASSWORD and self._machine(name)[0].context.step == "create-area":
+        if len(password) < MIN_SHARE_PASSWORD and self._machine(name)[0].context.step == Step.CREATE_AREA:
             self._fire(name, Event.SETUP_FAILED, "share password too short",
                        fields={"remote": None, "area": None, "area_id": None})
             raise errors.InvalidName(
@@ -428,15 +465,15 @@ class Service:
     def _share_steps(self, name: str, session: Session, area_name: str, password: str) -> Outcome:
         machine, _rest = self._machine(name)
         area = self._new_area(session, area_name)
-        if machine.context.step == "uploaded":
+        if machine.context.step == Step.UPLOADED:
             self._fire(name, Event.SETUP_DONE, "resumed")
             version = machine.context.version
             return Outcome(_("{name} is shared in area {area_name} (version {version})").format(
                 name=name, area_name=area_name, version=version),
                            {"name": name, "area": area_name, "version": version})
-        if machine.context.step == "create-area":
+        if machine.context.step == Step.CREATE_AREA:
             self._create_or_adopt(area, self.registry.get_dataset(name)["name"], password)
-            self._fire(name, Event.STEP_REACHED, "area created", step="upload",
+            self._fire(name, Event.STEP_REACHED, "area created", step=Step.UPLOAD,
                        fields={"area_id": area.area_id})
         else:  # resuming: the area we created is there; check it is ours
             if area.area_id != self.registry.get_dataset(name)["area_id"]:
@@ -446,11 +483,11 @@ class Service:
         row = self.registry.get_dataset(name)
         grant = self._acquire_for(name, area, DEFAULT_RUN_LEASE, "first upload")
         stamp = quick_stamp(Path(row["path"]))
-        snap = LocalSnapshot.scan(Path(row["path"]), area.keys)
+        snap = LocalSnapshot.scan(Path(row["path"]), area.require_keys())
         version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
                               self.ui.progress(_("uploading"), snap.manifest.total_size()), base=0)
         area.release(grant, self.party)
-        self._fire(name, Event.STEP_REACHED, f"version {version}", step="uploaded", version=version)
+        self._fire(name, Event.STEP_REACHED, f"version {version}", step=Step.UPLOADED, version=version)
         self._fire(name, Event.SETUP_DONE, extras={}, fields={"synced_version": version,
                                                    "synced_hash": snap.fingerprint,
                                                    "synced_stamp": stamp})
@@ -467,9 +504,7 @@ class Service:
         row = self._ensure_dataset(name, path, must_exist=must_exist)
         machine, _rest = _load_machine(row)
         _same_setup(row, machine, remote, area_name)
-        if machine.state not in (State.INITIALIZING, State.UNSHARED):
-            raise errors.InvalidState(_("{name} is already shared ({state})").format(
-                name=name, state=machine.state.value))
+        self._decide(name, Command.SHARE, machine)
         return row, machine
 
     def _create_or_adopt(self, area: Area, dataset: str, password: str) -> None:
@@ -488,11 +523,9 @@ class Service:
     def _roll_back_setup(self, name: str, exc: Exception) -> None:
         """Undo a setup that cannot go on; transient network trouble resumes later instead."""
         machine, _rest = self._machine(name)
-        transient = isinstance(exc, errors.NetworkDown | errors.TransferError)
-        early = machine.context.step in ("create-area", "check-password")
-        receiving = machine.context.mode == SetupMode.RECEIVE
-        gone = isinstance(exc, errors.AreaGone)
-        if machine.state is State.INITIALIZING and (early or gone or (receiving and not transient)):
+        failure = Failure.NETWORK if isinstance(exc, errors.NetworkDown | errors.TransferError) else \
+            Failure.AREA_GONE if isinstance(exc, errors.AreaGone) else Failure.OTHER
+        if machine.state is State.INITIALIZING and after_setup_failure(machine.context, failure):
             self._forget_key_of(self.registry.get_dataset(name)["area_id"], name)
             self._fire(name, Event.SETUP_FAILED, str(exc), fields={"remote": None, "area": None,
                                                                    "area_id": None})
@@ -534,8 +567,8 @@ class Service:
         area = self._existing_area(session, area_name)
         self._unlock(area, _("share password of area {area}").format(area=area_name), ask=True)
         machine, _rest = self._machine(name)
-        if machine.context.step == "check-password":
-            self._fire(name, Event.STEP_REACHED, "password matches", step="receive",
+        if machine.context.step == Step.CHECK_PASSWORD:
+            self._fire(name, Event.STEP_REACHED, "password matches", step=Step.RECEIVE,
                        fields={"area_id": area.area_id})
         newest = area.newest()
         if newest is None:
@@ -553,7 +586,7 @@ class Service:
             area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
         stamp = quick_stamp(target)
         fingerprint = local_fingerprint(target)
-        self._fire(name, Event.STEP_REACHED, f"version {newest.version}", step="received",
+        self._fire(name, Event.STEP_REACHED, f"version {newest.version}", step=Step.RECEIVED,
                    version=newest.version)
         self._fire(name, Event.SETUP_DONE, fields={"synced_version": newest.version,
                                                    "synced_hash": fingerprint, "synced_stamp": stamp})
@@ -591,14 +624,11 @@ class Service:
             return self._open(name, lease, note, wait, read_only)
 
     def _open(self, name: str, lease: int, note: str, wait: float | None, read_only: bool) -> Outcome:
-        ds = self._resume(name)
+        command = Command.OPEN_READ_ONLY if read_only else Command.OPEN
+        ds = self._resume(name, command)
         machine, _rest = _load_machine(ds)
-        if machine.state is State.UNSHARED:
-            raise errors.InvalidState(_("{name} is not shared").format(name=name),
-                                      hint=_("start with `cloudshare share {name}` or `cloudshare join`"
-                                             ).format(name=name))
-        holding = machine.state is State.LOCKED_BY_ME
-        if holding and machine.context.received:
+        action = self._decide(name, command, machine)
+        if action is Action.ALREADY_OPEN:
             grant = grant_from_dict(_extras(ds)["grant"])
             return Outcome(_("{name} is already open by you (lease until {until})").format(
                 name=name, until=local_time(grant.until)),
@@ -607,9 +637,9 @@ class Service:
             area = self._area_of(name, session)
             self._found_again(name)
             self._unlock(area, _("share password of {name}").format(name=name))
-            if read_only and not holding:
+            if action is Action.RECEIVE_ONLY:
                 return self._open_read_only(name, area)
-            if holding:  # an earlier open took the lock but stopped before the newest version arrived
+            if action is Action.RECEIVE_UNDER_LOCK:  # an earlier open stopped before the newest arrived
                 self.ui.say(_("an earlier open of {name} stopped before the newest version arrived; "
                               "receiving it now").format(name=name))
                 grant = self._still_holding(name, area)
@@ -815,7 +845,8 @@ class Service:
     def _is_copy_of(self, area: Area, target: Path, version: Version) -> bool:
         """Does the local data hold exactly the bytes of `version`?"""
         try:
-            return same_content(LocalSnapshot.scan(target, area.keys).manifest, area.read_manifest(version))
+            local = LocalSnapshot.scan(target, area.require_keys()).manifest
+            return same_content(local, area.read_manifest(version))
         except (errors.CloudShareError, OSError):
             return False
 
@@ -844,17 +875,12 @@ class Service:
     def _close(self, name: str, note: str) -> Outcome:
         ds = self.registry.get_dataset(name)
         machine, extras = _load_machine(ds)
-        if machine.state is State.AREA_MISSING:
-            raise _missing_error(name, machine.context.missing_reason)
-        if machine.state is not State.LOCKED_BY_ME:
-            raise errors.InvalidState(_("{name} is not open by you ({state})").format(
-                name=name, state=machine.state.value),
-                                      hint=_("open it first with `cloudshare open {name}`").format(name=name))
+        action = self._decide(name, Command.CLOSE, machine)
         grant = self.live_grants.get(name) or grant_from_dict(extras["grant"])
         with self._observing(name), self.connect(ds["remote"]) as session:
             area = self._area_of(name, session)
             self._unlock(area, _("share password of {name}").format(name=name))
-            if not machine.context.received:
+            if action is Action.RECEIVE_THEN_SEND:
                 self._receive_before_sending(name, area)
             try:
                 return self._commit_and_release(name, area, grant, note)
@@ -891,7 +917,7 @@ class Service:
                                          hint=_("put the data back, then close again"))
         stamp = quick_stamp(path)  # before the scan: a change during the scan shows next time
         unchanged = bool(row["synced_hash"]) and stamp == row["synced_stamp"]
-        snap = None if unchanged else LocalSnapshot.scan(path, area.keys)
+        snap = None if unchanged else LocalSnapshot.scan(path, area.require_keys())
         for skipped in snap.skipped if snap else ():
             self.ui.say(_("warning: {skipped} was not sent (not a regular file)").format(skipped=skipped))
         if snap is None or snap.fingerprint == row["synced_hash"]:
@@ -1053,36 +1079,37 @@ class Service:
     def leave(self, name: str, yes: bool) -> Outcome:
         """Stop Cloud Share for me only; the others go on."""
         if self.registry.get_dataset(name)["state"] == State.LEAVING.value:
-            state = self._resume(name, finish_leave=True)["state"]
+            state = self._resume(name, Command.LEAVE)["state"]
             return Outcome(_("{name}: the interrupted stop was finished ({state})").format(
                 name=name, state=state),
                            {"name": name, "state": state})
         machine, _rest = self._machine(name)
-        if machine.state is State.UNSHARED:
+        decision = plan(Command.LEAVE, machine.state, machine.context)
+        if isinstance(decision, Refusal):  # not shared: nothing to leave
             raise errors.InvalidState(_("{name} is not shared on this computer; there is nothing to leave")
                 .format(name=name),
                                       hint=_("`cloudshare forget {name}` removes its registration (the data "
                                              "stays)").format(name=name))
-        if machine.state is State.INITIALIZING:
+        if decision is Action.ABANDON_SETUP:
             self._fire(name, Event.SETUP_FAILED, "setup abandoned by leave",
                        fields={"remote": None, "area": None, "area_id": None})
             return Outcome(_("the unfinished setup of {name} was abandoned; it is not shared").format(
                 name=name),
                            {"name": name, "state": "unshared"})
         question = _("Release Cloud Share for {name} on this computer only?").format(name=name)
-        if machine.state is State.LOCKED_BY_ME:
+        if decision is Action.RELEASE_THEN_LEAVE:
             question = _("{name} is open by you. Release Cloud Share for it on this computer without "
                          "sending your changes?").format(name=name)
         if not yes and not self.ui.confirm(question):
             raise errors.CloudShareError(_("nothing changed"), hint=_("answer yes, or pass --yes"))
         skip_receive = ""
-        if machine.state is State.LOCKED_BY_ME:
+        if decision is Action.RELEASE_THEN_LEAVE:
             skip_receive = self._let_go_before_leaving(name)
-        elif machine.state is State.AREA_MISSING:
+        elif decision is Action.LEAVE_WITHOUT_RECEIVING:
             skip_receive = _("the area is missing: nothing to receive")
         self._fire(name, Event.LEAVE, "just me")
         if skip_receive:
-            self._fire(name, Event.STEP_REACHED, skip_receive, step="forget")
+            self._fire(name, Event.STEP_REACHED, skip_receive, step=Step.FORGET)
         return self._leave_steps(name, skip_receive)
 
     def _let_go_before_leaving(self, name: str) -> str:
@@ -1105,9 +1132,9 @@ class Service:
     def _leave_steps(self, name: str, note: str = "") -> Outcome:
         machine, _rest = self._machine(name)
         ds = self.registry.get_dataset(name)
-        if machine.context.step == "receive-latest" and machine.context.mode == LeaveMode.JUST_ME:
+        if machine.context.step == Step.RECEIVE_LATEST and machine.context.mode == LeaveMode.JUST_ME:
             note = self._receive_before_leaving(name, ds)
-            self._fire(name, Event.STEP_REACHED, note, step="forget")
+            self._fire(name, Event.STEP_REACHED, note, step=Step.FORGET)
         self._forget_key_of(ds["area_id"], name)
         self._fire(name, Event.LEAVE_DONE, "stopped Cloud Share for me",
                    fields={"remote": None, "area": None, "area_id": None}, extras={})
@@ -1157,11 +1184,11 @@ class Service:
                 raise
             for name in names:  # someone may have sent a version since: receive it too
                 self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
-                self._fire(name, Event.STEP_REACHED, "lock taken", step="delete")
+                self._fire(name, Event.STEP_REACHED, "lock taken", step=Step.DELETE)
             area.delete(self.party, grant)
             self.secrets.forget_data_key(area.area_id)
         for name in names:
-            self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
+            self._fire(name, Event.STEP_REACHED, "deleted on the host", step=Step.DELETED)
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
                        fields={"remote": None, "area": None, "area_id": None}, extras={})
         return Outcome(_("Cloud Share data deleted: area {area_name} on {remote}").format(
@@ -1172,12 +1199,9 @@ class Service:
         """Local data sets shared through this area, transient states settled first."""
         names = []
         for row in self.registry.find_by_area(remote, area_name):
-            state = self._resume(row["name"], finish_leave=True)["state"]
-            if state == State.LOCKED_BY_ME.value:
-                raise errors.InvalidState(_("{name} is open by you").format(name=row['name']),
-                                          hint=_("close it first: `cloudshare close {name}`").format(
-                                              name=row['name']))
-            if state != State.UNSHARED.value:
+            machine, _rest = _load_machine(self._resume(row["name"], Command.DELETE_AREA))
+            if machine.state is not State.UNSHARED:
+                self._decide(row["name"], Command.DELETE_AREA, machine)  # refused while open by you
                 names.append(row["name"])
         return names
 
@@ -1188,7 +1212,7 @@ class Service:
             self._fire(name, Event.LOCK_FREE, "checking the lock before deleting")
         self._fire(name, Event.DELETE_FOR_EVERYONE, "delete for everyone")
         self._receive_before_leaving_everyone(name, area, self.registry.get_dataset(name))
-        self._fire(name, Event.STEP_REACHED, "newest version received", step="lock")
+        self._fire(name, Event.STEP_REACHED, "newest version received", step=Step.LOCK)
 
     def _receive_before_leaving_everyone(self, name: str, area: Area, ds: dict[str, Any]) -> None:
         newest = area.newest()
@@ -1224,12 +1248,9 @@ class Service:
 
     def restore(self, name: str, version: int) -> Outcome:
         """Make an old version the newest (a new commit; nothing is deleted)."""
-        ds = self._resume(name)
-        self._shared(name)
+        ds = self._resume(name, Command.RESTORE)
         machine, _rest = _load_machine(ds)
-        if machine.state is State.LOCKED_BY_ME:
-            raise errors.InvalidState(_("{name} is open by you").format(name=name),
-                                      hint=_("close it first: `cloudshare close {name}`").format(name=name))
+        self._decide(name, Command.RESTORE, machine)
         path = Path(ds["path"])
         if local_fingerprint(path) != (ds["synced_hash"] or "absent"):
             raise errors.InvalidState(
@@ -1262,8 +1283,8 @@ class Service:
                 new = area.recommit(grant, self.party, old, f"restored version {version}")
             except errors.Fenced as exc:
                 self._fenced(name, area, exc)
-            area.download(area.newest(), path, self._cache(area))
-            self.registry.update_dataset(name, synced_version=new, synced_hash=local_fingerprint(path))
+            area.download(area.versions()[new - 1], path, self._cache(area))
+            self._record_sync(name, path, new)
             area.release(grant, self.party)
             self._sync_renewal(name, grant)
             self._fire(name, Event.COMMITTED, f"restored {version} as {new}", extras={},
@@ -1274,33 +1295,30 @@ class Service:
 
     # --- resume -----------------------------------------------------------------------------------------
 
-    def _resume(self, name: str, finish_leave: bool = False) -> dict[str, Any]:
-        """A process that died in `initializing` or `leaving` resumes or rolls back now.
-
-        A setup resumes. An interrupted stop for me only is finished by `leave` (and
-        `delete-area`) and rolled back by any other command; an interrupted delete is
-        finished if the area is gone, else rolled back.
-        """
+    def _resume(self, name: str, command: Command) -> dict[str, Any]:
+        """A process that died in `initializing` or `leaving` is settled now, as the core's
+        recovery table says for `command` (resume, finish or roll back)."""
         ds = self.registry.get_dataset(name)
         machine, _rest = _load_machine(ds)
         if machine.state is State.INITIALIZING:
             self.ui.say(_("{name}: an earlier setup stopped at step '{step}'; resuming").format(
                 name=name, step=machine.context.step))
-            if machine.context.mode == SetupMode.UPLOAD:
-                self._share(name, None, ds["remote"], ds["area"], yes=True)
-            else:
-                self._join(name, Path(ds["path"]), ds["remote"], ds["area"])
         elif machine.state is State.LEAVING:
             self.ui.say(_("{name}: an earlier stop ({mode}) was interrupted at '{step}'").format(
                 name=name, mode=machine.context.mode, step=machine.context.step))
-            if machine.context.mode == LeaveMode.JUST_ME and finish_leave:
-                self._leave_steps(name)
-            elif machine.context.mode == LeaveMode.JUST_ME:
-                self._fire(name, Event.LEAVE_ABORTED, "interrupted stop rolled back")
-            elif machine.context.step in ("delete", "deleted"):
-                self._finish_interrupted_delete(name, ds)
-            else:
-                self._fire(name, Event.LEAVE_ABORTED, "interrupted delete rolled back")
+        else:
+            return ds
+        todo = recovery(command, machine.context)
+        if todo is Recovery.RESUME_SETUP and machine.context.mode == SetupMode.UPLOAD:
+            self._share(name, None, ds["remote"], ds["area"], yes=True)
+        elif todo is Recovery.RESUME_SETUP:
+            self._join(name, Path(ds["path"]), ds["remote"], ds["area"])
+        elif todo is Recovery.FINISH_LEAVE:
+            self._leave_steps(name)
+        elif todo is Recovery.FINISH_DELETE_IF_GONE:
+            self._finish_interrupted_delete(name, ds)
+        else:
+            self._fire(name, Event.LEAVE_ABORTED, "interrupted stop rolled back")
         return self.registry.get_dataset(name)
 
     def _finish_interrupted_delete(self, name: str, ds: dict[str, Any]) -> None:
@@ -1310,8 +1328,8 @@ class Service:
             self._fire(name, Event.LEAVE_ABORTED, "the area still exists; delete rolled back")
         except errors.AreaGone:
             machine, _rest = self._machine(name)
-            if machine.context.step != "deleted":
-                self._fire(name, Event.STEP_REACHED, "deleted on the host", step="deleted")
+            if machine.context.step != Step.DELETED:
+                self._fire(name, Event.STEP_REACHED, "deleted on the host", step=Step.DELETED)
             self._fire(name, Event.LEAVE_DONE, "Cloud Share data deleted",
                        fields={"remote": None, "area": None, "area_id": None}, extras={})
 
@@ -1393,10 +1411,12 @@ def _extras(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return f"{n} B"
+
 
 

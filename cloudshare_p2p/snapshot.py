@@ -134,6 +134,9 @@ def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+MAX_MTIME = float(1 << 34)  # seconds since 1970 (year 2514); a larger file time is malformed
+
+
 def _entry_from_dict(d: object) -> FileEntry:
     """Type-check one manifest entry (paths are checked by `validate_manifest`)."""
     bad = errors.AreaCorrupt(_("the manifest has a malformed file entry"))
@@ -143,6 +146,8 @@ def _entry_from_dict(d: object) -> FileEntry:
     if not (isinstance(path, str) and _is_int(size) and _is_int(mode) and isinstance(chunks, list)):
         raise bad
     if not (isinstance(mtime, int | float) and not isinstance(mtime, bool) and math.isfinite(mtime)):
+        raise bad
+    if not 0 <= mtime <= MAX_MTIME:  # 1e300 would overflow every clock: malformed
         raise bad
     if size < 0 or not 0 <= mode <= 0o7777:
         raise bad

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_sshd", "tests.fixtures_host"]
+pytest_plugins = ["tests.fixtures_sshd", "tests.fixtures_host", "tests.fixtures_homes"]
 
 REQUIRE_OPENSSH = os.environ.get("CLOUDSHARE_REQUIRE_OPENSSH") == "1"
 

@@ -153,3 +153,12 @@ def test_a_client_cannot_write_a_long_note_or_an_endless_lease(pair):
     with pytest.raises(errors.InvalidName, match="at most 7 days"):
         area.acquire(firm, lease_seconds=99999999999 * 86400)
     assert area.lock_info().verdict is Verdict.FREE  # nothing was published
+
+
+def test_a_manifest_with_an_absurd_file_time_is_refused_not_a_crash(tmp_path):
+    from cloudshare_p2p.snapshot import Manifest
+
+    body = json.dumps({"version": 1, "kind": "file", "chunker": "fixed-1MiB", "files": [
+        {"path": "", "size": 0, "mode": 420, "mtime": 1e300, "chunks": []}]}).encode()
+    with pytest.raises(errors.AreaCorrupt):
+        Manifest.from_json_bytes(body)

@@ -22,25 +22,6 @@ from tests.serverinfo import ShareServer
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture
-def firm(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "firm", "Firm (Sato)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def client(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "client", "Client (Yamada)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def area() -> str:
-    return f"books-{uuid.uuid4().hex[:8]}"
-
-
 def books(home: Home, text: str = "date,amount\n2026-03-01,1200\n") -> Path:
     path = home.data / "books"
     (path / "journal").mkdir(parents=True, exist_ok=True)

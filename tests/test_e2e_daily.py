@@ -6,7 +6,6 @@ The firm and the client are two homes on one machine running the real `cloudshar
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,6 @@ import pytest
 from tests.homes import SHARE_PASSWORD, Home
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture
-def firm(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "firm", "Firm (Sato)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def client(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "client", "Client (Yamada)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def area() -> str:
-    return f"books-{uuid.uuid4().hex[:8]}"
 
 
 def shared_pair(firm: Home, client: Home, area: str) -> tuple[Path, Path]:

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,25 +23,6 @@ from tests.homes import CLOUDSHARE, SHARE_PASSWORD, Home
 
 pytestmark = pytest.mark.server
 BIG = 24 << 20  # large enough that receiving it takes a moment on loopback
-
-
-@pytest.fixture
-def firm(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "firm", "Firm (Sato)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def client(share_server, tmp_path) -> Home:
-    home = Home(tmp_path / "client", "Client (Yamada)", share_server)
-    home.add_remote()
-    return home
-
-
-@pytest.fixture
-def area() -> str:
-    return f"books-{uuid.uuid4().hex[:8]}"
 
 
 def status(home: Home, name: str = "books") -> dict:
