@@ -100,11 +100,16 @@ def test_translations_keep_every_placeholder():
             assert string.count("\b") == ids[0].count("\b"), message.id
 
 
+def _entries(fh) -> dict:
+    return {k: v for k, v in gettext.GNUTranslations(fh)._catalog.items() if k != ""}
+
+
 def test_compiled_catalog_is_up_to_date(tmp_path):
     fresh = tmp_path / "cloudshare.mo"
     fresh.write_bytes(i18n_tools.compiled(JA_PO))
     with open(fresh, "rb") as a, open(JA_MO, "rb") as b:
-        assert gettext.GNUTranslations(a)._catalog == gettext.GNUTranslations(b)._catalog, (
+        # the header ("" entry) names the Babel that compiled it: only the translations count
+        assert _entries(a) == _entries(b), (
             "cloudshare.mo is older than cloudshare.po: run `make i18n`")
 
 
