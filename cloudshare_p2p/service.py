@@ -705,7 +705,6 @@ class Service:
             raise errors.Interrupted(_("open of {name} was interrupted; {give_back}; your copy was not "
                                        "changed").format(
                                            name=name, give_back=self._give_back(name, area, grant))) from None
-            raise
         version = self.registry.get_dataset(name)["synced_version"]
         self._fire(name, Event.NEWEST_RECEIVED, f"version {version}", token=grant.lease.generation,
                    version=version)
@@ -832,7 +831,13 @@ class Service:
             self._record_sync(name, target, newest.version)
             return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
-        area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
+        try:
+            area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
+        except BaseException:
+            if kept is not None and not os.path.lexists(target):
+                with suppress(OSError):
+                    os.replace(kept, target)  # nothing arrived: the unsent changes go back in place
+            raise
         self._record_sync(name, target, newest.version)
         return newest, kept
 

@@ -198,3 +198,17 @@ def test_ctrl_c_during_close_keeps_the_lock_and_close_again_sends(firm, client, 
     firm.run("open", "books")
     assert (firm_books / "ledger.db").read_bytes() == new_ledger
     firm.run("close", "books")
+
+
+def test_a_receive_that_fails_puts_unsent_changes_back_in_place(firm, client, area, share_server):
+    import shutil
+
+    firm_books, client_books = shared_pair(firm, client, area)
+    firm_sends_version_2(firm, firm_books)
+    (client_books / "memo.txt").write_text("client's unsent note\n")  # changed, never sent
+    shutil.rmtree(share_server.root / area / "chunks")  # version 2 can no longer be received
+    failed = client.run("open", "books", expect=None)
+    assert failed.returncode not in (0, 70) and "Traceback" not in failed.stderr, failed.stderr
+    assert "the lock was released" in failed.stderr
+    assert (client_books / "memo.txt").read_text() == "client's unsent note\n"  # still in place
+    assert status(client)["state"] == "shared-idle"
