@@ -581,7 +581,7 @@ class Area:
                 self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),
                               "broken_holder": broken, "note": reason}, None)
                 return gen
-        raise errors.CloudShareError(_("could not break the lock: it kept changing"), hint=_("try again"))
+        raise errors.KeepsChanging(_("could not break the lock: it kept changing"), hint=_("try again"))
 
     # --- the commit log -------------------------------------------------------------------
 
@@ -602,7 +602,7 @@ class Area:
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
                 return seq
-        raise errors.CloudShareError(_("the commit log kept moving; gave up"), hint=_("try again"))
+        raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
@@ -663,7 +663,7 @@ class Area:
     def require_keys(self) -> crypto.Keys:
         """The unlocked keys (set by `create`, `unlock_keys` or `use_data_key`), else CloudShareError."""
         if self.keys is None:
-            raise errors.CloudShareError(_("the share password was not given for this area"))
+            raise errors.KeysMissing(_("the share password was not given for this area"))
         return self.keys
 
     def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
@@ -1026,7 +1026,7 @@ def list_areas(session: Session) -> list[AreaSummary]:
     try:
         names = sorted(session.listdir(base))
     except FileNotFoundError:
-        raise errors.CloudShareError(_("the folder {base} does not exist on the host").format(base=base),
+        raise errors.HostFolderProblem(_("the folder {base} does not exist on the host").format(base=base),
                                      hint=_("check the remote's URL path")) from None
     out = []
     for name in names:

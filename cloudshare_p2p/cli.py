@@ -162,7 +162,7 @@ def _share_password(purpose: str, confirm: bool) -> str:
     if value:
         return value
     if not _tty(sys.stdin):
-        raise errors.CloudShareError(_("the {purpose} is needed").format(purpose=purpose),
+        raise errors.InputNeeded(_("the {purpose} is needed").format(purpose=purpose),
                                      hint=_("type it at a terminal, or set CLOUDSHARE_PASSWORD for scripts"))
     return click.prompt(purpose[:1].upper() + purpose[1:], hide_input=True, confirmation_prompt=confirm,
                         err=True)

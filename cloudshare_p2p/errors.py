@@ -249,6 +249,48 @@ class ProgramNotExecutable(CloudShareError):
     hint = N_("check that it is a program and that you may run it")
 
 
+class Declined(CloudShareError):
+    """The person answered no (or could not be asked): nothing was changed."""
+
+
+class InputNeeded(CloudShareError):
+    """A password or answer is needed and there is no terminal to ask."""
+
+
+class LocalPathMissing(CloudShareError):
+    """A local file or folder named on the command line (or registered) does not exist."""
+
+
+class AlreadyRegistered(CloudShareError):
+    """A name or a local path is already registered on this computer."""
+
+
+class BadUrl(CloudShareError):
+    """A remote URL that cannot be used."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NoSuchVersion(CloudShareError):
+    """`restore` was given a version the area does not have."""
+
+
+class AreaEmpty(CloudShareError):
+    """The area holds no version yet (its set-up has not finished)."""
+
+
+class KeepsChanging(CloudShareError):
+    """The lock or the log moved on every attempt (heavy contention): try again."""
+
+
+class KeysMissing(CloudShareError):
+    """The area's keys were needed before the share password was given (a bug if seen)."""
+
+
+class HostFolderProblem(CloudShareError):
+    """A folder on the host is missing, is a file, or cannot be read."""
+
+
 class InvalidState(CloudShareError):
     """The command is not allowed in the data set's current state."""
 

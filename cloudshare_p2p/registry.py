@@ -291,7 +291,7 @@ class Registry:
             raise ValueError(_("the remote name must not be empty"))
         with self.write():
             if self._rows("SELECT 1 FROM remotes WHERE name = ?", [name]):
-                raise errors.CloudShareError(
+                raise errors.AlreadyRegistered(
                     _("remote {name} already exists").format(name=name),
                     hint=_("choose another name, or remove it first with `cloudshare remote remove {name}`"
                            ).format(name=name),
@@ -321,7 +321,7 @@ class Registry:
                 )
             ]
             if users:
-                raise errors.CloudShareError(
+                raise errors.InvalidState(
                     _("remote {name} is still used by: {names}").format(name=name, names=', '.join(users)),
                     hint=_("stop sharing those data sets first (`cloudshare leave NAME`)"),
                 )
@@ -335,13 +335,13 @@ class Registry:
             raise ValueError(_("the data set name must not be empty"))
         with self.write():
             if self._rows("SELECT 1 FROM datasets WHERE name = ?", [name]):
-                raise errors.CloudShareError(
+                raise errors.AlreadyRegistered(
                     _("data set {name} already exists").format(name=name),
                     hint=_("choose another name; see `cloudshare status`"),
                 )
             other = self._rows("SELECT name FROM datasets WHERE path = ?", [_abspath(path)])
             if other:
-                raise errors.CloudShareError(
+                raise errors.AlreadyRegistered(
                     _("{abspath} is already registered as {name}").format(
                         abspath=_abspath(path), name=other[0]['name']),
                     hint=_("use the name {name}, or `cloudshare forget {name}` first").format(

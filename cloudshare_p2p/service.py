@@ -118,7 +118,7 @@ class Service:
         try:
             endpoint = Endpoint.parse(url)
         except ValueError as exc:
-            raise errors.CloudShareError(str(exc), hint=_("use sftp://COMM_ID@HOST[:PORT][/BASE]")) from None
+            raise errors.BadUrl(str(exc), hint=_("use sftp://COMM_ID@HOST[:PORT][/BASE]")) from None
         if identity:
             check_identity(Path(identity).expanduser())
         key_type, fingerprint = probe_host_key(endpoint)
@@ -218,7 +218,7 @@ class Service:
     def add(self, name: str, path: Path) -> Outcome:
         path = Path(path).expanduser()
         if not path.exists():
-            raise errors.CloudShareError(_("{path} does not exist").format(path=path),
+            raise errors.LocalPathMissing(_("{path} does not exist").format(path=path),
                                          hint=_("give the path of the accounting data (a file or folder)"))
         self.registry.add_dataset(name, path.resolve())
         return Outcome(_("data set {name} registered ({path}), not shared yet").format(
@@ -443,7 +443,7 @@ class Service:
             question = _("Upload your local data ({path}) to area {area} on {remote} and start Cloud Share?"
                          ).format(path=row["path"], area=area_name, remote=remote)
             if not yes and not self.ui.confirm(question):
-                raise errors.CloudShareError(_("nothing was shared"), hint=_("answer yes, or pass --yes"))
+                raise errors.Declined(_("nothing was shared"), hint=_("answer yes, or pass --yes"))
             self._fire(name, Event.START_UPLOAD, f"{remote}/{area_name}",
                        fields={"remote": remote, "area": area_name})
         password = self.ui.share_password(_("new share password for {area_name}").format(
@@ -538,11 +538,11 @@ class Service:
                 raise
             path = Path(path).expanduser()
             if must_exist and not path.exists():
-                raise errors.CloudShareError(_("{path} does not exist").format(path=path),
+                raise errors.LocalPathMissing(_("{path} does not exist").format(path=path),
                                              hint=_("give the path of the local data")) from None
             return self.registry.add_dataset(name, path.resolve())
         if path is not None and Path(path).expanduser().resolve() != Path(row["path"]):
-            raise errors.CloudShareError(_("{name} is registered with another path: {path}").format(
+            raise errors.AlreadyRegistered(_("{name} is registered with another path: {path}").format(
                 name=name, path=row['path']))
         return row
 
@@ -572,7 +572,7 @@ class Service:
                        fields={"area_id": area.area_id})
         newest = area.newest()
         if newest is None:
-            raise errors.CloudShareError(_("area {area_name} has no data yet").format(area_name=area_name),
+            raise errors.AreaEmpty(_("area {area_name} has no data yet").format(area_name=area_name),
                                          hint=_("ask the other side to finish `cloudshare share` first"))
         target = Path(self.registry.get_dataset(name)["path"])
         kept = None
@@ -918,7 +918,7 @@ class Service:
         row = self.registry.get_dataset(name)
         path = Path(row["path"])
         if not path.exists():
-            raise errors.CloudShareError(_("{path} is missing; nothing was sent").format(path=path),
+            raise errors.LocalPathMissing(_("{path} is missing; nothing was sent").format(path=path),
                                          hint=_("put the data back, then close again"))
         stamp = quick_stamp(path)  # before the scan: a change during the scan shows next time
         unchanged = bool(row["synced_hash"]) and stamp == row["synced_stamp"]
@@ -1004,7 +1004,7 @@ class Service:
         Returns the program's exit status (128 + N when a signal N ended it).
         """
         if not command:
-            raise errors.CloudShareError(_("no program given"), hint=_("cloudshare run NAME -- PROGRAM "
+            raise errors.ProgramNotFound(_("no program given"), hint=_("cloudshare run NAME -- PROGRAM "
                                                                        "[ARGS…]"))
         self.ui.say(self.open(name, lease=lease, note=note or f"running {command[0]}", wait=wait).message)
         ds = self.registry.get_dataset(name)
@@ -1106,7 +1106,7 @@ class Service:
             question = _("{name} is open by you. Release Cloud Share for it on this computer without "
                          "sending your changes?").format(name=name)
         if not yes and not self.ui.confirm(question):
-            raise errors.CloudShareError(_("nothing changed"), hint=_("answer yes, or pass --yes"))
+            raise errors.Declined(_("nothing changed"), hint=_("answer yes, or pass --yes"))
         skip_receive = ""
         if decision is Action.RELEASE_THEN_LEAVE:
             skip_receive = self._let_go_before_leaving(name)
@@ -1174,7 +1174,7 @@ class Service:
             area = self._existing_area(session, area_name)
             if not yes and not self.ui.confirm(_("Delete the selected data ({area_name}) on the host?")
                 .format(area_name=area_name)):
-                raise errors.CloudShareError(_("nothing was deleted"), hint=_("answer yes, or pass --yes"))
+                raise errors.Declined(_("nothing was deleted"), hint=_("answer yes, or pass --yes"))
             self._unlock(area, _("share password of area {area} (to delete it)").format(
                 area=area_name), ask=True)
             names = [n for n in names if self.registry.get_dataset(n)["area_id"] in (None, area.area_id)]
@@ -1270,7 +1270,7 @@ class Service:
             self._unlock(area, _("share password of {name}").format(name=name))
             old = next((v for v in area.versions() if v.version == version), None)
             if old is None:
-                raise errors.CloudShareError(_("{name} has no version {version}").format(
+                raise errors.NoSuchVersion(_("{name} has no version {version}").format(
                     name=name, version=version),
                                              hint=_("see `cloudshare history {name}`").format(name=name))
             try:

@@ -1092,15 +1092,15 @@ class Session:
         try:
             found = self.stat(path or ".")
         except PermissionError:
-            raise errors.CloudShareError(
+            raise errors.HostFolderProblem(
                 _("the folder {shown} cannot be read on the host (permission denied)").format(
                     shown=shown), hint=hint
             ) from None
         if found is None:
-            raise errors.CloudShareError(_("the folder {shown} does not exist on the host").format(
+            raise errors.HostFolderProblem(_("the folder {shown} does not exist on the host").format(
                 shown=shown), hint=hint)
         if not found.is_dir:
-            raise errors.CloudShareError(_("{shown} on the host is a file, not a folder").format(
+            raise errors.HostFolderProblem(_("{shown} on the host is a file, not a folder").format(
                 shown=shown), hint=hint)
 
     # -- transfers --
