@@ -141,14 +141,14 @@ class AreaExists(CloudShareError):
 class AreaCorrupt(CloudShareError):
     """Data on the host failed verification (tampered or damaged)."""
 
-    exit_code = ExitCode.ERROR
+    exit_code = ExitCode.AREA_DAMAGED
     hint = N_("your local copy was left untouched; tell the firm the share area is damaged")
 
 
 class UnsupportedFormat(CloudShareError):
     """The area uses a format version this program does not know."""
 
-    exit_code = ExitCode.ERROR
+    exit_code = ExitCode.AREA_DAMAGED
     hint = N_("upgrade cloudshare-p2p")
 
 
