@@ -124,13 +124,17 @@ def _local_disk_error(exc: BaseException) -> errors.CloudShareError | None:
 
 def _log_internal_error(ctx: click.Context, exc: BaseException) -> Path:
     """Write the traceback to the home's log folder (or the temp folder); return the file."""
+    return write_error_log((ctx.find_root().obj or {}).get("home"), exc)
+
+
+def write_error_log(home: Path | str | None, exc: BaseException, where: str = "") -> Path:
+    """Append `exc` with its traceback to HOME/logs/cloudshare-errors.log (else the temp folder)."""
     import tempfile
     import time
     import traceback
 
-    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} cloudshare {' '.join(sys.argv[1:2])}\n" + "".join(
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} cloudshare {' '.join(sys.argv[1:2])} {where}\n" + "".join(
         traceback.format_exception(type(exc), exc, exc.__traceback__))
-    home = (ctx.find_root().obj or {}).get("home")
     for folder in ([Path(home) / "logs"] if home else []) + [Path(tempfile.gettempdir())]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -358,6 +362,23 @@ def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_logi
     obj = ctx.ensure_object(dict)
     obj.update(home=home or default_home(), remember=False if no_remember else None,
                remember_login=True if remember_login else None)
+    quiet_threads(obj["home"])
+
+
+def quiet_threads(home: Path) -> None:
+    """A background thread's error never prints a traceback on the terminal.
+
+    paramiko's prefetch thread dies with "Socket is closed" when the line is cut; the command
+    itself reports the failure in plain words (exit 9), and the details go to the log file.
+    """
+    import threading
+
+    def to_the_log(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            with _suppress(Exception):
+                write_error_log(home, args.exc_value, f"(thread {getattr(args.thread, 'name', '?')})")
+
+    threading.excepthook = to_the_log
 
 
 main.add_command(host)
