@@ -43,20 +43,15 @@ def die_at(step: str, area: Area, session) -> None:
     publish = session.publish
     seen = {"chunks": 0}
 
-    def publish_then_maybe_die(tmp: str, final: str) -> bool:
+    def publish_then_maybe_die(tmp: str, final: str) -> bool:  # records: config, lock, log
         if step == "manifest" and "/log/" in final:
             os._exit(DIED)  # manifest and chunks are in place, no log entry
-        done = publish(tmp, final)
-        if "/chunks/" in final:
-            seen["chunks"] += 1
-            if step == "chunks" and seen["chunks"] == 2:
-                os._exit(DIED)
-        return done
+        return publish(tmp, final)
 
     session.publish = publish_then_maybe_die
     put_object = session.put_object
 
-    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:
+    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:  # objects: chunks, manifests
         done = put_object(tmp, final, data)
         if "/chunks/" in final:
             seen["chunks"] += 1
