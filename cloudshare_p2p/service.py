@@ -654,7 +654,7 @@ class Service:
         """Receive the newest version without the lock; the copy is made read-only until a real open."""
         path = Path(self.registry.get_dataset(name)["path"])
         set_writable(path, True)
-        outcome = self._receive_newest(name, area, hold=False)
+        outcome = self._receive_newest(name, area)
         set_writable(path, False)
         info = area.lock_info()
         self._follow_lock(name, info)
@@ -806,12 +806,12 @@ class Service:
             raise errors.LockedByOther(_("area {name} is {lock}").format(name=area.name, lock=got.describe()))
         return got
 
-    def _receive_newest(self, name: str, area: Area, hold: bool) -> Outcome:
+    def _receive_newest(self, name: str, area: Area) -> Outcome:
         """Receive without the lock (read-only): bring the local copy to the newest version."""
         newest, kept = self._bring_up_to_date(name, area)
         if newest is not None:
             self._fire(name, Event.RECEIVED, f"version {newest.version}", version=newest.version)
-        return self._received_outcome(name, newest, kept, hold)
+        return self._received_outcome(name, newest, kept, hold=False)
 
     def _bring_up_to_date(self, name: str, area: Area) -> tuple[Version | None, Path | None]:
         """Receive the newest version if ours is older, keeping unsent local changes aside.
