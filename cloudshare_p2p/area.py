@@ -138,15 +138,6 @@ class LockInfo:
     def verdict(self) -> Verdict:
         return self.status.verdict
 
-    def describe(self) -> str:
-        """One line for humans: who holds it, since when, until when."""
-        if self.status.verdict in (Verdict.FREE, Verdict.EXPIRED):
-            return _("free") if self.status.verdict is Verdict.FREE else _("free (the last lease expired)")
-        who = self.holder.get("name", "?")
-        since, until = local_time(self.status.since), local_time(self.status.until)
-        text = _("locked by {who} since {since} until {until}").format(who=who, since=since, until=until)
-        return _("{lock} - note: {note}").format(lock=text, note=self.note) if self.note else text
-
     def as_json(self) -> dict[str, Any]:
         live = self.status.verdict in (Verdict.HELD_BY_ME, Verdict.HELD_BY_OTHER)
         return {
@@ -165,13 +156,6 @@ def iso_utc(ts: int | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def local_time(ts: int | None) -> str:
-    """Server seconds in this computer's time zone, for people."""
-    if ts is None:
-        return "?"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @dataclass

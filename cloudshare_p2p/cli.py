@@ -19,6 +19,7 @@ import click
 from statemachine import StateMachineError
 
 from . import __version__, errors
+from .display import human_size
 from .durations import parse_duration
 from .errors import ExitCode
 from .hostcli import host
@@ -466,7 +467,7 @@ def areas(ctx: click.Context, remote_name: str, as_json: bool) -> None:
             who=lock["holder"], since=_local(lock["since"]), until=_local(lock["until"])) \
             if lock.get("state") == "locked" else _("free")
         newest = _("v{version} {size} by {writer} at {time}").format(
-            version=row["version"], size=_human(row["size"]), writer=row["last_writer"],
+            version=row["version"], size=human_size(row["size"]), writer=row["last_writer"],
             time=_local(row["last_time"])) if row["version"] else _("no version yet")
         click.echo(safe_text(f"{pad(row['area'], 20)} {pad(row['dataset'] or '?', 24)} {pad(newest, 50)} "
                              f"{held}"))
@@ -721,7 +722,7 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
     for row in rows:
         restored = (" " + _("(restored from v{version})").format(version=row["restored_from"])) \
             if row["restored_from"] else ""
-        size = _human(row["size"])
+        size = human_size(row["size"])
         note = row.get("note") or ""
         click.echo(safe_text(f"{pad('v' + str(row['version']), 7)} {pad(_local(row['time']), 24)} "
                              f"{pad(row['writer'] or '?', 24)} {pad(size, 10)} {note}{restored}"))
@@ -811,12 +812,3 @@ STATE_WORDS = {
 }
 
 
-def _human(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -44,11 +44,11 @@ from .area import (
     grant_to_dict,
     iso_utc,
     list_areas,
-    local_time,
     new_session_id,
     same_content,
     validate_area_name,
 )
+from .display import describe_lock, human_size, local_time
 from .durations import format_duration
 from .i18n import _
 from .localfiles import set_writable
@@ -278,7 +278,7 @@ class Service:
     def _follow_lock(self, name: str, info: LockInfo) -> None:
         machine, _rest = self._machine(name)
         if info.status.claimable and machine.state is State.LOCKED_BY_OTHER:
-            self._fire(name, Event.LOCK_FREE, info.describe())
+            self._fire(name, Event.LOCK_FREE, describe_lock(info))
         elif not info.status.claimable and machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
             self._note_held(name, info)
 
@@ -493,7 +493,7 @@ class Service:
                                                    "synced_stamp": stamp})
         self._remember_key(area)
         return Outcome(_("{name} is shared in area {area_name} (version {version}, {size})").format(
-            name=name, area_name=area_name, version=version, size=_size(snap.manifest.total_size())),
+            name=name, area_name=area_name, version=version, size=human_size(snap.manifest.total_size())),
                        {"name": name, "area": area_name, "version": version})
 
     def _setup_prelude(self, name: str, path: Path | None, remote: str, area_name: str,
@@ -658,7 +658,7 @@ class Service:
         set_writable(path, False)
         info = area.lock_info()
         self._follow_lock(name, info)
-        outcome.message += _("; read-only (the data is {lock})").format(lock=info.describe())
+        outcome.message += _("; read-only (the data is {lock})").format(lock=describe_lock(info))
         outcome.data.update(read_only=True, lock=info.as_json())
         return outcome
 
@@ -772,22 +772,23 @@ class Service:
                 return got
             self._note_held(name, got)
             if deadline is None:
-                raise errors.LockedByOther(_("{name} is {lock}").format(name=name, lock=got.describe()))
+                raise errors.LockedByOther(_("{name} is {lock}").format(name=name, lock=describe_lock(got)))
             remaining = deadline - time.monotonic()
             if wait == 0:  # --wait without a duration: until the holder's lease runs out
                 remaining = (got.status.until or 0) + DEFAULT_SLACK + 1 - got.server_now
                 deadline = time.monotonic() + remaining
                 wait = remaining
             if remaining <= 0:
-                raise errors.LockedByOther(_("{name} is still {lock}").format(name=name, lock=got.describe()))
+                raise errors.LockedByOther(_("{name} is still {lock}").format(
+                    name=name, lock=describe_lock(got)))
             self.ui.say(_("{name} is {lock}; waiting ({remaining} left)").format(
-                name=name, lock=got.describe(), remaining=format_duration(remaining)))
+                name=name, lock=describe_lock(got), remaining=format_duration(remaining)))
             time.sleep(min(WAIT_POLL_MAX, max(0.5, remaining)))
 
     def _note_held(self, name: str, info: LockInfo) -> None:
         machine, _rest = self._machine(name)
         if machine.state in (State.SHARED_IDLE, State.LOCKED_BY_OTHER):
-            self._fire(name, Event.LOCK_HELD, info.describe(), token=info.status.generation,
+            self._fire(name, Event.LOCK_HELD, describe_lock(info), token=info.status.generation,
                        holder=info.holder.get("name"), until=info.status.until)
 
     def _acquire_once(self, area: Area, lease: int, note: str,
@@ -803,7 +804,8 @@ class Service:
     def _acquire_or_raise(self, area: Area, lease: int, note: str) -> Grant:
         got = self._acquire_once(area, lease, note)
         if not isinstance(got, Grant):
-            raise errors.LockedByOther(_("area {name} is {lock}").format(name=area.name, lock=got.describe()))
+            raise errors.LockedByOther(_("area {name} is {lock}").format(
+                name=area.name, lock=describe_lock(got)))
         return got
 
     def _receive_newest(self, name: str, area: Area) -> Outcome:
@@ -1240,7 +1242,7 @@ class Service:
             area = self._area_of(name, session)
             self._unlock(area, _("share password of {name} (to break the lock)").format(name=name), ask=True)
             info = area.lock_info()
-            gen = area.break_lock(self.party, f"broken by {self.party.name}: was {info.describe()}")
+            gen = area.break_lock(self.party, f"broken by {self.party.name}: was {describe_lock(info)}")
         machine, _rest = self._machine(name)
         if machine.state is State.LOCKED_BY_ME:
             self._fire(name, Event.LEASE_LOST, "own lock broken", extras={}, token=gen, holder=None)
@@ -1248,7 +1250,7 @@ class Service:
         if self._machine(name)[0].state is State.LOCKED_BY_OTHER:
             self._fire(name, Event.LOCK_FREE, f"lock broken (generation {gen})")
         return Outcome(_("the lock on {name} was broken ({lock}); this was recorded in the area").format(
-            name=name, lock=info.describe()),
+            name=name, lock=describe_lock(info)),
                        {"name": name, "generation": gen})
 
     def restore(self, name: str, version: int) -> Outcome:
@@ -1413,15 +1415,3 @@ def _load_machine(row: dict[str, Any]) -> tuple[DataSetMachine, dict[str, Any]]:
 
 def _extras(row: dict[str, Any]) -> dict[str, Any]:
     return _load_machine(row)[1]
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-

@@ -17,6 +17,7 @@ import pytest
 
 from cloudshare_p2p import crypto, errors
 from cloudshare_p2p.area import Area, Grant, list_areas
+from cloudshare_p2p.display import describe_lock
 from cloudshare_p2p.snapshot import ChunkCache, LocalSnapshot
 from statemachine import Verdict
 from tests.parties import PASSWORD, create_area, new_area_name, open_area, party, session_for
@@ -102,7 +103,7 @@ def test_lock_shows_holder_and_refuses_others(firm_and_client):
     assert refused.verdict is Verdict.HELD_BY_OTHER
     assert refused.holder["name"] == "client" and refused.note == "closing the month"
     assert refused.status.until == grant.until and refused.status.since == grant.since
-    assert "locked by client since" in refused.describe()
+    assert "locked by client since" in describe_lock(refused)
     assert Area(client_s, name).release(grant, client)
     assert isinstance(Area(firm_s, name).acquire(firm, lease_seconds=120), Grant)
 

@@ -16,6 +16,7 @@ import pytest
 
 from cloudshare_p2p import errors
 from cloudshare_p2p.area import MAX_RECORD, Area, Grant
+from cloudshare_p2p.display import describe_lock
 from cloudshare_p2p.snapshot import LocalSnapshot
 from statemachine import Verdict
 from tests.parties import create_area, new_area_name, open_area, party, session_for
@@ -105,7 +106,7 @@ def test_a_hostile_lock_record_is_a_claim_without_a_lease(pair, tmp_path, record
     _plant(server, name, "lock", gen, json.dumps(record).encode(), age=60)
     theirs = open_area(client_s, name)
     info = theirs.lock_info()
-    assert info.verdict is Verdict.EXPIRED and info.describe().startswith("free")
+    assert info.verdict is Verdict.EXPIRED and describe_lock(info).startswith("free")
     grant = theirs.acquire(client, lease_seconds=60)
     assert isinstance(grant, Grant) and grant.lease.generation == gen + 1
     assert theirs.break_lock(firm) > gen + 1  # breaking works too
@@ -139,9 +140,9 @@ def test_terminal_escapes_from_the_host_never_come_back_raw(pair, tmp_path):
     grant = area.acquire(evil, lease_seconds=300, note="note\x1b[31m red \x07")
     assert isinstance(grant, Grant)
     info = open_area(client_s, name).lock_info()
-    shown = info.describe() + json.dumps(info.as_json())
-    assert "\x1b" not in info.describe() and "\x07" not in info.describe() and "\u202e" not in shown
-    assert "\\x1b]52;c;ZXZpbA==\\x07Sato" in info.describe()
+    shown = describe_lock(info) + json.dumps(info.as_json())
+    assert "\x1b" not in describe_lock(info) and "\x07" not in describe_lock(info) and "\u202e" not in shown
+    assert "\\x1b]52;c;ZXZpbA==\\x07Sato" in describe_lock(info)
 
 
 def test_a_client_cannot_write_a_long_note_or_an_endless_lease(pair):
