@@ -88,9 +88,9 @@ POSIX_ONLY_ATTRS = {
 
 
 def test_snapshot_has_no_posix_only_calls() -> None:
-    tree = ast.parse(Path(snapshot.__file__).read_text())
     offenders = []
-    for node in ast.walk(tree):
+    trees = [ast.parse(f.read_text()) for f in sorted(Path(snapshot.__file__).parent.glob("*.py"))]
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.Import | ast.ImportFrom):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             offenders += [m for m in mods if m.split(".")[0] in POSIX_ONLY_MODULES]

@@ -34,12 +34,12 @@ such an `if` in the same block whose body always leaves it (`return`/`raise`/`co
 an import inside a `try` that catches ImportError/ModuleNotFoundError/AttributeError/OSError; an
 attribute inside a `try` that catches AttributeError. One step beyond the brief, to avoid a false
 alarm on a real pattern: a module-private function (`_name`) whose every reference in its module is
-a guarded call counts as guarded (snapshot._pid_alive, called only under `os.name != "nt"`).
+a guarded call counts as guarded (snapshot/leftovers.py's _pid_alive, called only under `os.name != "nt"`).
 
 Local paths joined by hand: only the unambiguous form is flagged, an explicit conversion of a path
 to text joined with "/" (`str(p) + "/..."`, `os.fspath(p) + "/"`, `f"{str(p)}/..."`), in the modules
 that handle local paths. The general `f"{a}/{b}"`/`x + "/"` form was dropped: in those modules it
-builds manifest names (snapshot.py, "/" by the area format) and a "remote/area" label (cli.py), which
+builds manifest names (snapshot/, "/" by the area format) and a "remote/area" label (cli.py), which
 cannot be told apart from a local path in the syntax tree.
 """
 
@@ -67,8 +67,13 @@ NOT_SCANNED = {
 #: would prove nothing about Windows; and a client never loads the host
 NOT_IMPORTED = {"cloudshare_p2p/host.py"}
 #: modules that build LOCAL paths (area.py and transport.py use "/" for remote SFTP paths, rightly)
-LOCAL_PATH_MODULES = {
-    "cloudshare_p2p/snapshot.py", "cloudshare_p2p/localfiles.py", "cloudshare_p2p/registry.py",
+SNAPSHOT_MODULES = {
+    f"cloudshare_p2p/snapshot/{name}.py"
+    for name in ("__init__", "aside", "chunkcache", "diskerrors", "fileops", "leftovers", "manifest",
+                 "names", "pending", "restore", "scan", "swap", "tempnames")
+}
+LOCAL_PATH_MODULES = SNAPSHOT_MODULES | {
+    "cloudshare_p2p/localfiles.py", "cloudshare_p2p/registry.py",
     "cloudshare_p2p/secretstore.py", "cloudshare_p2p/worklock.py", "cloudshare_p2p/cli.py",
 }
 POSIX_MODULES = {"fcntl", "pwd", "grp", "termios", "resource", "posix"}
