@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .i18n import _
+from .localfiles import atomic_write
 
 if TYPE_CHECKING:  # keyring is imported lazily: it is slow to import
     from keyring.backend import KeyringBackend
@@ -269,18 +270,4 @@ class SecretStore:
         Two processes writing at once may lose one entry; that only means one more
         password prompt later.
         """
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(data, sort_keys=True).encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        atomic_write(self.path, json.dumps(data, sort_keys=True).encode("utf-8"), mode=0o600)
