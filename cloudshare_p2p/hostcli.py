@@ -1,6 +1,6 @@
 """`cloudshare host ...`: run the embedded SFTP host (see docs/hosting.md).
 
-Operator-facing messages and help go through gettext (`_`); the audit log lines that `host.py`
+Operator-facing messages and help go through gettext (`_`); the audit log lines that `host/`
 writes (key=value, logfmt) stay English on purpose: they are machine-parsed.
 
 `cloudshare_p2p.host` (and with it asyncssh) is imported only inside the commands, so the
