@@ -235,9 +235,12 @@ def prune_plan(kept: Set[int], references: Mapping[int, Set[str]], objects: Mapp
        keeps the temporary file's time), so the grace period MUST exceed the longest time a
        writer may take from writing an object to committing its version (the default is
        24 h). An mtime after `now` counts as young.
-    4. The grace period protects only objects a writer wrote. A writer MUST NOT rely on an
-       existing object that no version it read references (it uploads the object again,
-       which renews its mtime); else a prune may delete it under the writer.
+    4. The grace period protects only objects a writer wrote. A writer that may run while
+       a prune does MUST NOT rely on an existing object that no version it read references
+       (it uploads the object again, which renews its mtime); else the prune may delete it
+       under the writer. A prune and a writer that both hold the exclusive lock never
+       overlap (the lease fences a writer that lost it), so skipping present objects is
+       then safe.
     5. Objects written after the listing are not in `objects` and so never in the plan.
     6. The versions are deleted before the objects: an interrupted prune then leaves only
        unreferenced objects, which the next prune deletes, never a version without its data.
