@@ -145,3 +145,16 @@ def test_the_command_reports_and_exits_11(firm, area):
 def test_read_data_needs_the_password():
     result = CliRunner().invoke(main, ["check", "host", "books", "--structure", "--read-data"])
     assert result.exit_code == 2 and "--read-data needs the share password" in result.output
+
+
+def test_a_void_lock_record_warns_and_a_broken_config_stops_the_check(session, books):
+    name, root, _ = books
+    (root / "lock" / f"{5:020d}").write_bytes(b'{"gen": 5, "kind": "cla')  # torn claim
+    [void] = check_host_area(root.parent, name).problems
+    assert void.severity == WARNING and void.where == f"lock/{5:020d}"
+    config = json.loads((root / "config").read_text())
+    (root / "config").write_text(json.dumps({**config, "wrapped_key": "c2hvcnQ="}))
+    report = check_area(Area(session, name))
+    [broken] = report.problems
+    assert broken.where == "config" and "wrapped_key" in broken.what
+    assert report.exit_code == ExitCode.AREA_DAMAGED and report.log_entries == 0  # nothing else was read

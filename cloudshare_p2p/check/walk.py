@@ -19,7 +19,7 @@ from ..area import ENTRY_NAME, MAX_RECORD, OBJECT_ID, Area, Version
 from ..i18n import _
 from ..snapshot import CHUNK_SIZE, CHUNKER, Manifest
 from ..textsafe import printable
-from ..transport import FileTooLarge
+from ..transport import FileTooLarge, Stat
 from .report import DAMAGE, OBJECTS, READ_DATA, STRUCTURE, WARNING, CheckReport
 
 SEAL_OVERHEAD = crypto.HEADER_SIZE + crypto.NONCE_SIZE + crypto.TAG_SIZE  # 33 bytes around the zstd frame
@@ -50,11 +50,12 @@ def check_area(area: Area, read_data: bool = False) -> CheckReport:
 
 
 def _config_ok(area: Area, report: CheckReport) -> bool:
-    """The config first (format, version, fields); a broken one stops the check."""
+    """The config first (format, version, fields); a broken one stops the check.
+
+    An unknown format version is not damage: `UnsupportedFormat` goes to the caller (exit 11).
+    """
     try:
         config = area.load()
-    except errors.UnsupportedFormat:
-        raise
     except errors.AreaCorrupt as exc:
         report.add(DAMAGE, "config", _("the config is unusable: {error}").format(error=exc))
         return False
@@ -68,8 +69,6 @@ def _config_problems(config: dict[str, Any]) -> list[str]:
     out = []
     if not (isinstance(config.get("area_id"), str) and _hex(config["area_id"], 32)):
         out.append(_("area_id is not 32 lowercase hex digits"))
-    if not isinstance(config.get("dataset"), str):
-        out.append(_("dataset is not a text"))
     kdf = config.get("kdf")
     if not (isinstance(kdf, dict) and kdf.get("name") == "scrypt"
             and all(_positive_int(kdf.get(k)) for k in ("n", "r", "p", "length"))
@@ -87,7 +86,7 @@ def _check_lock(area: Area, report: CheckReport) -> None:
     report.lock_records = len(gens)
     for gen in gens:
         record = _read_record(area, "lock", gen)
-        if record is None or record.get("gen") != gen:
+        if record is None or type(record.get("gen")) is not int or record["gen"] != gen:
             report.add(WARNING, f"lock/{gen:020d}", _(
                 "void lock record (torn, too large, or not its generation): it counts as a claim "
                 "with no lease"))
@@ -117,11 +116,13 @@ def _check_manifests(area: Area, versions: list[Version], report: CheckReport) -
     for manifest_id, named_by in users.items():
         area.check_interrupt()
         where, numbers = f"manifests/{manifest_id}", [v.version for v in named_by]
-        if not _object_ok(area, where, MAX_SEALED_MANIFEST, numbers, report):
+        st = _object_stat(area, where, MAX_SEALED_MANIFEST, numbers, report)
+        if st is None:
             continue
         report.manifests_checked += 1
         if area.keys is None:
             continue
+        report.bytes_read += st.size
         try:
             opened[manifest_id] = area.read_manifest(named_by[0])
         except (errors.AreaCorrupt, errors.UnsupportedFormat) as exc:
@@ -146,7 +147,7 @@ def _check_chunks(area: Area, versions: list[Version], manifests: dict[str, Mani
         where, affected = f"chunks/{chunk_id[:2]}/{chunk_id}", users[chunk_id]
         report.chunks_checked += 1
         limit = min(MAX_SEALED_CHUNK, _sealed_bound(expected[chunk_id]))
-        if _object_ok(area, where, limit, affected, report) and read_data:
+        if _object_stat(area, where, limit, affected, report) is not None and read_data:
             _read_chunk(area, chunk_id, expected[chunk_id], where, affected, report)
 
 
@@ -178,12 +179,16 @@ def _check_chunk_store(area: Area, report: CheckReport) -> None:
                 report.add(WARNING, where, _("unexpected name (clients ignore it)"))
                 continue
             report.chunks_checked += 1
-            _object_ok(area, where, MAX_SEALED_CHUNK, (), report)
+            _object_stat(area, where, MAX_SEALED_CHUNK, (), report)
 
 
 def _check_tmp(area: Area, report: CheckReport) -> None:
     """Temporary files a day old or more (left by interrupted uploads; anyone may remove them)."""
-    names = [n for n in _listing(area, "tmp", report, missing_ok=True) if TMP_NAME.fullmatch(n)]
+    try:
+        names = [n for n in _listing(area, "tmp", report, missing_ok=True) if TMP_NAME.fullmatch(n)]
+    except OSError as exc:  # asyncssh fails a listing when a file vanishes during it
+        report.add(WARNING, "tmp/", _("the folder could not be listed: {error}").format(error=exc))
+        return
     if not names:
         return
     try:
@@ -203,18 +208,19 @@ def _check_tmp(area: Area, report: CheckReport) -> None:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _object_ok(area: Area, where: str, limit: int, versions: Iterable[int], report: CheckReport) -> bool:
-    """A sealed object is present with a size a reader accepts; else one DAMAGE problem."""
+def _object_stat(area: Area, where: str, limit: int, versions: Iterable[int],
+                 report: CheckReport) -> Stat | None:
+    """The stat of a sealed object present with a size a reader accepts; else one DAMAGE problem."""
     st = area.session.stat(area.p(*where.split("/")))
     if st is None or st.is_dir:
         report.add(DAMAGE, where, _("the file is missing"), versions)
-        return False
+        return None
     if not MIN_SEALED <= st.size <= limit:
         report.add(DAMAGE, where, _("implausible size {size} bytes (a sealed object here has "
                                     "{low} to {high}): torn or damaged").format(
             size=st.size, low=MIN_SEALED, high=limit), versions)
-        return False
-    return True
+        return None
+    return st
 
 
 def _chunk_sizes(manifest: Manifest) -> Iterable[tuple[str, int]]:
