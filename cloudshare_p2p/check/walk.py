@@ -81,10 +81,14 @@ def _config_problems(config: dict[str, Any]) -> list[str]:
 
 
 def _check_lock(area: Area, report: CheckReport) -> None:
-    """Every lock record readable, its `gen` its name; generations contiguous from 1."""
+    """Generations contiguous from 1; the top record (the one clients judge) readable, `gen` its name.
+
+    Records below the top are never read by a client (renewals make thousands), so they are
+    listed, not read.
+    """
     gens = _numbered(area, "lock", report)
     report.lock_records = len(gens)
-    for gen in gens:
+    for gen in gens[-1:]:
         record = _read_record(area, "lock", gen)
         if record is None or type(record.get("gen")) is not int or record["gen"] != gen:
             report.add(WARNING, f"lock/{gen:020d}", _(
