@@ -151,20 +151,20 @@ def _check_chunks(area: Area, versions: list[Version], manifests: dict[str, Mani
         where, affected = f"chunks/{chunk_id[:2]}/{chunk_id}", users[chunk_id]
         report.chunks_checked += 1
         limit = min(MAX_SEALED_CHUNK, _sealed_bound(expected[chunk_id]))
-        if _object_stat(area, where, limit, affected, report) is not None and read_data:
+        st = _object_stat(area, where, limit, affected, report)
+        if st is not None and read_data:
+            report.bytes_read += st.size
             _read_chunk(area, chunk_id, expected[chunk_id], where, affected, report)
 
 
 def _read_chunk(area: Area, chunk_id: str, size: int, where: str, affected: set[int],
                 report: CheckReport) -> None:
-    before = area.stats.bytes_downloaded
+    """Download, decrypt and verify one chunk (`size` < 0: its length is not known)."""
     try:
         plain = area.fetch_chunk(chunk_id)
     except errors.AreaCorrupt as exc:
         report.add(DAMAGE, where, _("the chunk does not open: {error}").format(error=exc), affected)
         return
-    finally:
-        report.bytes_read += area.stats.bytes_downloaded - before
     if size >= 0 and len(plain) != size:
         report.add(DAMAGE, where, _("the chunk holds {got} bytes; the manifest expects {size}").format(
             got=len(plain), size=size), affected)
@@ -197,8 +197,8 @@ def _check_tmp(area: Area, report: CheckReport) -> None:
         return
     try:
         now = area.server_now()
-    except (errors.CloudShareError, OSError):
-        return  # a read-only login cannot probe the clock: the ages stay unknown
+    except (errors.TransferError, OSError):
+        return  # a read-only login cannot probe the clock (HostRefused): the ages stay unknown
     stale = 0
     for name in names:
         st = area.session.stat(area.p("tmp", name))
