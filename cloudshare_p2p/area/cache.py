@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from ..localfiles import atomic_write
 
 
 class AreaCache:
@@ -45,11 +45,9 @@ class AreaCache:
         if self.path is None or (len(self.entries), self.lock_top) == self._saved:
             return
         with suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp-{secrets.token_hex(4)}")
             # Void entries are not kept: on a host without hard links one may have been torn
             # while being written, and must be read again next time.
             entries = {k: v for k, v in self.entries.items() if v is not None}
-            tmp.write_text(json.dumps({"entries": entries, "lock_top": self.lock_top}))
-            os.replace(tmp, self.path)
+            body = json.dumps({"entries": entries, "lock_top": self.lock_top}).encode()
+            atomic_write(self.path, body, durable=False)
             self._saved = (len(self.entries), self.lock_top)
