@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import Any
 
 from .. import errors
 from ..i18n import _
@@ -34,13 +35,28 @@ from .records import (
 )
 
 
-class _Slot(Enum):
-    """A log slot that no one has created yet (a void entry exists but cannot be read)."""
+class SlotState(Enum):
+    """What one log slot holds."""
 
-    ABSENT = "absent"
+    RECORD = "record"  # a readable entry
+    VOID = "void"  # created, but torn, oversized or malformed: it counts as nothing
+    ABSENT = "absent"  # not created yet: the log ends before it
 
 
-ABSENT: Final = _Slot.ABSENT
+@dataclass(frozen=True)
+class Slot:
+    """One log slot as read: its state, and the entry when it is a RECORD."""
+
+    state: SlotState
+    entry: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any] | None) -> Slot:
+        """A created slot: RECORD with its entry, or VOID (None, or not an object)."""
+        return cls(SlotState.RECORD, entry) if isinstance(entry, dict) else cls(SlotState.VOID)
+
+
+ABSENT_SLOT = Slot(SlotState.ABSENT)
 
 
 def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bool:
@@ -56,21 +72,21 @@ def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bo
 class Log(AreaBase):
     """The area's commit log: entries, appends refused when fenced or stale, versions."""
 
-    def _read_entry(self, seq: int) -> dict[str, Any] | None | _Slot:
-        """Log entry `seq`: a dict, None if void (torn or malformed), ABSENT if not created yet."""
+    def _read_entry(self, seq: int) -> Slot:
+        """Log slot `seq`: a RECORD, VOID (torn or malformed) or ABSENT (not created yet)."""
         if seq in self.cache.entries:
-            return self.cache.entries[seq]
+            return Slot.of(self.cache.entries[seq])
         try:
             raw = self.session.read_bytes(self.p("log", _name(seq)), MAX_RECORD)
         except FileNotFoundError:
-            return ABSENT
+            return ABSENT_SLOT
         except FileTooLarge:
             raw = b""  # oversized: void, like a torn entry
         entry = _json_object(raw)
         if entry is None or entry.get("seq") != seq or not _entry_fields_ok(entry):
             entry = None
         self.cache.remember_entry(seq, entry)
-        return entry
+        return Slot.of(entry)
 
     def _sync_log(self) -> int:
         """Read the entries appended since last time; return the head (highest seq).
@@ -79,7 +95,7 @@ class Log(AreaBase):
         has no gaps: probing from the known head finds every new entry without a listing.
         """
         head = self.cache.log_head()
-        while self._read_entry(head + 1) is not ABSENT:
+        while self._read_entry(head + 1).state is not SlotState.ABSENT:
             head += 1
         self.cache.save()
         return head
@@ -105,9 +121,10 @@ class Log(AreaBase):
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
-            entry = self._read_entry(seq)
-            if not isinstance(entry, dict):
+            slot = self._read_entry(seq)
+            if slot.state is not SlotState.RECORD or slot.entry is None:
                 continue  # void or absent: fences nothing
+            entry = slot.entry
             if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
                 who = _dict(entry.get("writer")).get("name", "someone")
                 if entry.get("kind") == "break":
