@@ -1,0 +1,76 @@
+"""The share area on the host: layout, lease lock with fencing, commit log, snapshots.
+
+The format is specified in docs/area-format.md; this package is its reference
+implementation. Mutual exclusion rests only on exclusive creation (hard link or
+``open(..., 'wx')``) of never-rewritten files; lease expiry is judged on the server's
+clock by the pure core (``statemachine.lease``).
+
+One module per job:
+
+- `records`: format constants, the checks on what a client writes, the field checks that
+  make an untrusted record usable or void (pure);
+- `model`: the values handed out (`Party`, `LockInfo`, `Grant`, `Version`, `AreaSummary`…);
+- `cache`: `AreaCache`, log entries and the lock's top remembered on this computer;
+- `base`: `AreaBase`, the state every part shares (connection, paths, publishing, config);
+- `log`: `Log`, the commit log (slots, fenced appends, versions);
+- `lock`: `LockFolder`, the lease lock (observe, acquire, adopt, renew, release, break);
+- `data`: `DataStore`, chunks and manifests, commit and receive;
+- `lifecycle`: `Area`, create, unlock and delete the area as a whole;
+- `listing`: `list_areas`.
+
+`Area` is built by inheritance, one layer per file, rather than by composition with
+delegates: each layer needs the one below it (the lock fences itself in the log; a commit
+is a log entry appended under the lock), so the parts form a stack
+``AreaBase → Log → LockFolder → DataStore → Area``, not a diamond. All state (the
+connection, the cache, the keys, the transfer counters) lives in `AreaBase`, so every
+method keeps its name and a caller (or a test replacing `area.release`) sees one object,
+exactly as before the split.
+
+The names below are the package's public API, importable from ``cloudshare_p2p.area``.
+"""
+
+from __future__ import annotations
+
+from .cache import AreaCache
+from .data import same_content
+from .lifecycle import Area
+from .listing import list_areas
+from .lock import new_session_id
+from .model import (
+    AreaSummary,
+    Grant,
+    LockInfo,
+    Party,
+    TransferStats,
+    Version,
+    grant_from_dict,
+    grant_to_dict,
+    iso_utc,
+)
+from .records import (
+    AREA_NAME,
+    ENTRY_NAME,
+    FENCING_KINDS,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_APPEND_TRIES,
+    MAX_CONFIG,
+    MAX_COUNT,
+    MAX_LEASE,
+    MAX_RECORD,
+    MAX_TIME,
+    OBJECT_ID,
+    RECORD_VERSION,
+    check_lease,
+    check_note,
+    parse_config,
+    validate_area_name,
+)
+
+__all__ = [
+    "AREA_NAME", "ENTRY_NAME", "FENCING_KINDS", "FORMAT", "FORMAT_VERSION", "MAX_APPEND_TRIES",
+    "MAX_CONFIG", "MAX_COUNT", "MAX_LEASE", "MAX_RECORD", "MAX_TIME", "OBJECT_ID", "RECORD_VERSION",
+    "Area", "AreaCache", "AreaSummary", "Grant", "LockInfo", "Party",
+    "TransferStats", "Version", "check_lease", "check_note", "grant_from_dict", "grant_to_dict",
+    "iso_utc", "list_areas", "new_session_id", "parse_config", "same_content", "validate_area_name",
+]

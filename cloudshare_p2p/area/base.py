@@ -1,0 +1,138 @@
+"""What every part of an area shares: the connection, its paths, publishing, the config and keys.
+
+`AreaBase` holds the state of one area reached through an open `Session`; the lock, log,
+data and lifecycle parts (the other modules) build on it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import crypto, errors
+from ..i18n import _
+from ..transport import FileTooLarge, Session
+from .cache import AreaCache
+from .model import TransferStats
+from .records import ENTRY_NAME, MAX_CONFIG, MAX_RECORD, _json_object, parse_config, validate_area_name
+
+
+class AreaBase:
+    """One share area (a folder on the host) reached through an open `Session`: the shared state."""
+
+    def __init__(self, session: Session, name: str, clock: Callable[[], float] | None = None) -> None:
+        self.session = session
+        self.name = validate_area_name(name)
+        self.root = session.path(name)
+        self.config: dict[str, Any] | None = None
+        self.keys: crypto.Keys | None = None
+        self.data_key: bytes | None = None  # the unwrapped key, for remembering on this computer
+        self.stats = TransferStats()
+        self._clock = clock or time.monotonic
+        self.cache = AreaCache(None)
+        self._cache_dir: Path | None = None
+        self.interrupted: Callable[[], bool] = lambda: False  # a Ctrl-C waiting for a safe point
+
+    def check_interrupt(self) -> None:
+        """Stop at a safe point (between chunks) when the person pressed Ctrl-C."""
+        if self.interrupted():
+            raise KeyboardInterrupt
+
+    def use_cache(self, cache_dir: Path) -> None:
+        """Remember log entries and the lock's top generation under cache_dir/<area_id>/.
+
+        Takes effect once the config is read (the cache is per area id).
+        """
+        self._cache_dir = cache_dir
+        if self.config is not None:
+            self.cache = AreaCache(cache_dir / self.config["area_id"] / "area.json")
+
+    # --- paths --------------------------------------------------------------------
+
+    def p(self, *parts: str) -> str:
+        """The host path of `parts` inside the area."""
+        return "/".join([self.root, *parts])
+
+    def _chunk_path(self, chunk_id: str) -> str:
+        return self.p("chunks", chunk_id[:2], chunk_id)
+
+    def _tmp(self) -> str:
+        return self.p("tmp", f"{uuid.uuid4().hex}.tmp")
+
+    def _entries(self, folder: str) -> list[int]:
+        """The numbered files of `lock/` or `log/`, sorted (AreaCorrupt if the folder is gone)."""
+        try:
+            names = self.session.listdir(self.p(folder))
+        except FileNotFoundError:
+            self.check_present()
+            raise errors.AreaCorrupt(_("area {name} lacks its {folder}/ folder").format(
+                name=self.name, folder=folder)) from None
+        return sorted(int(n) for n in names if ENTRY_NAME.fullmatch(n))
+
+    # --- publishing and reading records -------------------------------------------------
+
+    def _publish(self, final: str, data: bytes) -> bool:
+        """Write `data` under a private temp name, then create `final` exclusively."""
+        tmp = self._tmp()
+        self.session.upload(tmp, data)
+        return self.session.publish(tmp, final)
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        """A record as a dict; None if missing, oversized, torn or not an object (void)."""
+        try:
+            raw = self.session.read_bytes(path, MAX_RECORD)
+        except (FileNotFoundError, FileTooLarge):
+            return None
+        return _json_object(raw)
+
+    def _mtime(self, path: str) -> int:
+        st = self.session.stat(path)
+        if st is None:
+            raise errors.AreaCorrupt(_("{path} vanished right after it was created").format(path=path))
+        return st.mtime
+
+    def server_now(self) -> int:
+        """The host's clock (the mtime of a file it has just created)."""
+        return self.session.server_now(self.p("tmp"))
+
+    # --- the config and keys --------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """Read and check the config; AreaGone if the area was deleted or emptied."""
+        if self.config is not None:
+            return self.config
+        try:
+            raw = self.session.read_bytes(self.p("config"), MAX_CONFIG)
+        except FileNotFoundError:
+            raise self._gone() from None
+        except FileTooLarge:
+            raise errors.AreaCorrupt(_("the config of area {name} is too large").format(
+                name=self.name)) from None
+        self.config = parse_config(raw)
+        if self._cache_dir is not None:
+            self.use_cache(self._cache_dir)
+        return self.config
+
+    def _gone(self) -> errors.AreaGone:
+        what = "emptied" if self.session.stat(self.root) is not None else "deleted"
+        return errors.AreaGone(_("the data of area {name} is gone from the host ({what})").format(
+            name=self.name, what=what))
+
+    def check_present(self) -> None:
+        """Raise AreaGone if the area's config is no longer on the host."""
+        if self.session.stat(self.p("config")) is None:
+            raise self._gone()
+
+    @property
+    def area_id(self) -> str:
+        """The area's id from its config (fixed at creation)."""
+        return self.load()["area_id"]
+
+    def require_keys(self) -> crypto.Keys:
+        """The unlocked keys (set by `create`, `unlock_keys` or `use_data_key`), else CloudShareError."""
+        if self.keys is None:
+            raise errors.KeysMissing(_("the share password was not given for this area"))
+        return self.keys

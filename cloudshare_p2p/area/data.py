@@ -1,0 +1,178 @@
+"""The data (`chunks/`, `manifests/`, `tmp/`): upload a snapshot, commit it under the lock, receive a version.
+
+Chunks and manifests are sealed objects named by their keyed hash; a commit is a log entry
+naming a manifest, appended only while our lease holds, so the data builds on `LockFolder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+from .. import crypto, errors
+from ..i18n import _
+from ..snapshot import CHUNK_SIZE, ChunkCache, LocalSnapshot, Manifest, restore
+from .lock import LockFolder
+from .model import Grant, Party, Version
+from .records import check_note
+
+
+def same_content(a: Manifest, b: Manifest) -> bool:
+    """Same files with the same bytes (modes and times aside)."""
+    return a.kind == b.kind and [(f.path, f.chunks) for f in a.files] == [(f.path, f.chunks) for f in b.files]
+
+
+class DataStore(LockFolder):
+    """The area's snapshots: chunks and manifests up and down, versions committed to the log."""
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
+                        progress: Callable[[int], None] | None = None) -> str:
+        """Upload the chunks the area lacks, then the manifest; returns the manifest id."""
+        keys = self.require_keys()
+        made_dirs: set[str] = set()
+        for chunk_id in sorted(snap.manifest.chunk_ids()):
+            self.check_interrupt()
+            path = self._chunk_path(chunk_id)
+            found = self.session.stat(path)
+            if found is not None and cache is not None and cache.has(chunk_id):
+                self.stats.chunks_skipped += 1  # verified here before: objects are never torn later
+                continue
+            plain = snap.read_chunk(chunk_id)
+            blob = crypto.seal(keys, crypto.KIND_CHUNK, chunk_id, plain)
+            if found is not None and not found.is_dir and found.size == len(blob):
+                self.stats.chunks_skipped += 1  # complete (checked by size, never trusted by name)
+                continue
+            if chunk_id[:2] not in made_dirs:
+                self.session.mkdir(self.p("chunks", chunk_id[:2]))
+                made_dirs.add(chunk_id[:2])
+            self.session.put_object(self._tmp(), path, blob)  # a torn one is replaced
+            self.stats.chunks_uploaded += 1
+            self.stats.bytes_uploaded += len(blob)
+            if cache is not None:
+                cache.put(chunk_id, plain)
+            if progress:
+                progress(len(plain))
+        body = snap.manifest.to_json_bytes()
+        manifest_id = crypto.chunk_id(keys, body)
+        blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
+        if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
+            self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
+            self.stats.bytes_uploaded += len(blob)
+        return manifest_id
+
+    def commit(self, grant: Grant, party: Party, snap: LocalSnapshot, note: str = "",
+               cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
+               *, base: int) -> int:
+        """Publish a new version built on version `base` (0: none) under our lease.
+
+        Returns its number. `Fenced` if a newer holder exists; `StaleBase` if `base` is not
+        the newest version (the work must be kept aside, never published over newer data).
+        A retry after a commit that was published but not recorded returns that version.
+        """
+        note = check_note(note)
+        self.ensure_holding(grant, party)
+        sent = self._check_base(base, snap.manifest)
+        if sent is not None:
+            return sent
+        manifest_id = self.upload_snapshot(snap, cache, progress)
+        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
+        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+
+    def _check_base(self, base: int, manifest: Manifest) -> int | None:
+        """None if `base` is the newest version; the newest version's number if our copy
+        already is it (sent by an interrupted close); else `StaleBase`."""
+        newest = self.newest()
+        if (newest.version if newest else 0) == base:
+            return None
+        if newest is not None and same_content(self.read_manifest(newest), manifest):
+            return newest.version
+        raise errors.StaleBase(base, newest.version if newest else 0)
+
+    def recommit(self, grant: Grant, party: Party, old: Version, note: str = "") -> int:
+        """Make an old version the newest again (a new commit built on the newest; nothing is deleted)."""
+        note = check_note(note)
+        self.ensure_holding(grant, party)
+        self.read_manifest(old)  # verify it is still complete and readable
+        newest = self.newest()
+        base = newest.version if newest else 0
+        return self._commit_entry(grant, party, old.manifest, old.size, note, old.version, base)
+
+    def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
+                      restored_from: int | None, base: int) -> int:
+        entry = {
+            "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
+            "writer": party.as_dict(), "manifest": manifest_id, "size": size,
+            "note": note, "restored_from": restored_from, "base": base,
+        }
+        seq = self._append(entry, grant, base)
+        version = next((v.version for v in self.versions() if v.seq == seq), None)
+        if version is None:  # only a forged or out-of-order fence can make it invalid
+            raise errors.Fenced(_("a newer holder fenced the log; your version does not count"))
+        return version
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def read_manifest(self, version: Version) -> Manifest:
+        """The verified manifest of `version` (AreaCorrupt if it is missing)."""
+        keys = self.require_keys()
+        try:
+            blob = self.session.read_bytes(self.p("manifests", version.manifest))
+        except FileNotFoundError:
+            raise errors.AreaCorrupt(_("the manifest of version {version} is missing").format(
+                version=version.version)) from None
+        body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, version.manifest, blob)
+        crypto.verify_chunk(keys, version.manifest, body)
+        return Manifest.from_json_bytes(body)
+
+    def fetch_chunk(self, chunk_id: str, cache: ChunkCache | None = None) -> bytes:
+        """A verified plaintext chunk, from the cache when it has it."""
+        keys = self.require_keys()
+        if cache is not None:
+            data = cache.get(chunk_id)
+            if data is not None:
+                self.stats.chunks_cached += 1
+                return data
+        try:
+            blob = self.session.read_bytes(self._chunk_path(chunk_id), CHUNK_SIZE + (1 << 16))
+        except FileNotFoundError:
+            raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
+                chunk_id=chunk_id[:12])) from None
+        plain = crypto.open_sealed(keys, crypto.KIND_CHUNK, chunk_id, blob, max_plain=CHUNK_SIZE)
+        crypto.verify_chunk(keys, chunk_id, plain)
+        self.stats.chunks_downloaded += 1
+        self.stats.bytes_downloaded += len(blob)
+        if cache is not None:
+            cache.put(chunk_id, plain)
+        return plain
+
+    def download(self, version: Version, target: Path, cache: ChunkCache | None = None,
+                 progress: Callable[[int], None] | None = None) -> Manifest:
+        """Receive `version` into `target`: verified first, then swapped in atomically."""
+        manifest = self.read_manifest(version)
+        keys = self.require_keys()
+
+        def fetch(chunk_id: str) -> bytes:
+            self.check_interrupt()
+            data = self.fetch_chunk(chunk_id, cache)
+            if progress:
+                progress(len(data))
+            return data
+
+        restore(manifest, target, fetch, keys)
+        return manifest
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    def sweep_tmp(self, max_age: int = 86400, limit: int = 200) -> int:
+        """Remove temp files a day old or more (abandoned uploads); returns how many."""
+        now, removed = self.server_now(), 0
+        for name in sorted(self.session.listdir(self.p("tmp")))[:limit]:
+            st = self.session.stat(self.p("tmp", name))
+            if st is not None and not st.is_dir and st.mtime < now - max_age:
+                with suppress(FileNotFoundError):
+                    self.session.remove(self.p("tmp", name))
+                    removed += 1
+        return removed

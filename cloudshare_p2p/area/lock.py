@@ -1,0 +1,234 @@
+"""The lock folder (`lock/`): observe, acquire, adopt, hold, renew, release and break the lease lock.
+
+Each change of the lock is a new generation created exclusively; the highest one is the
+lock's state, judged on the server's clock by the pure core (`statemachine.lease`). Taking
+the lock is fenced in the log, so the lock builds on `Log`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from contextlib import suppress
+from typing import Any
+
+from statemachine.lease import (
+    DEFAULT_SLACK,
+    HolderLease,
+    LockKind,
+    LockObservation,
+    LockStatus,
+    Verdict,
+    claim_lease,
+    judge,
+)
+
+from .. import errors
+from ..i18n import _
+from .log import Log
+from .model import Grant, LockInfo, Party
+from .records import (
+    MAX_APPEND_TRIES,
+    MAX_LEASE,
+    MAX_TIME,
+    RECORD_VERSION,
+    _dict,
+    _entry_time,
+    _int,
+    _lock_fields_ok,
+    _name,
+    _note,
+    _nowiso_utc,
+    check_lease,
+    check_note,
+)
+
+
+def new_session_id(party: Party) -> str:
+    """A lock session: one per `open`, tied to this install."""
+    return f"{party.install}-{secrets.token_hex(6)}"
+
+
+def _lock_info(status: LockStatus, record: dict[str, Any], now: int) -> LockInfo:
+    if not _lock_fields_ok(record):
+        record = {}
+    return LockInfo(status, _dict(record.get("holder")), _note(record.get("note")), now)
+
+
+class LockFolder(Log):
+    """The area's lease lock with fencing tokens (generations)."""
+
+    def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
+        """The highest lock generation and its record (server mtime included).
+
+        Generations are never removed, so the highest known one is a safe place to probe
+        upwards from; without a hint (or if the hint is gone) the folder is listed once.
+        """
+        top = self.cache.lock_top
+        st = self.session.stat(self.p("lock", _name(top))) if top else None
+        if st is None:
+            gens = self._entries("lock")
+            if not gens:
+                return LockObservation(0, LockKind.NONE), {}
+            top = gens[-1]
+            st = self.session.stat(self.p("lock", _name(top)))
+        for _try in range(1_000_000):
+            nxt = self.session.stat(self.p("lock", _name(top + 1)))
+            if nxt is None:
+                break
+            top, st = top + 1, nxt
+        if st is None:
+            raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+        self.cache.lock_top = top
+        self.cache.save()
+        record = self._read_json(self.p("lock", _name(top))) or {}
+        return self._observation(top, record, st.mtime), record
+
+    @staticmethod
+    def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
+        if not _lock_fields_ok(record):
+            record = {}  # malformed: a claim with no lease (it expires after the slack)
+        kind = record.get("kind", LockKind.CLAIM.value)
+        try:
+            lock_kind = LockKind(kind)
+        except ValueError:
+            lock_kind = LockKind.CLAIM  # unknown kinds are treated as live claims
+        session = record.get("session")
+        return LockObservation(
+            generation=top, kind=lock_kind, session=session if isinstance(session, str) else None,
+            published_at=mtime, lease_seconds=_int(record.get("lease_seconds"), 0, MAX_LEASE),
+            since=_int(record.get("since"), None, MAX_TIME) or mtime,
+        )
+
+    def lock_info(self, me: str | None = None, slack: int = DEFAULT_SLACK) -> LockInfo:
+        """The lock judged now on the server's clock, as `me` (a session id) sees it."""
+        obs, record = self.observe_lock()
+        now = self.server_now()
+        status = judge(obs, me, now, slack)
+        return _lock_info(status, record, now)
+
+    def _lock_record(self, kind: LockKind, gen: int, session: str, party: Party,
+                     lease_seconds: int, since: int | None, note: str = "") -> bytes:
+        record = {
+            "v": RECORD_VERSION, "gen": gen, "kind": kind.value, "session": session,
+            "holder": party.as_dict(), "lease_seconds": lease_seconds, "since": since,
+            "note": note, "client_time": _nowiso_utc(),
+        }
+        return json.dumps(record, sort_keys=True).encode()
+
+    def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
+               since: int | None, note: str = "") -> tuple[bool, HolderLease]:
+        body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
+        # Counted from before the temp file is written: the published file keeps the temp
+        # file's mtime (hard link), so the server's lease never starts before ours.
+        lease = claim_lease(gen, lease_seconds, self._clock)
+        tmp = self._tmp()
+        self.session.upload(tmp, body)
+        return self.session.publish(tmp, self.p("lock", _name(gen))), lease
+
+    def acquire(self, party: Party, lease_seconds: int, note: str = "",
+                session: str | None = None) -> Grant | LockInfo:
+        """Claim the lock: a `Grant`, or the `LockInfo` of whoever holds it."""
+        check_lease(lease_seconds)
+        note = check_note(note)
+        session = session or new_session_id(party)
+        obs, record = self.observe_lock()
+        now = self.server_now()
+        status = judge(obs, session, now)
+        if not status.claimable:
+            return _lock_info(status, record, now)
+        gen = obs.generation + 1
+        won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
+        if not won:  # another party created this generation first
+            return self.lock_info(session)
+        try:
+            since = self._mtime(self.p("lock", _name(gen)))
+            fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
+                                      "writer": party.as_dict()}, None)
+        except BaseException:
+            # Half-acquired: let go at once rather than block everyone for the whole lease.
+            with suppress(Exception):
+                self._claim(LockKind.RELEASE, gen + 1, session, party, 0, None)
+            raise
+        return Grant(session, lease, fence_seq, since, since + lease_seconds)
+
+    def adopt(self, session: str, party: Party, lease_seconds: int) -> Grant | None:
+        """Take back a claim of `session` whose process died before recording it.
+
+        Only the session's own id (kept locally before claiming) can adopt it; the lease is
+        renewed at once. None when the lock is no longer that session's.
+        """
+        obs, record = self.observe_lock()
+        if obs.session != session or obs.kind not in (LockKind.CLAIM, LockKind.RENEW):
+            return None
+        fences = [e["seq"] for e in self.log() if e.get("kind") == "fence" and e.get("session") == session]
+        if fences:
+            fence_seq = fences[-1]
+        else:  # died between claiming and fencing: fence now, with the claimed generation
+            fence_seq = self._append({"kind": "fence", "gen": obs.generation, "session": session,
+                                      "writer": party.as_dict()}, None)
+        since = obs.since or obs.published_at or 0
+        lease = HolderLease(obs.generation, float("-inf"), float(lease_seconds))
+        return self.renew(Grant(session, lease, fence_seq, since, since + lease_seconds), party)
+
+    def holding(self, grant: Grant) -> tuple[bool, LockObservation]:
+        """Is the highest generation still our live claim (on the server's clock)?"""
+        obs, _rest = self.observe_lock()
+        ours = obs.session == grant.session and obs.kind in (LockKind.CLAIM, LockKind.RENEW)
+        return ours, obs
+
+    def renew(self, grant: Grant, party: Party) -> Grant:
+        """Extend our lease by claiming the next generation; `Fenced` if it was taken."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
+        won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
+                                 int(grant.lease.lease_seconds), grant.since)
+        if not won:
+            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
+        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
+        grant.lease, grant.until = lease, until
+        return grant
+
+    def ensure_holding(self, grant: Grant, party: Party) -> None:
+        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            raise errors.Fenced(self._lost_how(grant) + _("; your version was not sent"))
+        if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
+                not grant.lease.valid(self._clock()):
+            self.renew(grant, party)
+
+    def _lost_how(self, grant: Grant) -> str:
+        """Why a grant is no longer ours, in words: broken by NAME at TIME, or taken over."""
+        for entry in reversed(self.log()):
+            if entry.get("seq", 0) <= grant.fence_seq:
+                break
+            if entry.get("kind") == "break":
+                who = _dict(entry.get("writer")).get("name", _("someone"))
+                return _("your lock was broken by {who} at {time}").format(who=who, time=_entry_time(entry))
+        who = _dict(self.observe_lock()[1].get("holder")).get("name", _("someone else"))
+        return _("your lease ran out and {who} took the lock").format(who=who)
+
+    def release(self, grant: Grant, party: Party) -> bool:
+        """Let go; False when the lock was no longer ours (nothing to release)."""
+        ours, obs = self.holding(grant)
+        if not ours:
+            return False
+        won, _rest = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
+        return won
+
+    def break_lock(self, party: Party, reason: str = "") -> int:
+        """Break whatever lock exists (needs unlocked keys): audited in the log."""
+        self.require_keys()
+        for _try in range(MAX_APPEND_TRIES):
+            obs, record = self.observe_lock()
+            gen = obs.generation + 1
+            session = new_session_id(party)
+            won, _rest = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
+            if won:
+                broken = _dict(record.get("holder")).get("name")
+                self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),
+                              "broken_holder": broken, "note": reason}, None)
+                return gen
+        raise errors.KeepsChanging(_("could not break the lock: it kept changing"), hint=_("try again"))

@@ -1,0 +1,176 @@
+"""The commit log (`log/`): reading slots, appending under fencing, and the versions it holds.
+
+Each entry is created exclusively at `head + 1`, so the log has no gaps; which commits count
+as versions depends only on earlier entries (docs/area-format.md, "The commit log").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .. import errors
+from ..i18n import _
+from ..textsafe import printable
+from ..transport import FileTooLarge
+from .base import AreaBase
+from .model import Grant, Version
+from .records import (
+    FENCING_KINDS,
+    MAX_APPEND_TRIES,
+    MAX_RECORD,
+    OBJECT_ID,
+    RECORD_VERSION,
+    _dict,
+    _entry_fields_ok,
+    _entry_time,
+    _int,
+    _json_object,
+    _name,
+    _note,
+    _nowiso_utc,
+)
+
+
+class SlotState(Enum):
+    """What one log slot holds."""
+
+    RECORD = "record"  # a readable entry
+    VOID = "void"  # created, but torn, oversized or malformed: it counts as nothing
+    ABSENT = "absent"  # not created yet: the log ends before it
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One log slot as read: its state, and the entry when it is a RECORD."""
+
+    state: SlotState
+    entry: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any] | None) -> Slot:
+        """A created slot: RECORD with its entry, or VOID (None, or not an object)."""
+        return cls(SlotState.RECORD, entry) if isinstance(entry, dict) else cls(SlotState.VOID)
+
+
+ABSENT_SLOT = Slot(SlotState.ABSENT)
+
+
+def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bool:
+    """A commit entry is a version: not fenced, a real manifest, built on the newest version."""
+    base = entry.get("base")
+    return (
+        entry.get("kind") == "commit" and entry["gen"] >= highest_fence
+        and OBJECT_ID.fullmatch(str(entry.get("manifest", ""))) is not None
+        and (base is None or base == newest)
+    )
+
+
+class Log(AreaBase):
+    """The area's commit log: entries, appends refused when fenced or stale, versions."""
+
+    def _read_entry(self, seq: int) -> Slot:
+        """Log slot `seq`: a RECORD, VOID (torn or malformed) or ABSENT (not created yet)."""
+        if seq in self.cache.entries:
+            return Slot.of(self.cache.entries[seq])
+        try:
+            raw = self.session.read_bytes(self.p("log", _name(seq)), MAX_RECORD)
+        except FileNotFoundError:
+            return ABSENT_SLOT
+        except FileTooLarge:
+            raw = b""  # oversized: void, like a torn entry
+        entry = _json_object(raw)
+        if entry is None or entry.get("seq") != seq or not _entry_fields_ok(entry):
+            entry = None
+        self.cache.remember_entry(seq, entry)
+        return Slot.of(entry)
+
+    def _sync_log(self) -> int:
+        """Read the entries appended since last time; return the head (highest seq).
+
+        Slots are created in order (each writer creates head + 1 exclusively), so the log
+        has no gaps: probing from the known head finds every new entry without a listing.
+        """
+        head = self.cache.log_head()
+        while self._read_entry(head + 1).state is not SlotState.ABSENT:
+            head += 1
+        self.cache.save()
+        return head
+
+    def _append(self, entry: dict[str, Any], grant: Grant | None, base: int | None = None) -> int:
+        """Exclusively create the next log slot; with a grant, refuse if fenced; with a
+        base, refuse (`StaleBase`) if a newer version than `base` exists."""
+        for _try in range(MAX_APPEND_TRIES):
+            head = self._sync_log()
+            if grant is not None:
+                self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
+            if base is not None:
+                newest = self.newest()
+                if (newest.version if newest else 0) != base:
+                    raise errors.StaleBase(base, newest.version if newest else 0)
+            seq = head + 1
+            body = dict(entry, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
+            if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
+                self.cache.remember_entry(seq, json.loads(json.dumps(body)))
+                self.cache.save()
+                return seq
+        raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))
+
+    def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
+        for seq in later:
+            slot = self._read_entry(seq)
+            if slot.state is not SlotState.RECORD or slot.entry is None:
+                continue  # void or absent: fences nothing
+            entry = slot.entry
+            if entry.get("kind") in FENCING_KINDS and entry.get("session") != grant.session:
+                who = _dict(entry.get("writer")).get("name", "someone")
+                if entry.get("kind") == "break":
+                    raise errors.Fenced(_("your lock was broken by {who} at {time}; your version was not "
+                                          "sent").format(who=who, time=_entry_time(entry)))
+                raise errors.Fenced(
+                    _("your lease ran out and {who} took the lock (generation {generation}); your version "
+                      "was not sent").format(who=who, generation=entry.get('gen'))
+                )
+
+    def log(self) -> list[dict[str, Any]]:
+        """Every readable log entry, in order (void entries left out)."""
+        head = self._sync_log()
+        return [e for e in (self.cache.entries[s] for s in range(1, head + 1)) if e is not None]
+
+    def versions(self) -> list[Version]:
+        """Valid commits, numbered 1, 2, 3…
+
+        A commit counts only if no newer fence precedes it and, when it names its `base`,
+        that base is the newest valid version before it (a copy built on an older version
+        is never published as if it were the newest). The log is append-only and validity
+        depends only on earlier entries, so a version's number never changes.
+        """
+        highest_fence = 0
+        out: list[Version] = []
+        for entry in self.log():
+            if not _entry_fields_ok(entry):
+                continue  # a malformed entry counts as void
+            gen = entry["gen"]
+            if entry["kind"] in FENCING_KINDS:
+                highest_fence = max(highest_fence, gen)
+            elif _commit_counts(entry, highest_fence, len(out)):
+                out.append(Version(
+                    version=len(out) + 1, seq=entry["seq"], manifest=entry["manifest"],
+                    size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
+                    time=printable(entry.get("time", ""), 40), gen=gen, note=_note(entry.get("note")),
+                    restored_from=_int(entry.get("restored_from"), None),
+                ))
+        return out
+
+    def newest(self) -> Version | None:
+        """The newest version, None when nothing was committed yet."""
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def newest_number(self) -> int:
+        """The newest version's number, 0 when nothing was committed yet."""
+        newest = self.newest()
+        return newest.version if newest else 0
