@@ -24,7 +24,7 @@ def connect(
     accept_fingerprint: str | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> SftpConnection:
-    """Open a checked, logged-in SFTP session (see module docstring for the rules)."""
+    """Open a checked, logged-in SFTP connection (see the module docstring for the rules)."""
     pinned = known_hosts.lookup(endpoint.hostport())
     transport = open_transport(endpoint, timeouts, pinned.get_name() if pinned else None)
     try:

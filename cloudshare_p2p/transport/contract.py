@@ -39,8 +39,7 @@ class RemoteFiles(Protocol):
       may or may not have taken effect (read the target to learn which) and every later call
       on the same connection raises NetworkDown too;
     - a name that must exist is missing: `FileNotFoundError`;
-    - any other refusal by the host: `OSError` (`errors.HostRefused`, a PermissionError, when
-      the host denies permission).
+    - any other refusal by the host: `OSError`.
 
     Races between connections, even to different server processes over one folder: exactly
     one caller wins `publish` to the same final name (exclusive create / hard link), and

@@ -125,7 +125,6 @@ class Credentials:
     use_agent: bool = True
 
 
-
 def remote_path(base: str, *parts: str) -> str:
     """Join `base` with `parts` using "/" (base "" -> relative path); no I/O."""
     pieces = [p.strip("/") for p in parts if p.strip("/")]

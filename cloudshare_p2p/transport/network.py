@@ -20,7 +20,9 @@ PREFERRED_CIPHER = "aes128-gcm@openssh.com"
 MAX_ADDRESSES = 8  # addresses of one host name tried when connecting
 
 
-def open_transport(endpoint: Endpoint, timeouts: Timeouts, pinned_type: str | None = None):
+def open_transport(
+    endpoint: Endpoint, timeouts: Timeouts, pinned_type: str | None = None
+) -> paramiko.Transport:
     """TCP + SSH handshake (no authentication); errors -> NetworkDown in plain words."""
     where = _where(endpoint)
     sock = _connect_socket(endpoint, timeouts)
