@@ -1,7 +1,8 @@
 """The transport contract (`RemoteFiles`, cloudshare_p2p/transport/contract.py): one suite, every
 backend. Each clause of the Protocol's docstrings has a test here, run against the OpenSSH sshd,
 the embedded host, four embedded host processes over one folder (successive connections go to
-different processes), the embedded host seen without `hardlink@openssh.com`, and `MemoryFiles`.
+different processes), those four seen without `hardlink@openssh.com` (publish falls back to
+exclusive create, raced across processes), and `MemoryFiles`.
 
 Fast by design: servers start once per session, no sleeps (mtimes are backdated on the host's
 disk), races are a few bounded rounds of threads that each hold their own connection.
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,8 +106,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if name == "memory":
         made = _memory_backend()
     else:
-        fixture = {"nolink": "embedded_server", "embedded-x4": "embedded_x4_server"}.get(
-            name, f"{name}_server")
+        fixture = "embedded_x4_server" if name in ("embedded-x4", "nolink") else f"{name}_server"
         server = request.getfixturevalue(fixture)
         made = _server_backend(name, server, tmp_path_factory.mktemp(f"contract-{name}"))
     try:
@@ -136,7 +137,11 @@ def _tmp(area: str) -> str:
     return f"{area}/tmp/{uuid.uuid4().hex}.tmp"
 
 
-def _race(backend: Backend, act: Callable[[RemoteFiles, int], object], prepare=None) -> list[list]:
+def _race(
+    backend: Backend,
+    act: Callable[[RemoteFiles, Any], object],
+    prepare: Callable[[RemoteFiles, int], object] | None = None,
+) -> list[list]:
     """RACERS threads, each with its own connection, run `act(files, round)` together for ROUNDS
     rounds; outcome[round] lists what each returned (or the exception it raised)."""
     conns = [backend.connect() for _ in range(RACERS)]
