@@ -20,7 +20,7 @@ from cloudshare_p2p.transport import (
     Credentials,
     Endpoint,
     KnownHosts,
-    Session,
+    SftpConnection,
     Timeouts,
     connect,
     fingerprint,
@@ -121,7 +121,7 @@ def _pinned(server: ShareServer, tmp_path: Path) -> KnownHosts:
     return hosts
 
 
-def _connect(server: ShareServer, known_hosts: KnownHosts) -> Session:
+def _connect(server: ShareServer, known_hosts: KnownHosts) -> SftpConnection:
     return connect(
         _endpoint(server),
         known_hosts,
@@ -137,7 +137,7 @@ def session(openssh_server: ShareServer, tmp_path: Path):
 
 
 @pytest.fixture
-def area(session: Session) -> str:
+def area(session: SftpConnection) -> str:
     """A fresh folder on the host for one test."""
     path = session.path(f"t-{uuid.uuid4().hex[:12]}")
     assert session.mkdir(path) is True
@@ -214,7 +214,7 @@ def test_probe_host_key(openssh_server) -> None:
 
 
 @pytest.mark.server
-def test_create_exclusive_twice(session: Session, area: str) -> None:
+def test_create_exclusive_twice(session: SftpConnection, area: str) -> None:
     path = f"{area}/gen.1"
     assert session.create_exclusive(path, b"first") is True
     assert session.create_exclusive(path, b"second") is False
@@ -222,7 +222,7 @@ def test_create_exclusive_twice(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_publish_twice(session: Session, area: str, openssh_server) -> None:
+def test_publish_twice(session: SftpConnection, area: str, openssh_server) -> None:
     assert "hardlink@openssh.com" in session.extensions
     final = f"{area}/final"
     for content, expected in ((b"one", True), (b"two", False)):
@@ -234,7 +234,7 @@ def test_publish_twice(session: Session, area: str, openssh_server) -> None:
 
 
 @pytest.mark.server
-def test_publish_fallback_without_hardlink(session: Session, area: str) -> None:
+def test_publish_fallback_without_hardlink(session: SftpConnection, area: str) -> None:
     session._sftp.extensions.pop("hardlink@openssh.com")
     final = f"{area}/final"
     session.upload(f"{area}/a", b"A")
@@ -246,7 +246,7 @@ def test_publish_fallback_without_hardlink(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_mkdir_twice(session: Session, area: str) -> None:
+def test_mkdir_twice(session: SftpConnection, area: str) -> None:
     assert session.mkdir(f"{area}/d") is True
     assert session.mkdir(f"{area}/d") is False
     session.create_exclusive(f"{area}/f", b"")
@@ -255,7 +255,7 @@ def test_mkdir_twice(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_missing_files(session: Session, area: str) -> None:
+def test_missing_files(session: SftpConnection, area: str) -> None:
     assert session.stat(f"{area}/nope") is None
     with pytest.raises(FileNotFoundError):
         session.listdir(f"{area}/nope")
@@ -268,7 +268,7 @@ def test_missing_files(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_read_bytes_limit(session: Session, area: str) -> None:
+def test_read_bytes_limit(session: SftpConnection, area: str) -> None:
     session.upload(f"{area}/big", b"x" * 1000)
     assert session.read_bytes(f"{area}/big", max_size=1000) == b"x" * 1000
     with pytest.raises(errors.AreaCorrupt):
@@ -276,7 +276,7 @@ def test_read_bytes_limit(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_upload_download_8mb(session: Session, area: str, openssh_server) -> None:
+def test_upload_download_8mb(session: SftpConnection, area: str, openssh_server) -> None:
     data = os.urandom(8 * 1000 * 1000 + 12345)
     seen: list[int] = []
     t0 = time.perf_counter()
@@ -296,7 +296,7 @@ def test_upload_download_8mb(session: Session, area: str, openssh_server) -> Non
 
 
 @pytest.mark.server
-def test_upload_into_missing_folder(session: Session, area: str) -> None:
+def test_upload_into_missing_folder(session: SftpConnection, area: str) -> None:
     with pytest.raises(FileNotFoundError):
         session.upload(f"{area}/nope/blob", b"x" * 100)
 
@@ -315,14 +315,14 @@ def test_transfer_deadline(openssh_server, tmp_path: Path, area: str) -> None:
 
 
 @pytest.mark.server
-def test_server_now(session: Session, area: str) -> None:
+def test_server_now(session: SftpConnection, area: str) -> None:
     now = session.server_now(area)
     assert abs(now - time.time()) < 3
     assert session.listdir(area) == []
 
 
 @pytest.mark.server
-def test_listdir_stat_remove_tree(session: Session, area: str) -> None:
+def test_listdir_stat_remove_tree(session: SftpConnection, area: str) -> None:
     session.mkdir(f"{area}/a")
     session.mkdir(f"{area}/a/b")
     session.create_exclusive(f"{area}/a/b/f", b"12345")
@@ -338,7 +338,7 @@ def test_listdir_stat_remove_tree(session: Session, area: str) -> None:
 
 
 @pytest.mark.server
-def test_path_joins_base(session: Session, openssh_server) -> None:
+def test_path_joins_base(session: SftpConnection, openssh_server) -> None:
     assert session.path() == openssh_server.base
     assert session.path("x", "y") == f"{openssh_server.base}/x/y"
 
@@ -371,7 +371,7 @@ def _racer(server: ShareServer, known_hosts: str, folder: str, barrier, results)
 
 
 @pytest.mark.server
-def test_exclusive_create_race(openssh_server, session: Session, area: str, tmp_path) -> None:
+def test_exclusive_create_race(openssh_server, session: SftpConnection, area: str, tmp_path) -> None:
     known = tmp_path / "known_hosts"
     _connect(openssh_server, KnownHosts(known)).close()  # pin once, read-only afterwards
     ctx = multiprocessing.get_context("spawn")

@@ -21,7 +21,7 @@ from cloudshare_p2p.transport import (
     Endpoint,
     HostKeyMismatch,
     KnownHosts,
-    Session,
+    SftpConnection,
     Timeouts,
     connect,
     probe_host_key,
@@ -196,7 +196,7 @@ def test_fingerprint_forms_accepted(share_server: ShareServer, tmp_path: Path) -
 
 
 @pytest.fixture
-def session(share_server: ShareServer, tmp_path: Path) -> Iterator[Session]:
+def session(share_server: ShareServer, tmp_path: Path) -> Iterator[SftpConnection]:
     endpoint = Endpoint.parse(share_server.url())
     with connect(endpoint, KnownHosts(tmp_path / "kh"), _creds(share_server),
                  accept_fingerprint=share_server.host_key_fingerprint) as s:
@@ -204,7 +204,7 @@ def session(share_server: ShareServer, tmp_path: Path) -> Iterator[Session]:
 
 
 @pytest.mark.server
-def test_require_dir(session: Session) -> None:
+def test_require_dir(session: SftpConnection) -> None:
     session.require_dir(session.path())  # the URL's base folder
     name = f"t-{uuid.uuid4().hex[:12]}"
     with pytest.raises(errors.CloudShareError, match="does not exist on the host") as info:

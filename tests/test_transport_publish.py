@@ -20,7 +20,7 @@ from cloudshare_p2p.transport import (
     Credentials,
     Endpoint,
     KnownHosts,
-    Session,
+    SftpConnection,
     Timeouts,
     connect,
 )
@@ -35,7 +35,9 @@ MODES = {
 }
 
 
-def _connect(server: ShareServer, tmp_path: Path, port: int | None = None, **timeouts: float) -> Session:
+def _connect(
+    server: ShareServer, tmp_path: Path, port: int | None = None, **timeouts: float
+) -> SftpConnection:
     endpoint = Endpoint.parse(server.url(port))
     return connect(
         endpoint,
@@ -46,7 +48,7 @@ def _connect(server: ShareServer, tmp_path: Path, port: int | None = None, **tim
     )
 
 
-def _hide(session: Session, mode: str) -> Session:
+def _hide(session: SftpConnection, mode: str) -> SftpConnection:
     """Remove extensions from the client's view, as on a host that lacks them."""
     for name in MODES[mode]:
         session._sftp.extensions.pop(name, None)
@@ -54,13 +56,13 @@ def _hide(session: Session, mode: str) -> Session:
 
 
 @pytest.fixture
-def session(share_server: ShareServer, tmp_path: Path) -> Iterator[Session]:
+def session(share_server: ShareServer, tmp_path: Path) -> Iterator[SftpConnection]:
     with _connect(share_server, tmp_path) as s:
         yield s
 
 
 @pytest.fixture
-def area(session: Session) -> str:
+def area(session: SftpConnection) -> str:
     path = session.path(f"t-{uuid.uuid4().hex[:12]}")
     session.mkdir(path)
     session.mkdir(f"{path}/tmp")
@@ -73,7 +75,7 @@ def _tmp(area: str) -> str:
 
 @pytest.mark.server
 @pytest.mark.parametrize("mode", list(MODES))
-def test_publish_object_new_present_torn(session: Session, area: str, mode: str) -> None:
+def test_publish_object_new_present_torn(session: SftpConnection, area: str, mode: str) -> None:
     _hide(session, mode)
     final, data = f"{area}/obj", os.urandom(300_000)
     assert session.object_complete(final, len(data)) is None
@@ -90,7 +92,7 @@ def test_publish_object_new_present_torn(session: Session, area: str, mode: str)
 
 @pytest.mark.server
 @pytest.mark.parametrize("mode", list(MODES))
-def test_publish_object_checks_the_temp_file(session: Session, area: str, mode: str) -> None:
+def test_publish_object_checks_the_temp_file(session: SftpConnection, area: str, mode: str) -> None:
     _hide(session, mode)
     final, tmp = f"{area}/obj", _tmp(area)
     session.upload(tmp, b"x" * 99)  # one byte short: as if the upload had been cut
@@ -103,13 +105,13 @@ def test_publish_object_checks_the_temp_file(session: Session, area: str, mode: 
 
 
 @pytest.mark.server
-def test_object_complete_folder_is_not_an_object(session: Session, area: str) -> None:
+def test_object_complete_folder_is_not_an_object(session: SftpConnection, area: str) -> None:
     session.mkdir(f"{area}/d")
     assert session.object_complete(f"{area}/d", 0) is False
 
 
 @pytest.mark.server
-def test_records_still_publish_exclusively(session: Session, area: str) -> None:
+def test_records_still_publish_exclusively(session: SftpConnection, area: str) -> None:
     """`publish` (locks, log entries) keeps its first-wins semantics without hard links."""
     _hide(session, "rename")
     final = f"{area}/00000000000000000001"
@@ -135,7 +137,7 @@ def relay(share_server: ShareServer) -> Iterator[Relay]:
 @pytest.mark.server
 @pytest.mark.parametrize("mode", ["posix-rename", "rename", "hardlink"])
 def test_cut_mid_upload_never_leaves_a_torn_object(
-    share_server: ShareServer, session: Session, area: str, relay: Relay, tmp_path: Path, mode: str
+    share_server: ShareServer, session: SftpConnection, area: str, relay: Relay, tmp_path: Path, mode: str
 ) -> None:
     data = os.urandom(DATA_SIZE)
     with _hide(_connect(share_server, tmp_path, relay.port), mode) as calibrate:
@@ -171,7 +173,7 @@ def test_cut_mid_upload_never_leaves_a_torn_object(
 @pytest.mark.server
 @pytest.mark.parametrize("mode", ["posix-rename", "rename"])
 def test_torn_object_left_by_an_old_writer_is_repaired(
-    share_server: ShareServer, session: Session, area: str, relay: Relay, tmp_path: Path, mode: str
+    share_server: ShareServer, session: SftpConnection, area: str, relay: Relay, tmp_path: Path, mode: str
 ) -> None:
     """What the old fallback left: a cut while writing directly under the final name."""
     data = os.urandom(DATA_SIZE)
@@ -189,7 +191,7 @@ def test_torn_object_left_by_an_old_writer_is_repaired(
 
 @pytest.mark.server
 def test_cut_mid_download_is_network_down(
-    share_server: ShareServer, session: Session, area: str, relay: Relay, tmp_path: Path
+    share_server: ShareServer, session: SftpConnection, area: str, relay: Relay, tmp_path: Path
 ) -> None:
     data = os.urandom(DATA_SIZE)
     session.put_object(_tmp(area), f"{area}/obj", data)
@@ -219,7 +221,7 @@ def test_silent_network_fails_within_the_deadline(
 
 @pytest.mark.server
 def test_a_download_that_goes_silent_stops_after_the_stall_time(
-    share_server: ShareServer, session: Session, area: str, relay: Relay, tmp_path: Path
+    share_server: ShareServer, session: SftpConnection, area: str, relay: Relay, tmp_path: Path
 ) -> None:
     """A silent network mid-download: a clear NetworkDown after `stall` seconds, long
     before the whole-transfer deadline (the channel timeout does not bound prefetched reads)."""
