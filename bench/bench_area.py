@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # `tests` and the package are imported from the c
 from cloudshare_p2p import host as hostlib  # noqa: E402
 from cloudshare_p2p.area import Area, Grant  # noqa: E402
 from cloudshare_p2p.snapshot import CHUNK_SIZE, ChunkCache, LocalSnapshot  # noqa: E402
-from cloudshare_p2p.transport import Session  # noqa: E402
+from cloudshare_p2p.transport import SftpConnection  # noqa: E402
 from tests.parties import create_area, new_area_name, open_area, party, session_for  # noqa: E402
 from tests.serverinfo import ShareServer  # noqa: E402
 
@@ -253,7 +253,7 @@ def sha256_file(path: Path) -> str:
 class RequestCounter:
     """Counts SFTP requests sent on one session (wraps this SFTP client instance only)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SftpConnection) -> None:
         self.count = 0
         sftp = session._sftp
         original = sftp._async_request
@@ -293,7 +293,7 @@ def bench_connect(server: ShareServer, home: Path, n: int, budget: Budget, res: 
     return info
 
 
-def bench_lock(session: Session, reqs: RequestCounter, n: int, budget: Budget, res: Results) -> None:
+def bench_lock(session: SftpConnection, reqs: RequestCounter, n: int, budget: Budget, res: Results) -> None:
     res.section("2. lock")
     firm = party("firm")
     dt, area = timed(create_area, session, new_area_name("bench-lock"), firm)
@@ -325,7 +325,7 @@ def bench_lock(session: Session, reqs: RequestCounter, n: int, budget: Budget, r
             res.add(f"{key}_requests", f"SFTP requests: {key.replace('_', ' ')}", "count", value)
 
 
-def bench_small_commit(session: Session, reqs: RequestCounter, work: Path, n: int, budget: Budget,
+def bench_small_commit(session: SftpConnection, reqs: RequestCounter, work: Path, n: int, budget: Budget,
                        res: Results) -> None:
     res.section("3a. small commit (64 KiB data set rewritten each round)")
     firm = party("firm")
@@ -408,7 +408,7 @@ def bench_small_commit(session: Session, reqs: RequestCounter, work: Path, n: in
     )
 
 
-def bench_big(server: ShareServer, firm_s: Session, client_s: Session, work: Path, kind: str,
+def bench_big(server: ShareServer, firm_s: SftpConnection, client_s: SftpConnection, work: Path, kind: str,
               size: int, n: int, budget: Budget, res: Results) -> None:
     label = {"random": "random bytes (incompressible)", "pages": "4 KiB pages, half zeros"}[kind]
     res.section(f"4. {size >> 20} MiB file: {label}")

@@ -1,7 +1,7 @@
 """What every part of an area shares: the connection, its paths, publishing, the config and keys.
 
-`AreaBase` holds the state of one area reached through an open `Session`; the lock, log,
-data and lifecycle parts (the other modules) build on it.
+`AreaBase` holds the state of one area reached through a `RemoteFiles` connection
+(transport/contract.py); the lock, log, data and lifecycle parts (the other modules) build on it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 
 from .. import crypto, errors
 from ..i18n import _
-from ..transport import FileTooLarge, Session
+from ..transport import FileTooLarge, RemoteFiles
 from .cache import AreaCache
 from .model import TransferStats
 from .records import ENTRY_NAME, MAX_CONFIG, MAX_RECORD, _json_object, parse_config, validate_area_name
 
 
 class AreaBase:
-    """One share area (a folder on the host) reached through an open `Session`: the shared state."""
+    """One share area (a folder on the host) reached through a `RemoteFiles` connection: the shared state."""
 
-    def __init__(self, session: Session, name: str, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, session: RemoteFiles, name: str, clock: Callable[[], float] | None = None) -> None:
         self.session = session
         self.name = validate_area_name(name)
         self.root = session.path(name)

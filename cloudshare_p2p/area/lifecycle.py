@@ -21,7 +21,7 @@ from .records import FORMAT, FORMAT_VERSION, _nowiso_utc
 
 
 class Area(DataStore):
-    """One share area (a folder on the host) reached through an open `Session`."""
+    """One share area (a folder on the host) reached through a `RemoteFiles` connection."""
 
     def create(self, dataset_name: str, password: str, creator: Party,
                kdf: dict[str, Any] | None = None) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from .. import errors
 from ..i18n import _
-from ..transport import Session
+from ..transport import RemoteFiles
 from .lifecycle import Area
 from .model import AreaSummary
 from .records import AREA_NAME
 
 
-def list_areas(session: Session) -> list[AreaSummary]:
+def list_areas(session: RemoteFiles) -> list[AreaSummary]:
     """Every area under the remote's base folder, with its newest version and lock."""
     base = session.path() if session.endpoint.base else "."
     try:

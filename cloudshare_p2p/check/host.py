@@ -13,13 +13,13 @@ from stat import S_ISDIR
 from typing import cast
 
 from ..area import Area
-from ..transport import FileTooLarge, Session, Stat
+from ..transport import FileTooLarge, RemoteFiles, Stat
 from .report import CheckReport
 from .walk import check_area
 
 
 class HostFolder:
-    """The host's own folder read like a `Session` (read-only), for checking without SFTP.
+    """The host's own folder read like a `RemoteFiles` connection (read-only), for checking without SFTP.
 
     The firm's host runs `cloudshare-host check` on its disk, without the share password.
     """
@@ -56,4 +56,4 @@ class HostFolder:
 
 def check_host_area(base: Path, name: str) -> CheckReport:
     """Check area `name` under the host folder `base` (the communication ID's data folder)."""
-    return check_area(Area(cast(Session, HostFolder(base)), name))
+    return check_area(Area(cast(RemoteFiles, HostFolder(base)), name))
