@@ -200,6 +200,11 @@ def recovery(command: Command, ctx: Context) -> Recovery:
     return found
 
 
+def resumed_command(ctx: Context) -> Command:
+    """Which set-up command an interrupted set-up (`Recovery.RESUME_SETUP`) goes on with."""
+    return Command.SHARE if ctx.mode == SetupMode.UPLOAD else Command.JOIN
+
+
 class Failure(StrEnum):
     """What kind of failure stopped a set-up."""
 

@@ -32,6 +32,7 @@ from statemachine.plans import (
     recovery,
     refresh_observes,
     renewal_to_record,
+    resumed_command,
     seconds_until_lease_ends,
     setup_failure_rolls_back,
     share_next,
@@ -229,3 +230,8 @@ def test_stopping_steps():
 def test_deleting_and_breaking_a_lock_record_what_they_saw(state, before, after):
     assert events_before_delete(state) == before
     assert events_after_breaking(state) == after
+
+
+def test_an_interrupted_setup_goes_on_with_its_own_command():
+    assert resumed_command(Context(mode="upload", step="upload")) is C.SHARE
+    assert resumed_command(Context(mode="receive", step="receive")) is C.JOIN

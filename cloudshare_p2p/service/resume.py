@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from statemachine import Event, SetupMode
-from statemachine.plans import Command, Interrupted, Recovery, interrupted, recovery
+from statemachine import Event
+from statemachine.plans import Command, Interrupted, Recovery, interrupted, recovery, resumed_command
 
 from ..i18n import _
 from .base import ServiceBase
@@ -29,7 +29,7 @@ class Resuming(ServiceBase):
         todo = recovery(command, ctx)
         if todo is Recovery.RESUME_SETUP:
             self._check_target(ds.remote, ds.area)
-            if ctx.mode == SetupMode.UPLOAD:
+            if resumed_command(ctx) is Command.SHARE:
                 self._share_dataset(ds, ds.remote, ds.area, yes=True)
             else:
                 self._join_dataset(ds, ds.remote, ds.area)

@@ -69,9 +69,9 @@ class SetupCommands(ServiceBase):
         validate_area_name(area_name)
         self.registry.get_remote(remote)
 
-    def _setup_action(self, ds: DataSet, remote: str, area_name: str) -> Action:
+    def _setup_action(self, ds: DataSet, command: Command, remote: str, area_name: str) -> Action:
         """Start or resume; a resumed set-up must target the host and area it started with."""
-        action = self._decide(ds, Command.SHARE)
+        action = self._decide(ds, command)
         if action is Action.RESUME_SETUP and (ds.row["remote"], ds.row["area"]) != (remote, area_name):
             raise errors.InvalidState(
                 _("an interrupted setup of {name} targets {remote}/{area}").format(
@@ -109,7 +109,7 @@ class SetupCommands(ServiceBase):
 
     def _share_dataset(self, ds: DataSet, remote: str, area_name: str, yes: bool) -> Outcome:
         """Share `ds`, or resume its interrupted share."""
-        if self._setup_action(ds, remote, area_name) is Action.START_SETUP:
+        if self._setup_action(ds, Command.SHARE, remote, area_name) is Action.START_SETUP:
             question = _("Upload your local data ({path}) to area {area} on {remote} and start Cloud Share?"
                          ).format(path=ds.row["path"], area=area_name, remote=remote)
             if not yes and not self.ui.confirm(question):
@@ -180,7 +180,7 @@ class SetupCommands(ServiceBase):
 
     def _join_dataset(self, ds: DataSet, remote: str, area_name: str) -> Outcome:
         """Join with `ds`, or resume its interrupted join."""
-        if self._setup_action(ds, remote, area_name) is Action.START_SETUP:
+        if self._setup_action(ds, Command.JOIN, remote, area_name) is Action.START_SETUP:
             ds.fire(Event.START_RECEIVE, f"{remote}/{area_name}",
                     fields={"remote": remote, "area": area_name})
         try:
