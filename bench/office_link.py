@@ -9,6 +9,9 @@ through that proxy; medians of `--rounds`, each figure printed beside its peer. 
 prints a reason and exits 0 where the link cannot be built. The namespaces, sshd and temporary
 folder are removed in a `finally` (Ctrl-C and SIGTERM included). Asserts nothing.
 
+Over ~400 lines because it is one self-contained script: the link, the delay proxy, the sshd and
+the measurements (about 100 lines each) would otherwise be four modules that nothing else uses.
+
 Run from the repository root:  .venv/bin/python bench/office_link.py [--rounds 3] [--rows 320000]
 """
 
@@ -43,6 +46,7 @@ RATE, DELAY = "50mbit", 0.020
 TBF = ["rate", RATE, "burst", "32kb", "latency", "50ms"]
 CLOUDSHARE = str(Path(sys.executable).parent / "cloudshare")
 PASSWORD = "office-link-password"
+LOGIN = "root@127.0.0.1"  # the proxy, in the client namespace
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
                 "/usr/libexec/sftp-server")
 SSH_OPTS = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -63,6 +67,12 @@ def uptime() -> str:
 
 def _sigterm(_signo: int, _frame: object) -> None:
     raise SystemExit(143)
+
+
+def _signals() -> None:
+    """SIGTERM ends the run through the `finally`s; Ctrl-C too, even if started with SIGINT ignored."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # --- the link (parent, root namespace) ------------------------------------------------------
@@ -119,9 +129,10 @@ def build_link(link: Link) -> str:
 
 
 def teardown(link: Link) -> None:
-    """Delete both namespaces (the veth pair goes with them); errors ignored."""
+    """Delete both namespaces (the veth pair goes with them, or by name if still here); errors ignored."""
     for ns in (link.cli, link.srv):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    subprocess.run(["ip", "link", "del", link.cli], capture_output=True, timeout=30)
 
 
 def kill_leftover_sshd(tmp: Path) -> None:
@@ -143,7 +154,7 @@ def parent(args: argparse.Namespace) -> int:
         return 0
     link = Link.for_pid(os.getpid())
     tmp = Path(tempfile.mkdtemp(prefix="office-link-"))
-    signal.signal(signal.SIGTERM, _sigterm)
+    _signals()
     try:
         try:
             netem = build_link(link)
@@ -289,7 +300,7 @@ class Server:
     logs: Path | None  # one sftp-server DEBUG3 log per session, when counting
 
     def url(self) -> str:
-        return f"sftp://root@127.0.0.1:{self.port}{self.share}"
+        return f"sftp://{LOGIN}:{self.port}{self.share}"
 
 
 def start_sshd(tmp: Path, ns: str, count: bool) -> tuple[subprocess.Popen, Path, str, Path | None]:
@@ -374,7 +385,7 @@ class Bench:
             while time.monotonic() < deadline and not all("session closed" in f.read_text(errors="replace")
                                                           for f in new):
                 time.sleep(0.02)
-            requests = count_requests(new)
+            requests = count_requests(new) if new else None  # no session: not SFTP (rsync)
         up, down = self.proxy.bytes
         self.samples.setdefault(label, []).append(Sample(secs, up, down, requests))
 
@@ -388,7 +399,7 @@ class Bench:
     def sftp(self, batch: Path) -> None:
         s = self.server
         subprocess.run(["sftp", "-q", *SSH_OPTS, "-b", str(batch), "-P", str(s.port), "-i", str(s.identity),
-                        "root@127.0.0.1"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        LOGIN], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        timeout=600)
 
     def rsync(self, src: str, dest: str) -> None:
@@ -433,78 +444,88 @@ def report(bench: Bench) -> None:
           "(—: not SFTP, or not counted).")
 
 
+class Office:
+    """The firm and the client as two homes running the real `cloudshare`, and the peers' files."""
+
+    def __init__(self, bench: Bench, work: Path, rows: int) -> None:
+        self.bench, self.work, self.rows = bench, work, rows
+        self.base, self.day = work / "base.db", work / "day.db"
+        t0 = time.perf_counter()
+        build_ledger(self.base, rows)
+        shutil.copyfile(self.base, self.day)
+        edit_ledger(self.day, rows, memos=True)
+        print(f"ledger: {rows:,} rows, {self.base.stat().st_size:,} B; day's edit (1 % new rows + memo in "
+              f"every 997th row) {self.day.stat().st_size:,} B; built in {time.perf_counter() - t0:.1f} s")
+        srv = bench.server
+        for who in ("firm", "client"):
+            (work / who / "data").mkdir(parents=True)
+            self.cs(who, "remote", "add", "office", srv.url(), "--identity", str(srv.identity),
+                    "--accept-host-key", srv.fingerprint)
+        self.batch = {"put": f"put {self.base} {srv.share}/sftp-put.db",
+                      "get": f"get {srv.share}/sftp-put.db {work}/sftp-get.db", "ls": f"ls {srv.share}"}
+        for name, line in self.batch.items():
+            (work / f"{name}.batch").write_text(line + "\n")
+        shutil.copyfile(self.day, srv.share / "rsync-day.db")
+
+    def cs(self, who: str, *args: str) -> None:
+        self.bench.cloudshare(self.work / who / "home", who, *args)
+
+    def sftp(self, name: str) -> None:
+        self.bench.sftp(self.work / f"{name}.batch")
+
+    def first(self, i: int) -> None:
+        """A fresh area: sftp put beside `share`, sftp get beside `join`."""
+        m, name, area = self.bench.measure, f"books{i}", f"office-{i}"
+        mine, theirs = (self.work / who / "data" / f"{name}.db" for who in ("firm", "client"))
+        m("sftp put whole ledger", lambda: self.sftp("put"))
+        shutil.copyfile(self.base, mine)
+        m(ROWS_OUT[0][0], lambda: self.cs("firm", "share", name, str(mine), "--remote", "office",
+                                          "--area", area, "--yes"))
+        m("sftp get whole ledger", lambda: self.sftp("get"))
+        m(ROWS_OUT[1][0], lambda: self.cs("client", "join", name, str(theirs), "--remote", "office", "--area",
+                                          area))
+
+    def unchanged(self) -> None:
+        """The firm's `close` then `open` with nothing changed (books1 open before), each after one ls."""
+        for label, cmd in ((ROWS_OUT[2][0], "close"), (ROWS_OUT[3][0], "open")):
+            self.bench.measure("sftp -b one ls", lambda: self.sftp("ls"))
+            self.bench.measure(label, lambda cmd=cmd: self.cs("firm", cmd, "books1"))
+
+    def edit(self, i: int) -> None:
+        """The firm opens, makes the day's edit and closes; the client's open receives it; rsync
+        pushes and pulls bench_delta's same edit (round 0 is that very edit; later rounds are the
+        next days: 1 % of the grown ledger, every 997th memo again)."""
+        m, srv, pull = self.bench.measure, self.bench.server, self.work / "rsync-pull.db"
+        self.cs("firm", "open", "books1")
+        edit_ledger(self.work / "firm" / "data" / "books1.db", self.rows, memos=True, seed=12 + i)
+        self.rows += self.rows // 100
+        m(ROWS_OUT[4][0], lambda: self.cs("firm", "close", "books1"))
+        shutil.copyfile(self.base, srv.share / "rsync-ledger.db")
+        m(ROWS_OUT[4][1], lambda: self.bench.rsync(str(self.day), f"{LOGIN}:{srv.share}/rsync-ledger.db"))
+        m(ROWS_OUT[5][0], lambda: self.cs("client", "open", "books1"))
+        shutil.copyfile(self.base, pull)
+        m(ROWS_OUT[5][1], lambda: self.bench.rsync(f"{LOGIN}:{srv.share}/rsync-day.db", str(pull)))
+        self.cs("client", "close", "books1")
+
+
 def run_all(bench: Bench, work: Path, rounds: int, rows: int, budget: float) -> None:
-    """Share/join, unchanged open/close and the day's edit, each beside its peer, interleaved."""
-    srv = bench.server
+    """Share/join, unchanged close/open and the day's edit, each interleaved with its peer."""
     t_start = time.monotonic()
     work.mkdir()
-    base, day = work / "base.db", work / "day.db"
-    t0 = time.perf_counter()
-    build_ledger(base, rows)
-    shutil.copyfile(base, day)
-    edit_ledger(day, rows, memos=True)
-    print(f"ledger: {rows:,} rows, {base.stat().st_size:,} B; day's edit (1 % new rows + memo in every 997th "
-          f"row) {day.stat().st_size:,} B; built in {time.perf_counter() - t0:.1f} s")
-    firm, client = work / "firm", work / "client"
-    for home, who in ((firm, "firm"), (client, "client")):
-        (home / "data").mkdir(parents=True)
-        bench.cloudshare(home / "home", who, "remote", "add", "office", srv.url(), "--identity",
-                         str(srv.identity), "--accept-host-key", srv.fingerprint)
-    batches = {name: work / f"{name}.batch" for name in ("put", "get", "ls")}
-    batches["put"].write_text(f"put {base} {srv.share}/sftp-put.db\n")
-    batches["get"].write_text(f"get {srv.share}/sftp-put.db {work}/sftp-get.db\n")
-    batches["ls"].write_text(f"ls {srv.share}\n")
-    (srv.share / "rsync").mkdir()
-    shutil.copyfile(day, srv.share / "rsync-day.db")
+    office = Office(bench, work, rows)
 
-    def over() -> bool:
-        if time.monotonic() - t_start < budget:
-            return False
-        print(f"note: budget of {budget:.0f} s spent; no further rounds")
-        return True
+    def each(step: Callable[[int], None]) -> None:
+        for i in range(rounds):
+            if i and time.monotonic() - t_start > budget:
+                print(f"note: budget of {budget:.0f} s spent; no further rounds")
+                return
+            step(i)
 
-    for i in range(1, rounds + 1):
-        if i > 1 and over():
-            break
-        bench.measure("sftp put whole ledger", lambda: bench.sftp(batches["put"]))
-        shutil.copyfile(base, firm / "data" / f"books{i}.db")
-        bench.measure("cloudshare share (first, whole ledger)", lambda i=i: bench.cloudshare(
-            firm / "home", "firm", "share", f"books{i}", str(firm / "data" / f"books{i}.db"),
-            "--remote", "office", "--area", f"office-{i}", "--yes"))
-        bench.measure("sftp get whole ledger", lambda: bench.sftp(batches["get"]))
-        bench.measure("cloudshare join (first, whole ledger)", lambda i=i: bench.cloudshare(
-            client / "home", "client", "join", f"books{i}", str(client / "data" / f"books{i}.db"),
-            "--remote", "office", "--area", f"office-{i}"))
-    bench.cloudshare(firm / "home", "firm", "open", "books1")
-    for i in range(rounds):
-        if i and over():
-            break
-        bench.measure("sftp -b one ls", lambda: bench.sftp(batches["ls"]))
-        bench.measure("cloudshare close, nothing changed", lambda: bench.cloudshare(firm / "home", "firm",
-                                                                                    "close", "books1"))
-        bench.measure("sftp -b one ls", lambda: bench.sftp(batches["ls"]))
-        bench.measure("cloudshare open, nothing changed", lambda: bench.cloudshare(firm / "home", "firm",
-                                                                                   "open", "books1"))
-    bench.cloudshare(firm / "home", "firm", "close", "books1")
-    pull = work / "rsync-pull.db"
-    now_rows = rows
-    for i in range(rounds):
-        if i and over():
-            break
-        bench.cloudshare(firm / "home", "firm", "open", "books1")
-        edit_ledger(firm / "data" / "books1.db", now_rows, memos=True, seed=12 + i)  # round 1 = day.db
-        now_rows += now_rows // 100
-        bench.measure("cloudshare close sending the day's edit",
-                      lambda: bench.cloudshare(firm / "home", "firm", "close", "books1"))
-        shutil.copyfile(base, srv.share / "rsync" / "ledger.db")
-        bench.measure("rsync -e ssh -z push of the edit",
-                      lambda: bench.rsync(str(day), f"root@127.0.0.1:{srv.share}/rsync/ledger.db"))
-        bench.measure("other side's open receiving it",
-                      lambda: bench.cloudshare(client / "home", "client", "open", "books1"))
-        shutil.copyfile(base, pull)
-        bench.measure("rsync -e ssh -z pull of the edit",
-                      lambda: bench.rsync(f"root@127.0.0.1:{srv.share}/rsync-day.db", str(pull)))
-        bench.cloudshare(client / "home", "client", "close", "books1")
+    each(lambda i: office.first(i + 1))
+    office.cs("firm", "open", "books1")
+    each(lambda _i: office.unchanged())
+    office.cs("firm", "close", "books1")
+    each(office.edit)
 
 
 def versions() -> str:
@@ -518,7 +539,7 @@ def versions() -> str:
 
 def inside(args: argparse.Namespace) -> int:
     """The measurements, run in the client namespace (started by `parent`)."""
-    signal.signal(signal.SIGTERM, _sigterm)
+    _signals()
     tmp = Path(args.inside)
     print(versions())
     proc, identity, fingerprint, logs = start_sshd(tmp, args.srv_ns, not args.no_count)
@@ -557,7 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--srv-ns", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.rounds = max(1, min(args.rounds, 20))
-    return inside(args) if args.inside else parent(args)
+    try:
+        return inside(args) if args.inside else parent(args)
+    except KeyboardInterrupt:  # the `finally`s have cleaned up by now
+        if not args.inside:
+            print("interrupted; namespaces, sshd and the temporary folder removed", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
