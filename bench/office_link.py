@@ -9,8 +9,8 @@ through that proxy; medians of `--rounds`, each figure printed beside its peer. 
 prints a reason and exits 0 where the link cannot be built. The namespaces, sshd and temporary
 folder are removed in a `finally` (Ctrl-C and SIGTERM included). Asserts nothing.
 
-Over ~400 lines because it is one self-contained script: the link, the delay proxy, the sshd and
-the measurements (about 100 lines each) would otherwise be four modules that nothing else uses.
+Over ~400 lines because it is one self-contained script (the benchmark was given one file):
+the link, the delay proxy, the sshd and the measurements would otherwise be modules nothing else uses.
 
 Run from the repository root:  .venv/bin/python bench/office_link.py [--rounds 3] [--rows 320000]
 """
