@@ -44,8 +44,7 @@ from bench.bench_delta import ROWS, build_ledger, edit_ledger  # noqa: E402
 from tests.fixtures_sshd import find_sshd, generate_ed25519_keypair, public_line_fingerprint  # noqa: E402
 
 CLI_IP, SRV_IP, PREFIX = "10.233.0.1", "10.233.0.2", 30
-RATE, DELAY = "50mbit", 0.020
-TBF = ["rate", RATE, "burst", "32kb", "latency", "50ms"]
+TBF = ["burst", "32kb", "latency", "50ms"]  # after "rate <--rate>"
 CLOUDSHARE = str(Path(sys.executable).parent / "cloudshare")
 PASSWORD = "office-link-password"
 LOGIN = "root@127.0.0.1"  # the proxy, in the client namespace
@@ -108,7 +107,7 @@ def why_not() -> str | None:
     return None
 
 
-def build_link(link: Link) -> str:
+def build_link(link: Link, rate: str) -> str:
     """Namespaces, veth pair, addresses, tbf on both ends; returns what netem said."""
     sh("ip", "netns", "add", link.cli)
     sh("ip", "netns", "add", link.srv)
@@ -126,7 +125,7 @@ def build_link(link: Link) -> str:
     else:
         netem = f"no netem in this kernel (tc said: {probe.stderr.strip()}); delay by the proxy"
     for ns in (link.cli, link.srv):
-        sh("tc", "-n", ns, "qdisc", "add", "dev", ns, "root", "tbf", *TBF)
+        sh("tc", "-n", ns, "qdisc", "add", "dev", ns, "root", "tbf", "rate", rate, *TBF)
     return netem
 
 
@@ -159,15 +158,16 @@ def parent(args: argparse.Namespace) -> int:
     _signals()
     try:
         try:
-            netem = build_link(link)
+            netem = build_link(link, args.rate)
         except RuntimeError as exc:
             print(f"skipped: the link cannot be built: {exc}")
             return 0
-        print(f"link: netns {link.cli} ({CLI_IP}) <-veth-> {link.srv} ({SRV_IP}), tbf {' '.join(TBF)} on "
-              f"both ends; {netem}")
+        print(f"link: netns {link.cli} ({CLI_IP}) <-veth-> {link.srv} ({SRV_IP}), "
+              f"tbf rate {args.rate} {' '.join(TBF)} on both ends; {netem}")
         cmd = ["ip", "netns", "exec", link.cli, sys.executable, str(Path(__file__).resolve()),
                "--inside", str(tmp), "--srv-ns", link.srv, "--rounds", str(args.rounds),
-               "--rows", str(args.rows), "--budget", str(args.budget)] + (["--no-count"] * args.no_count)
+               "--rows", str(args.rows), "--budget", str(args.budget), "--delay-ms", str(args.delay_ms)]
+        cmd += ["--no-count"] * args.no_count
         sys.stdout.flush()
         child = subprocess.Popen(cmd)
         try:
@@ -549,7 +549,7 @@ def inside(args: argparse.Namespace) -> int:
     tmp = Path(args.inside)
     print(versions())
     proc, identity, fingerprint, logs = start_sshd(tmp, args.srv_ns, not args.no_count)
-    proxy = DelayProxy((SRV_IP, 22), DELAY)
+    proxy = DelayProxy((SRV_IP, 22), args.delay_ms / 1e3)
     proxy.start()
     try:
         share = tmp / "share"
@@ -557,7 +557,7 @@ def inside(args: argparse.Namespace) -> int:
         server = Server(proxy.port, identity, fingerprint, share, logs)
         sub = "sftp-server -l DEBUG3 (requests counted)" if logs else "internal-sftp (requests not counted)"
         print(f"sshd {SRV_IP}:22 in {args.srv_ns}, sftp subsystem: {sub}"
-              f"; proxy 127.0.0.1:{proxy.port} adds {DELAY * 1e3:.0f} ms each way; medians of {args.rounds}")
+              f"; proxy 127.0.0.1:{proxy.port} adds {args.delay_ms:g} ms each way; medians of {args.rounds}")
         bench = Bench(proxy, server)
         t0 = time.perf_counter()
         run_all(bench, tmp / "work", args.rounds, args.rows, args.budget)
@@ -579,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="samples per figure (median taken; default 3)")
     ap.add_argument("--rows", type=int, default=ROWS, help=f"journal rows of the ledger (default {ROWS:,})")
     ap.add_argument("--budget", type=float, default=420, help="start no new round after S s (default 420)")
+    ap.add_argument("--rate", default="50mbit", help="tbf rate on both ends (default 50mbit)")
+    ap.add_argument("--delay-ms", type=float, default=20, help="proxy delay each way (default 20)")
     ap.add_argument("--no-count", action="store_true", help="internal-sftp, no SFTP request counting")
     ap.add_argument("--inside", help=argparse.SUPPRESS)
     ap.add_argument("--srv-ns", help=argparse.SUPPRESS)
