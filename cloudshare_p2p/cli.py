@@ -24,7 +24,7 @@ from .durations import parse_duration
 from .errors import ExitCode
 from .hostcli import host
 from .i18n import N_, _, pad, setup_language
-from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE
+from .settings import DEFAULT_LEASE, DEFAULT_RUN_LEASE, Until
 
 if TYPE_CHECKING:
     from .service import Outcome, Service
@@ -551,15 +551,17 @@ def open_(ctx: click.Context, name: str, lease: int | None, note: str, wait: str
         _emit(_service(ctx).open(name, lease or DEFAULT_LEASE, note, _wait(wait), read_only), as_json)
 
 
-def _wait(value: str | None) -> float | None:
+def _wait(value: str | None) -> float | Until | None:
+    """`--wait DURATION` in seconds; `--wait` alone (or a zero duration): until the holder's lease ends."""
     if value is None:
         return None
     if value == "0":
-        return 0.0
+        return Until.LEASE_ENDS
     try:
-        return float(parse_duration(value))
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--wait") from None
+    return float(seconds) if seconds else Until.LEASE_ENDS
 
 
 @main.command(help=_("Send the new version and release the lock.\n\n"
@@ -729,7 +731,7 @@ def unlock(ctx: click.Context, name: str, force: bool) -> None:
     Example: cloudshare unlock books --force
     """
     with _working(ctx, name):
-        _emit(_service(ctx).unlock(name), False)
+        _emit(_service(ctx).break_lock(name), False)
 
 
 @main.command(help=_("Every version of the data set, with writer, time and size.\n\n"

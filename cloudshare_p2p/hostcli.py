@@ -315,3 +315,30 @@ def openssh_config_cmd(comm_id: str, data_root: str, no_password: bool) -> None:
 
 if __name__ == "__main__":
     sys.exit(host())
+
+
+@host.command("check", help=_(
+    "Check area AREA in FOLDER without the share password (structure only).\n\n"
+    "FOLDER holds the areas: for the embedded host DIR/data/COMM_ID, for OpenSSH the\n"
+    "client's base folder. Exits 11 when the area is damaged.\n"
+    "Example: cloudshare host check ./host/data/yamada yamada-books"))
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("area")
+@click.option("--json", "as_json", is_flag=True, help=_("Print the report as JSON."))
+def check_cmd(folder: Path, area: str, as_json: bool) -> None:
+    """Check area AREA in FOLDER without the share password (structure only).
+
+    FOLDER holds the areas: for the embedded host DIR/data/COMM_ID, for OpenSSH the
+    client's base folder. Exits 11 when the area is damaged.
+    Example: cloudshare host check ./host/data/yamada yamada-books
+    """
+    import json
+
+    from cloudshare_p2p.check import check_host_area, render_text
+
+    report = check_host_area(folder, area)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=1))
+    else:
+        click.echo(render_text(report))
+    sys.exit(int(report.exit_code))

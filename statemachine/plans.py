@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .machine import Context
-from .states import AreaGoneReason, LeaveMode, SetupMode, State, Step
+from .lease import DEFAULT_SLACK
+from .machine import Context, allowed_events
+from .states import TRANSIENT, AreaGoneReason, Event, LeaveMode, SetupMode, State, Step
 
 S = State
 
@@ -25,7 +26,7 @@ class Command(StrEnum):
     CLOSE = "close"
     LEAVE = "leave"
     RESTORE = "restore"
-    UNLOCK = "unlock"  # break another party's lock
+    BREAK_LOCK = "break-lock"  # the `unlock` command: break another party's lock
     HISTORY = "history"
     SHARE = "share"
     JOIN = "join"
@@ -46,6 +47,7 @@ class Action(StrEnum):
     LEAVE_WITHOUT_RECEIVING = "leave-without-receiving"  # the area is missing: nothing to receive
     RELEASE_THEN_LEAVE = "release-then-leave"  # holding the lock: give it back unsent, say so
     ABANDON_SETUP = "abandon-setup"  # leave during an unfinished set-up: roll it back
+    SETTLE_STOP = "settle-stop"  # leave again after an interrupted stop: settle it (`recovery`), no more
     RESTORE = "restore"  # make an old version the newest (takes the lock briefly)
     BREAK_LOCK = "break-lock"
     READ_HISTORY = "read-history"
@@ -105,6 +107,7 @@ def _leave(state: State, ctx: Context) -> Decision:
         S.INITIALIZING: Action.ABANDON_SETUP,
         S.LOCKED_BY_ME: Action.RELEASE_THEN_LEAVE,
         S.AREA_MISSING: Action.LEAVE_WITHOUT_RECEIVING,
+        S.LEAVING: Action.SETTLE_STOP,
     }.get(state, Action.LEAVE_AFTER_RECEIVING)
 
 
@@ -128,7 +131,7 @@ _PLANS = {
     Command.CLOSE: _close,
     Command.LEAVE: _leave,
     Command.RESTORE: _restore,
-    Command.UNLOCK: lambda state, ctx: Action.BREAK_LOCK,
+    Command.BREAK_LOCK: lambda state, ctx: Action.BREAK_LOCK,
     Command.HISTORY: lambda state, ctx: Action.READ_HISTORY,
     Command.SHARE: _share_or_join,
     Command.JOIN: _share_or_join,
@@ -197,6 +200,11 @@ def recovery(command: Command, ctx: Context) -> Recovery:
     return found
 
 
+def resumed_command(ctx: Context) -> Command:
+    """Which set-up command an interrupted set-up (`Recovery.RESUME_SETUP`) goes on with."""
+    return Command.SHARE if ctx.mode == SetupMode.UPLOAD else Command.JOIN
+
+
 class Failure(StrEnum):
     """What kind of failure stopped a set-up."""
 
@@ -215,3 +223,125 @@ def after_setup_failure(ctx: Context, failure: Failure) -> bool:
     early = ctx.step in (Step.CREATE_AREA, Step.CHECK_PASSWORD)
     receiving = ctx.mode == SetupMode.RECEIVE
     return early or failure is Failure.AREA_GONE or (receiving and failure is not Failure.NETWORK)
+
+
+def setup_failure_rolls_back(state: State, ctx: Context, failure: Failure) -> bool:
+    """`after_setup_failure` for a data set in any state: only a set-up under way rolls back."""
+    return state is S.INITIALIZING and after_setup_failure(ctx, failure)
+
+
+class ShareNext(StrEnum):
+    """Where `share` goes on from the step its set-up has reached."""
+
+    CREATE_AREA = "create-area"  # a new area is made (the share password is checked first)
+    CHECK_AREA = "check-area"  # resumed: the area this set-up created must still be ours, then upload
+    FINISH = "finish"  # resumed after the upload: only record that the set-up is done
+
+
+def share_next(ctx: Context) -> ShareNext:
+    """The next part of a share set-up, from the step recorded in `ctx`."""
+    if ctx.step == Step.UPLOADED:
+        return ShareNext.FINISH
+    return ShareNext.CREATE_AREA if ctx.step == Step.CREATE_AREA else ShareNext.CHECK_AREA
+
+
+def join_records_password(ctx: Context) -> bool:
+    """Does a join still have to record that the share password matched?"""
+    return ctx.step == Step.CHECK_PASSWORD
+
+
+# --- observations turned into events -----------------------------------------------------------
+
+
+def is_shared(state: State) -> bool:
+    """Is the data set shared (or on its way in or out)? Unshared: a local registration only."""
+    return state is not S.UNSHARED
+
+
+class Interrupted(StrEnum):
+    """Which kind of command was interrupted, leaving a transient state behind."""
+
+    SETUP = "setup"
+    STOP = "stop"
+
+
+def interrupted(state: State) -> Interrupted | None:
+    """The interrupted command a transient state stands for (None: nothing to settle)."""
+    if state not in TRANSIENT:
+        return None
+    return Interrupted.SETUP if state is S.INITIALIZING else Interrupted.STOP
+
+
+def refresh_observes(state: State) -> bool:
+    """Does `status --refresh` look this data set's lock up on the host?"""
+    return state in (*_SHARED, S.AREA_MISSING)
+
+
+def lock_seen(state: State, free: bool) -> Event | None:
+    """The event recording a lock seen on the host (free, or held by someone), if any."""
+    if free:
+        return Event.LOCK_FREE if state is S.LOCKED_BY_OTHER else None
+    return Event.LOCK_HELD if state in _SHARED else None
+
+
+def area_gone_recorded(state: State, reason: AreaGoneReason) -> bool:
+    """Is an area that is gone (or unreachable) recorded as missing?
+
+    A holder whose communication ID fails keeps its lock: once the login works again,
+    `close` sends the work.
+    """
+    if reason is AreaGoneReason.ID_UNUSABLE and state is S.LOCKED_BY_ME:
+        return False
+    return Event.AREA_GONE.value in allowed_events(state)
+
+
+def area_answers(state: State) -> Event | None:
+    """The event recording that the area answers again, if it was missing."""
+    return Event.AREA_FOUND if state is S.AREA_MISSING else None
+
+
+class Holder(StrEnum):
+    """Who holds the lock, as last seen on this computer."""
+
+    ME = "me"
+    OTHER = "other"
+    NOBODY = "nobody"
+
+
+def last_seen_holder(state: State) -> Holder:
+    """Who holds the lock as this computer last saw it (the data list shows it)."""
+    return {S.LOCKED_BY_ME: Holder.ME, S.LOCKED_BY_OTHER: Holder.OTHER}.get(state, Holder.NOBODY)
+
+
+def renewal_to_record(state: State, ctx: Context, generation: int) -> bool:
+    """Is a lease renewed on the host (to `generation`) newer than the one recorded?"""
+    return state is S.LOCKED_BY_ME and generation > (ctx.token or 0)
+
+
+def seconds_until_lease_ends(until: float | None, server_now: float) -> float:
+    """How long to wait for a holder's lease to run out (with the slack of the lease rules)."""
+    return (until or 0) + DEFAULT_SLACK + 1 - server_now
+
+
+# --- stopping -------------------------------------------------------------------------------------
+
+
+def leave_receives_first(ctx: Context) -> bool:
+    """Does a stop for me only still have to receive the newest version first?"""
+    return ctx.step == Step.RECEIVE_LATEST and ctx.mode == LeaveMode.JUST_ME
+
+
+def events_before_delete(state: State) -> tuple[Event, ...]:
+    """What to record before deleting for everyone: the area answers, the lock is to be checked."""
+    return {S.AREA_MISSING: (Event.AREA_FOUND,), S.LOCKED_BY_OTHER: (Event.LOCK_FREE,)}.get(state, ())
+
+
+def events_after_breaking(state: State) -> tuple[Event, ...]:
+    """What a broken lock records: our own lease lost (then free), or another's lock free."""
+    return {S.LOCKED_BY_ME: (Event.LEASE_LOST, Event.LOCK_FREE),
+            S.LOCKED_BY_OTHER: (Event.LOCK_FREE,)}.get(state, ())
+
+
+def deletion_recorded(ctx: Context) -> bool:
+    """Has an interrupted delete for everyone already recorded the area as deleted?"""
+    return ctx.step == Step.DELETED

@@ -158,3 +158,15 @@ def test_a_void_lock_record_warns_and_a_broken_config_stops_the_check(session, b
     [broken] = report.problems
     assert broken.where == "config" and "wrapped_key" in broken.what
     assert report.exit_code == ExitCode.AREA_DAMAGED and report.log_entries == 0  # nothing else was read
+
+
+def test_the_host_operator_checks_an_area_without_the_password(books):
+    """`cloudshare host check FOLDER AREA`: structure only, exit 0 when healthy, 11 when damaged."""
+    from cloudshare_p2p.hostcli import host
+
+    name, root, keys = books
+    healthy = CliRunner().invoke(host, ["check", str(root.parent), name, "--json"])
+    assert healthy.exit_code == 0 and json.loads(healthy.output)["ok"] is True
+    next(iter((root / "manifests").iterdir())).unlink()
+    damaged = CliRunner().invoke(host, ["check", str(root.parent), name])
+    assert damaged.exit_code == ExitCode.AREA_DAMAGED, damaged.output
