@@ -710,11 +710,10 @@ def check(ctx: click.Context, remote_name: str, area: str, read_data: bool, stru
     Example: cloudshare check firm yamada-books --read-data
     """
     from .check import render_text
-    from .service_check import check_remote_area
 
     if read_data and structure:
         raise click.UsageError(_("--read-data needs the share password; leave out --structure"))
-    report = check_remote_area(_service(ctx), remote_name, area, read_data, structure)
+    report = _service(ctx).check_area(remote_name, area, read_data, structure)
     if not _json_out(report.as_json(), as_json):
         click.echo(safe_text(render_text(report)))
     ctx.exit(int(report.exit_code))

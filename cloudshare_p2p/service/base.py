@@ -27,7 +27,7 @@ from ..i18n import _
 from ..registry import Registry
 from ..secretstore import SecretStore, remember_enabled
 from ..snapshot import ChunkCache
-from ..transport import KnownHosts, Session
+from ..transport import KnownHosts, SftpConnection
 from .dataset import DataSet
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class ServiceBase:
 
     # --- areas -----------------------------------------------------------------------------------
 
-    def _area_of(self, ds: DataSet, session: Session) -> Area:
+    def _area_of(self, ds: DataSet, session: SftpConnection) -> Area:
         """The area `ds` is shared through; a different area under its name is `errors.AreaGone`."""
         area = self._new_area(session, ds.area)
         config = area.load()
@@ -112,7 +112,7 @@ class ServiceBase:
                                   hint=_("stop sharing with `cloudshare leave {name}`").format(name=ds.name))
         return area
 
-    def _existing_area(self, session: Session, name: str) -> Area:
+    def _existing_area(self, session: SftpConnection, name: str) -> Area:
         """An area named by the user: a name that is not on the host says so (a typo, likely)."""
         area = self._new_area(session, name)
         if session.stat(area.root) is None:
@@ -124,7 +124,7 @@ class ServiceBase:
         area.load()
         return area
 
-    def _new_area(self, session: Session, name: str) -> Area:
+    def _new_area(self, session: SftpConnection, name: str) -> Area:
         area = Area(session, name)
         area.interrupted = self._interrupt.is_set
         area.use_cache(self.home / "cache")
@@ -158,7 +158,7 @@ class ServiceBase:
     # --- defined by the command groups (declared here for the type checker) ------------------------
 
     if TYPE_CHECKING:
-        def connect(self, remote: str) -> Session: ...
+        def connect(self, remote: str) -> SftpConnection: ...
         def open(self, name: str, lease: int = ..., note: str = "",
                  wait: float | Until | None = None, read_only: bool = False) -> Outcome: ...
         def close(self, name: str, note: str = "") -> Outcome: ...

@@ -12,7 +12,7 @@ from statemachine.plans import is_shared
 from .. import errors
 from ..area import Area, list_areas
 from ..i18n import _
-from ..transport import Credentials, Endpoint, Session, check_identity, connect, probe_host_key
+from ..transport import Credentials, Endpoint, SftpConnection, check_identity, connect, probe_host_key
 from .base import Outcome, ServiceBase
 
 
@@ -69,13 +69,13 @@ class RemoteCommands(ServiceBase):
 
     # --- the connection -----------------------------------------------------------------------
 
-    def connect(self, remote: str) -> Session:
+    def connect(self, remote: str) -> SftpConnection:
         """One connection per command, reused for every step."""
         row = self.registry.get_remote(remote)
         return self._connect_endpoint(Endpoint.parse(row["url"]), row["identity"])
 
     def _connect_endpoint(self, endpoint: Endpoint, identity: str | None,
-                          accept: str | None = None) -> Session:
+                          accept: str | None = None) -> SftpConnection:
         account = endpoint.url()
         source: list[str] = []  # where the login password came from, if one was used
         creds = Credentials(

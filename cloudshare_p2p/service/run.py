@@ -14,7 +14,7 @@ from ..area import Grant
 from ..durations import format_duration
 from ..i18n import _
 from ..settings import DEFAULT_RUN_LEASE, Until
-from ..transport import Session
+from ..transport import SftpConnection
 from .base import ServiceBase
 from .dataset import DataSet
 
@@ -64,7 +64,7 @@ class RunCommand(ServiceBase):
         Only being fenced is final: other failures are retried (a lease may be renewed as
         long as nobody has claimed the next generation).
         """
-        session: Session | None = None
+        session: SftpConnection | None = None
         lost, retry_at = False, 0.0
         try:
             while True:

@@ -25,7 +25,7 @@ from ..display import human_size
 from ..i18n import _
 from ..settings import DEFAULT_RUN_LEASE
 from ..snapshot import LocalSnapshot, keep_aside, local_fingerprint, quick_stamp
-from ..transport import Session
+from ..transport import SftpConnection
 from .base import Outcome, ServiceBase
 from .dataset import UNSHARED_FIELDS, DataSet
 
@@ -130,7 +130,7 @@ class SetupCommands(ServiceBase):
             self._roll_back_setup(ds, exc)
             raise
 
-    def _share_steps(self, ds: DataSet, session: Session, area_name: str, password: str) -> Outcome:
+    def _share_steps(self, ds: DataSet, session: SftpConnection, area_name: str, password: str) -> Outcome:
         name = ds.name
         area = self._new_area(session, area_name)
         todo = share_next(ds.context)
@@ -190,7 +190,7 @@ class SetupCommands(ServiceBase):
             self._roll_back_setup(ds, exc)
             raise
 
-    def _join_steps(self, ds: DataSet, session: Session, area_name: str) -> Outcome:
+    def _join_steps(self, ds: DataSet, session: SftpConnection, area_name: str) -> Outcome:
         area = self._existing_area(session, area_name)
         self._load_keys(area, _("share password of area {area}").format(area=area_name), ask_password=True)
         if join_records_password(ds.context):

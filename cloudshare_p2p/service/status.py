@@ -11,7 +11,7 @@ from statemachine.plans import Holder, is_shared, last_seen_holder, refresh_obse
 from .. import errors
 from ..area import iso_utc
 from ..i18n import _
-from ..transport import Endpoint, Session
+from ..transport import Endpoint, SftpConnection
 from .base import Outcome, ServiceBase
 from .dataset import DataSet
 
@@ -62,14 +62,14 @@ class StatusCommands(ServiceBase):
         sets = [DataSet(self.registry, row) for row in rows]
         if not refresh:
             return [self._status_row(ds) for ds in sets]
-        sessions: dict[str, Session] = {}
+        sessions: dict[str, SftpConnection] = {}
         try:
             return [self._refreshed_row(ds, sessions) for ds in sets]
         finally:
             for session in sessions.values():
                 session.close()
 
-    def _refreshed_row(self, ds: DataSet, sessions: dict[str, Session]) -> dict[str, Any]:
+    def _refreshed_row(self, ds: DataSet, sessions: dict[str, SftpConnection]) -> dict[str, Any]:
         """Observe the host (no password needed) and let the machine follow what it sees."""
         problem, newest = None, None
         if ds.row["remote"] and refresh_observes(ds.state):

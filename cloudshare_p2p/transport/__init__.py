@@ -21,8 +21,6 @@ from .identity import IdentityEncrypted, IdentityProblem, _agent_keys, check_ide
 from .memory import MemoryFiles, MemoryFolder  # noqa: E402
 from .sftp import HARDLINK, POSIX_RENAME, REQUEST_SIZE, SftpConnection  # noqa: E402
 
-Session = SftpConnection  # alias until area/service are renamed at merge
-
 __all__ = [
     "HARDLINK",
     "POSIX_RENAME",
@@ -37,7 +35,6 @@ __all__ = [
     "MemoryFiles",
     "MemoryFolder",
     "RemoteFiles",
-    "Session",
     "SftpConnection",
     "Stat",
     "Timeouts",
