@@ -63,6 +63,11 @@ def test_keep_shows_and_sets_the_policy_and_prune_of_a_version_1_area_says_why_n
     assert "--daily -1 is not a valid count" in refused.stderr
     said = firm.run("prune", "books", expect=1)
     assert "uses format version 1, which keeps every version" in said.stderr
+    firm.run("open", "books")  # the firm holds the lock: keep uses it and leaves it held
+    firm.run("keep", "books", "--last", "7")
+    assert json.loads(firm.run("status", "books", "--json").stdout)[0]["state"] == "locked-by-me"
+    firm.run("close", "books")
+    assert json.loads(client.run("keep", "books", "--json").stdout)["last"] == 7
 
 
 def test_prune_dry_run_then_prune_history_and_restore(firm, share_server, area, format2):  # noqa: F811
