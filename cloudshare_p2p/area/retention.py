@@ -133,8 +133,13 @@ def objects_needed_v1(area: Area, version: Version) -> set[str]:
 
 
 def objects_needed(area: Area, version: Version) -> set[str]:
-    """Area-relative paths of every object `version` needs (version-1 manifests for now)."""
-    return objects_needed_v1(area, version)
+    """Area-relative paths of every object `version` needs.
+
+    The format-2 area answers for both formats (`Area.objects_needed`); until it is merged,
+    only version-1 manifests are known here. (When both are on main: call it directly.)
+    """
+    both_formats = getattr(area, "objects_needed", None)
+    return both_formats(version) if callable(both_formats) else objects_needed_v1(area, version)
 
 
 def list_objects(area: Area) -> list[str]:
