@@ -44,6 +44,7 @@ KEY_SIZE = 32
 HEADER_SIZE = len(MAGIC) + 1
 KIND_CHUNK = b"chunk"
 KIND_MANIFEST = b"manifest"
+KIND_POLICY = b"policy"  # a retention policy in a `policy` log entry (format 2), id = its seq
 
 _KEY_AAD_PREFIX = b"cloudshare-key:"
 _MAX_SCRYPT_MEMORY = 1 << 30  # 128 * n * r bytes; the config comes from the host, bound it

@@ -16,7 +16,9 @@ One module per job:
 - `lock`: `LockFolder`, the lease lock (observe, acquire, adopt, renew, release, break);
 - `data`: `DataStore`, chunks and manifests, commit and receive;
 - `lifecycle`: `Area`, create, unlock and delete the area as a whole;
-- `listing`: `list_areas`.
+- `listing`: `list_areas`;
+- `retention`: the sealed retention policy, `prune` under the lock, pruned versions refused
+  (format 2; functions over an `Area`).
 
 `Area` is built by inheritance, one layer per file, rather than by composition with
 delegates: each layer needs the one below it (the lock fences itself in the log; a commit
@@ -66,6 +68,19 @@ from .records import (
     parse_config,
     validate_area_name,
 )
+from .retention import (
+    PruneNeedsFormat2,
+    PruneReport,
+    VersionPruned,
+    check_not_pruned,
+    download_unless_pruned,
+    objects_needed_v1,
+    plan_prune,
+    prune,
+    prune_allowed,
+    read_policy,
+    set_policy,
+)
 
 __all__ = [
     "AREA_NAME", "ENTRY_NAME", "FENCING_KINDS", "FORMAT", "FORMAT_VERSION", "MAX_APPEND_TRIES",
@@ -73,4 +88,6 @@ __all__ = [
     "Area", "AreaCache", "AreaSummary", "Grant", "LockInfo", "Party",
     "TransferStats", "Version", "check_lease", "check_note", "grant_from_dict", "grant_to_dict",
     "iso_utc", "list_areas", "new_session_id", "parse_config", "same_content", "validate_area_name",
+    "PruneNeedsFormat2", "PruneReport", "VersionPruned", "check_not_pruned", "download_unless_pruned",
+    "objects_needed_v1", "plan_prune", "prune", "prune_allowed", "read_policy", "set_policy",
 ]

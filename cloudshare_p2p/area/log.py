@@ -1,13 +1,15 @@
 """The commit log (`log/`): reading slots, appending under fencing, and the versions it holds.
 
 Each entry is created exclusively at `head + 1`, so the log has no gaps; which commits count
-as versions depends only on earlier entries (docs/area-format.md, "The commit log").
+as versions depends only on earlier entries (docs/area-format.md, "The commit log"). Format 2
+adds two kinds judged by the same rule: `prune` (versions whose data may be gone) and `policy`
+(a sealed retention policy, opened by area/retention.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -59,6 +61,15 @@ class Slot:
 ABSENT_SLOT = Slot(SlotState.ABSENT)
 
 
+@dataclass(frozen=True)
+class LogView:
+    """What the valid entries of the log say, in one walk."""
+
+    versions: list[Version]  # the valid commits, numbered 1, 2, 3…
+    pruned: frozenset[int]  # version numbers named by valid `prune` entries
+    policies: tuple[tuple[int, str], ...] = ()  # (seq, sealed) of valid `policy` entries, oldest first
+
+
 def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bool:
     """A commit entry is a version: not fenced, a real manifest, built on the newest version."""
     base = entry.get("base")
@@ -66,6 +77,16 @@ def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bo
         entry.get("kind") == "commit" and entry["gen"] >= highest_fence
         and OBJECT_ID.fullmatch(str(entry.get("manifest", ""))) is not None
         and (base is None or base == newest)
+    )
+
+
+def _version(entry: dict[str, Any], number: int) -> Version:
+    """The `Version` a valid commit entry stands for."""
+    return Version(
+        version=number, seq=entry["seq"], manifest=entry["manifest"],
+        size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
+        time=printable(entry.get("time", ""), 40), gen=entry["gen"], note=_note(entry.get("note")),
+        restored_from=_int(entry.get("restored_from"), None),
     )
 
 
@@ -100,9 +121,11 @@ class Log(AreaBase):
         self.cache.save()
         return head
 
-    def _append(self, entry: dict[str, Any], grant: Grant | None, base: int | None = None) -> int:
+    def _append(self, entry: dict[str, Any] | Callable[[int], dict[str, Any]], grant: Grant | None,
+                base: int | None = None) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced; with a
-        base, refuse (`StaleBase`) if a newer version than `base` exists."""
+        base, refuse (`StaleBase`) if a newer version than `base` exists. `entry` may be a
+        function of the slot's seq (a sealed record bound to it is made per try)."""
         for _try in range(MAX_APPEND_TRIES):
             head = self._sync_log()
             if grant is not None:
@@ -112,7 +135,8 @@ class Log(AreaBase):
                 if (newest.version if newest else 0) != base:
                     raise errors.StaleBase(base, newest.version if newest else 0)
             seq = head + 1
-            body = dict(entry, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
+            fields = entry(seq) if callable(entry) else entry
+            body = dict(fields, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
@@ -148,22 +172,38 @@ class Log(AreaBase):
         is never published as if it were the newest). The log is append-only and validity
         depends only on earlier entries, so a version's number never changes.
         """
+        return self.log_view().versions
+
+    def pruned_versions(self) -> frozenset[int]:
+        """The numbers of the versions a valid `prune` entry removed (their data may be gone)."""
+        return self.log_view().pruned
+
+    def log_view(self) -> LogView:
+        """Walk the log once: the versions, the pruned numbers and the valid policy entries.
+
+        A `prune` or `policy` entry counts, like a commit, only if no newer fence precedes it;
+        a `prune` entry also only if every number it names is a version older than the newest
+        at its place (the newest version is never pruned). Others are void.
+        """
         highest_fence = 0
         out: list[Version] = []
+        pruned: set[int] = set()
+        policies: list[tuple[int, str]] = []
         for entry in self.log():
             if not _entry_fields_ok(entry):
                 continue  # a malformed entry counts as void
-            gen = entry["gen"]
-            if entry["kind"] in FENCING_KINDS:
+            gen, kind = entry["gen"], entry["kind"]
+            if kind in FENCING_KINDS:
                 highest_fence = max(highest_fence, gen)
             elif _commit_counts(entry, highest_fence, len(out)):
-                out.append(Version(
-                    version=len(out) + 1, seq=entry["seq"], manifest=entry["manifest"],
-                    size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
-                    time=printable(entry.get("time", ""), 40), gen=gen, note=_note(entry.get("note")),
-                    restored_from=_int(entry.get("restored_from"), None),
-                ))
-        return out
+                out.append(_version(entry, len(out) + 1))
+            elif gen < highest_fence:
+                continue  # a fenced prune or policy counts as nothing
+            elif kind == "prune" and max(entry["pruned"]) < len(out):
+                pruned.update(entry["pruned"])
+            elif kind == "policy":
+                policies.append((entry["seq"], entry["sealed"]))
+        return LogView(out, frozenset(pruned), tuple(policies))
 
     def newest(self) -> Version | None:
         """The newest version, None when nothing was committed yet."""

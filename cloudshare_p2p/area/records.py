@@ -31,6 +31,8 @@ MAX_CONFIG = 64 << 10
 MAX_LEASE = 7 * 86400  # the longest lease a client may ask for; a record saying more is malformed
 MAX_TIME = 1 << 34  # server seconds (year 2514): a larger time in a record is malformed
 MAX_COUNT = 1 << 53  # generations, sequence numbers, sizes
+MAX_PRUNED = 500  # version numbers in one `prune` entry (16-digit numbers stay far below 16 KiB)
+MAX_SEALED_POLICY = 2048  # base64 characters of a `policy` entry's sealed record
 
 
 def _name(n: int) -> str:
@@ -169,4 +171,19 @@ def _entry_fields_ok(entry: dict[str, Any]) -> bool:
         and _optional_int_ok(entry, "size", MAX_COUNT)
         and _optional_int_ok(entry, "base", MAX_COUNT)
         and _optional_int_ok(entry, "restored_from", MAX_COUNT)
+        and _kind_fields_ok(entry)
     )
+
+
+def _kind_fields_ok(entry: dict[str, Any]) -> bool:
+    """The fields only some kinds carry (format 2): `prune` names version numbers, `policy`
+    carries a sealed record. Other kinds have nothing more to check."""
+    kind = entry.get("kind")
+    if kind == "prune":
+        pruned = entry.get("pruned")
+        return (isinstance(pruned, list) and 0 < len(pruned) <= MAX_PRUNED
+                and all(_int(n, None) is not None and n >= 1 for n in pruned))
+    if kind == "policy":
+        sealed = entry.get("sealed")
+        return isinstance(sealed, str) and 0 < len(sealed) <= MAX_SEALED_POLICY
+    return True

@@ -184,6 +184,7 @@ class OpenClose(ServiceBase):
             message = _("{name} sent as version {version}").format(name=name, version=version)
             # Recorded at once: a retried close after a failed release must not send it twice.
             ds.update(synced_version=version, synced_hash=snap.fingerprint, synced_stamp=stamp)
+        self._prune_now_and_then(ds, area, grant)  # format 2: at most once a day, never fails the close
         area.release(grant, self.party)
         with suppress(errors.CloudShareError, OSError):
             area.sweep_tmp()  # abandoned uploads of crashed writers, a day old or more

@@ -7,7 +7,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from .. import errors
-from ..area import Area, Version, same_content
+from ..area import Area, Version, download_unless_pruned, same_content
 from ..i18n import _
 from ..snapshot import LocalSnapshot, keep_aside
 from .base import Outcome, ServiceBase
@@ -35,7 +35,8 @@ class Receiving(ServiceBase):
             return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
         try:
-            area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
+            download_unless_pruned(area, newest, target, self._cache(area),
+                                   self.ui.progress(_("receiving"), newest.size))
         except BaseException:
             if kept is not None and not os.path.lexists(target):
                 with suppress(OSError):

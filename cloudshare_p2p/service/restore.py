@@ -6,6 +6,7 @@ from statemachine import Event
 from statemachine.plans import Command
 
 from .. import errors
+from ..area import check_not_pruned
 from ..i18n import _
 from ..settings import DEFAULT_RUN_LEASE
 from .base import Outcome, ServiceBase
@@ -35,6 +36,7 @@ class RestoreCommand(ServiceBase):
                 raise errors.NoSuchVersion(_("{name} has no version {version}").format(
                     name=name, version=version),
                                              hint=_("see `cloudshare history {name}`").format(name=name))
+            check_not_pruned(area, old)
             try:
                 grant = self._acquire_for(ds, area, DEFAULT_RUN_LEASE, f"restoring version {version}")
             except errors.LockedByOther as exc:

@@ -49,11 +49,12 @@ class StatusCommands(ServiceBase):
                        {"name": name, "registered": True})
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """The versions in the area of NAME, oldest first."""
+        """The versions in the area of NAME, oldest first (`pruned`: removed by the retention policy)."""
         ds = self._shared(name)
         with self.connect(ds.remote) as session:
             area = self._area_of(ds, session)
-            return [v.as_json() for v in area.versions()]
+            view = area.log_view()
+            return [{**v.as_json(), "pruned": v.version in view.pruned} for v in view.versions]
 
     def status(self, name: str | None = None, refresh: bool = False) -> list[dict[str, Any]]:
         """The data list; with `refresh`, each shared data set's lock is looked up on its host."""
