@@ -225,6 +225,7 @@ def test_chown_setuid_and_wide_modes_refused(tmp_path):
 # --- 3. login timing does not tell which IDs exist ------------------------------------------
 
 
+@pytest.mark.slow  # ~100 timed logins; best on a quiet machine
 def test_failed_password_takes_the_same_time_whatever_the_id(tmp_path):
     host_dir, _identity, fp = make_host_dir(tmp_path)
     pub = make_client_key(tmp_path / "key-only")
