@@ -35,15 +35,16 @@ class HomeTemplates:
             self._made[key] = root / "home"
         return self._made[key]
 
-    def home(self, server: ShareServer, root: Path, name: str) -> Home:
-        """A home at `root` with the host registered as "host" and an install id of its own."""
+    def home(self, server: ShareServer, root: Path, name: str, env: dict[str, str] | None = None) -> Home:
+        """A home at `root` with the host registered as "host" and an install id of its own;
+        `env` is added to each command's environment."""
         shutil.copytree(self._template(server, name), root / "home")
         with sqlite3.connect(root / "home" / DB_NAME) as db:
             changed = db.execute("UPDATE meta SET value = ? WHERE key = 'install_id'",
                                  [uuid.uuid4().hex[:16]]).rowcount
         db.close()
         assert changed == 1, "the registry has no install_id row: update tests/fixtures_homes.py"
-        return Home(root, name, server)
+        return Home(root, name, server, env=dict(env or {}))
 
 
 @pytest.fixture(scope="session")
