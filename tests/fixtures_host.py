@@ -4,13 +4,15 @@
 `embedded_x4_server`: four such processes serving the SAME host folder on four ports (the
 stand-in for several machines over shared storage).
 
-Both are session-scoped; on teardown each process gets SIGTERM and must exit 0 within 10 s
-without asyncio's "Task was destroyed but it is pending" on its stderr.
+Both are session-scoped (each pytest-xdist worker starts its own, in its own temp folder); a
+process counts as started once its log says it serves the chosen port. On teardown each process
+gets SIGTERM and must exit 0 within 10 s without asyncio's "Task was destroyed but it is
+pending" on its stderr. Ports and keys come from tests.netkeys (`free_port` and
+`make_client_key` stay importable from here).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloudshare_p2p import host as hostlib
+from tests.netkeys import free_port, generate_ed25519_keypair
 from tests.serverinfo import ShareServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,30 +32,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 EMBEDDED_ID = "firm-test"
 EMBEDDED_PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_client_key(private_path: Path) -> str:
-    """Write an Ed25519 private key (OpenSSH format, 0600); return its public key line."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    line = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    Path(str(private_path) + ".pub").write_text(line + "\n")
-    return line
+make_client_key = generate_ed25519_keypair  # the name the host tests import
 
 
 @dataclass
@@ -65,6 +43,18 @@ class HostProcess:
 
     def stderr_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def _serves(hp: HostProcess) -> bool:
+    """Our process logged that it serves its port, and the port accepts (the log line, not the
+    connection alone, tells our host from a parallel worker's that took the same port)."""
+    if f"listen=127.0.0.1:{hp.port} " not in hp.stderr_text() + " ":
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", hp.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def start_host_process(host_dir: Path, port: int | None = None, *, grace: float = 2.0,
@@ -102,11 +92,9 @@ def start_host_process(host_dir: Path, port: int | None = None, *, grace: float 
         hp = HostProcess(proc, p, log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", p), timeout=0.5):
-                    return hp
-            except OSError:
-                time.sleep(0.05)
+            if _serves(hp):
+                return hp
+            time.sleep(0.05)
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)

@@ -1,14 +1,14 @@
 """A private OpenSSH sshd on loopback, as a pytest plugin (listed in conftest's pytest_plugins).
 
-`start_sshd` / `stop_sshd` / `generate_ed25519_keypair` are reusable by tests that need a
-variant (e.g. the hosting recipe with `ChrootDirectory`).
+`start_sshd` / `stop_sshd` are reusable by tests that need a variant (e.g. the hosting recipe
+with `ChrootDirectory`). Each pytest-xdist worker starts its own sshd in its own temp folder.
+Ports and keys come from tests.netkeys (`free_port`, `generate_ed25519_keypair` and
+`public_line_fingerprint` stay importable from here).
 """
 
 from __future__ import annotations
 
-import base64
 import getpass
-import hashlib
 import os
 import shutil
 import socket
@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.netkeys import free_port, generate_ed25519_keypair, public_line_fingerprint
 from tests.serverinfo import ShareServer
 
 SSHD_MISSING = "OpenSSH sshd not installed: apt-get install openssh-server"
 START_TIMEOUT = 10.0
+START_ATTEMPTS = 3  # a free port can be taken between probe and bind (parallel workers): retry
 
 
 def find_sshd() -> str | None:
@@ -32,39 +32,6 @@ def find_sshd() -> str | None:
         return "/usr/sbin/sshd"
     found = shutil.which("sshd")
     return os.path.abspath(found) if found else None
-
-
-def generate_ed25519_keypair(private_path: Path) -> str:
-    """Write a new Ed25519 private key (OpenSSH format, 0600); return its public key line."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    private_path = Path(private_path)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(private_path, 0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    line = public.decode("ascii")
-    Path(str(private_path) + ".pub").write_text(line + "\n")
-    return line
-
-
-def public_line_fingerprint(public_line: str) -> str:
-    """`SHA256:...` of an OpenSSH public key line, like `ssh-keygen -l`."""
-    blob = base64.b64decode(public_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _split_match(extra_config: str) -> tuple[str, str]:
@@ -108,17 +75,54 @@ def _write_config(tmpdir: Path, port: int, extra_config: str) -> Path:
     return config
 
 
-def _wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> None:
+def _listening_pid(tmpdir: Path) -> int | None:
+    """The pid sshd wrote to its PidFile (it does so only once its port is bound)."""
+    try:
+        return int((tmpdir / "sshd.pid").read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_listening(proc: subprocess.Popen, tmpdir: Path, port: int, timeout: float) -> None:
+    """Return once OUR sshd listens on `port` (its pid file names it: a parallel worker's
+    server on the same port does not count); raise if it exits or the time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sshd exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if _listening_pid(tmpdir) == proc.pid:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.05)
     raise RuntimeError(f"sshd did not listen on port {port} within {timeout:.0f} s")
+
+
+def _spawn_sshd(sshd: str, tmpdir: Path, extra_config: str) -> tuple[subprocess.Popen, int]:
+    """Start sshd on a free port and wait until it listens; retry on another port if it fails."""
+    for attempt in range(START_ATTEMPTS):
+        port = free_port()
+        config = _write_config(tmpdir, port, extra_config)
+        (tmpdir / "sshd.pid").unlink(missing_ok=True)
+        with open(tmpdir / "sshd.log", "ab") as log:  # sshd keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            _wait_listening(proc, tmpdir, port, START_TIMEOUT)
+            return proc, port
+        except BaseException as exc:
+            stop_sshd(proc)
+            if attempt + 1 < START_ATTEMPTS and isinstance(exc, RuntimeError):
+                continue
+            log_text = (tmpdir / "sshd.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"sshd did not start; log:\n{log_text}") from None
+    raise AssertionError("unreachable")
 
 
 def start_sshd(tmpdir: Path, extra_config: str = "") -> tuple[subprocess.Popen, ShareServer]:
@@ -134,21 +138,7 @@ def start_sshd(tmpdir: Path, extra_config: str = "") -> tuple[subprocess.Popen, 
     (tmpdir / "authorized_keys").write_text(client_public + "\n")
     share = tmpdir / "share"
     share.mkdir(exist_ok=True)
-    port = free_port()
-    config = _write_config(tmpdir, port, extra_config)
-    with open(tmpdir / "sshd.log", "ab") as log:  # sshd keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        _wait_listening(proc, port, START_TIMEOUT)
-    except BaseException:
-        stop_sshd(proc)
-        log = (tmpdir / "sshd.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"sshd did not start; log:\n{log}") from None
+    proc, port = _spawn_sshd(sshd, tmpdir, extra_config)
     server = ShareServer(
         kind="openssh",
         host="127.0.0.1",

@@ -1,7 +1,7 @@
 """Helpers of the fault suite (tests/test_soak.py): scale, real CLI processes, content digests,
 checks that an answer is clean, and a reader that receives every version of an area.
 
-Scale: CLOUDSHARE_SOAK=short (default; small counts, inside `make test`) or long (`make soak`).
+Scale: CLOUDSHARE_SOAK=short (default; small counts, inside `make test-slow`) or long (`make soak`).
 """
 
 from __future__ import annotations

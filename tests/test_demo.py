@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 DEMO_TIMEOUT = 180
+# one long run of the whole story (every step is tested on its own too), on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 def _cloudshare() -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.homes import CLOUDSHARE, SHARE_PASSWORD, Home
 from tests.serverinfo import ShareServer
+from tests.soak_common import backdate_top_lock
 
 pytestmark = pytest.mark.server
 
@@ -138,7 +139,7 @@ def test_fenced_close_keeps_the_late_work_aside(firm, client, area):
     firm_books, client_books = shared_pair(firm, client, area)
     client.run("open", "books", "--lease", "2s")
     (client_books / "ledger.csv").write_text("client's late work\n")
-    time.sleep(4)  # the client's lease runs out while it is away
+    backdate_top_lock(client.server, area)  # the client's lease runs out while it is away
     firm.run("open", "books")
     (firm_books / "ledger.csv").write_text("firm's newer work\n")
     firm.run("close", "books")
@@ -267,7 +268,7 @@ def test_unlock_force_breaks_a_lock_and_is_recorded(firm, client, area):
 def test_close_without_changes_after_losing_the_lease_is_harmless(firm, client, area):
     shared_pair(firm, client, area)
     client.run("open", "books", "--lease", "2s")
-    time.sleep(4)
+    backdate_top_lock(client.server, area)  # the lease ran out
     firm.run("open", "books")
     result = client.run("close", "books")
     assert "without changes" in result.stdout and "someone else holds the lock" in result.stdout

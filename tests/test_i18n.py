@@ -250,6 +250,7 @@ def test_data_set_messages_in_japanese_and_a_cp932_console(tmp_path):
             assert "データ なし は登録されていません" in err
 
 
+@pytest.mark.slow  # the whole demo again (~30 s), in Japanese
 def test_the_demo_runs_in_japanese():
     """`CLOUDSHARE_LANG=ja cloudshare demo`: the narration and every command speak Japanese."""
     result = _run("demo", CLOUDSHARE_LANG="ja")

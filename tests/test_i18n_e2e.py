@@ -34,17 +34,15 @@ def how(request) -> str:
 
 
 @pytest.fixture
-def firm(share_server, tmp_path, how) -> Home:
-    home = Home(tmp_path / "firm", "佐藤（会計事務所）", share_server, env={**JAPANESE[how], **TOKYO})
-    home.add_remote()
-    return home
+def firm(share_server, tmp_path, how, home_templates) -> Home:
+    env = {**JAPANESE[how], **TOKYO}
+    return home_templates.home(share_server, tmp_path / "firm", "佐藤（会計事務所）", env)
 
 
 @pytest.fixture
-def client(share_server, tmp_path, how) -> Home:
-    home = Home(tmp_path / "client", "山田商事", share_server, env={**JAPANESE[how], **TOKYO})
-    home.add_remote()
-    return home
+def client(share_server, tmp_path, how, home_templates) -> Home:
+    env = {**JAPANESE[how], **TOKYO}
+    return home_templates.home(share_server, tmp_path / "client", "山田商事", env)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The fault suite (issue 8): contention, kills, connection cuts, paused holders and hostile
 records, against the private OpenSSH sshd and the embedded host, with the real `cloudshare`.
 
-Scale with CLOUDSHARE_SOAK=short (default, inside `make test`) or long (`make soak`);
+Scale with CLOUDSHARE_SOAK=short (default, inside `make test-slow`) or long (`make soak`);
 CLOUDSHARE_SOAK_SEED=N repeats the random choices of a run. Each test prints its figure as one
 line starting with "SOAK " (shown live, and again at the end of the session).
 """
@@ -18,7 +18,7 @@ import pytest
 from tests import soak_common as sc
 from tests.homes import Home
 
-pytestmark = [pytest.mark.soak, pytest.mark.server]
+pytestmark = [pytest.mark.soak, pytest.mark.server, pytest.mark.slow]
 
 _LINES: list[str] = []
 
