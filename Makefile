@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-test
 WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup
 
-.PHONY: demo bytecode test test-slow lint diagram bench bench-delta soak clean i18n
+.PHONY: demo bytecode test test-slow lint diagram bench bench-delta bench-link soak clean i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ soak: bytecode
 
 bench-delta: $(STAMP)
 	$(BIN)/python bench/bench_delta.py --big
+
+# the emulated office line (network namespaces, tbf, a delay proxy): needs root, ~4 min
+bench-link: $(STAMP)
+	$(BIN)/python bench/office_link.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
