@@ -10,6 +10,7 @@ from ..settings import Until
 
 
 def parse_duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """`--lease DURATION` (e.g. 90s, 30m, 1h30m) in seconds; a bad one is a usage error."""
     if value is None:
         return None
     try:
@@ -19,6 +20,7 @@ def parse_duration_option(_ctx: click.Context, _param: click.Parameter, value: s
 
 
 def check_note(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """`--note`: refused (usage error) when longer than the area allows."""
     from ..textsafe import note_problem
 
     problem = note_problem(value or "")
