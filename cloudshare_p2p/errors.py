@@ -1,7 +1,7 @@
 """Every error a user can meet, each with its fixed exit code.
 
 Like borg, each class carries its exit code; codes are never reused. The CLI maps
-these to `click` exits in one place (`cli.py`); the library never calls `sys.exit`.
+these to `click` exits in one place (`cli/group.py`); the library never calls `sys.exit`.
 """
 
 from __future__ import annotations
@@ -273,6 +273,18 @@ class BadUrl(CloudShareError):
 
 class NoSuchVersion(CloudShareError):
     """`restore` was given a version the area does not have."""
+
+
+class VersionPruned(NoSuchVersion):
+    """A version the retention policy removed: its data may be gone from the host."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(_("version {version} was pruned by the retention policy").format(version=version))
+        self.version = version
+
+
+class PruneNeedsFormat2(CloudShareError):
+    """`prune` on a version-1 area: that format keeps everything (the next close upgrades it)."""
 
 
 class AreaEmpty(CloudShareError):

@@ -12,8 +12,8 @@ Several ``cloudshare`` processes may use the same home at once. Every write runs
 waits (busy timeout) instead of failing with "database is locked" when it later tries to
 upgrade a read lock. The database is in WAL mode so readers never block the writer.
 
-Schema changes go through :data:`MIGRATIONS` (``sqlite_utils.Migrations``); append new
-migrations at the end, never edit an applied one.
+Schema changes go through :data:`MIGRATIONS` (``sqlite_utils.Migrations``, in
+``registry_migrations.py``); append new migrations at the end, never edit an applied one.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Database
 
 from cloudshare_p2p import errors
 
 from .i18n import _
+from .registry_migrations import MIGRATIONS
 
 APP_NAME = "cloudshare-p2p"
 HOME_ENV = "CLOUDSHARE_HOME"
@@ -59,8 +60,6 @@ DATASET_FIELDS = frozenset(
     }
 )
 
-MIGRATIONS = Migrations("cloudshare_registry")
-
 
 def default_home() -> Path:
     """The home folder: ``$CLOUDSHARE_HOME`` if set (and not empty), else the user data folder."""
@@ -81,74 +80,6 @@ def _default_display_name() -> str:
     except Exception:  # no USER/LOGNAME and no passwd entry (containers)
         user = "user"
     return f"{user}@{socket.gethostname()}"
-
-
-# --- migrations ---------------------------------------------------------------
-
-
-@MIGRATIONS()
-def m001_initial(db: Database) -> None:
-    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db.table("remotes").create(
-        {
-            "name": str,
-            "url": str,
-            "identity": str,  # path of the SSH key file, or None (password login)
-            "host_fingerprint": str,  # "SHA256:..." pinned at `remote add`, for display
-            "added": str,
-        },
-        pk="name",
-        not_null={"url", "added"},
-    )
-    db.table("datasets").create(
-        {
-            "name": str,
-            "path": str,
-            "state": str,
-            "step": str,
-            "remote": str,
-            "area": str,
-            "area_id": str,
-            "synced_version": int,
-            "synced_hash": str,
-            "machine": str,  # JSON text: the state machine's persisted context
-            "created": str,
-            "updated": str,
-        },
-        pk="name",
-        not_null={"path", "state", "created", "updated"},
-        defaults={"state": "unshared"},
-    )
-    db.table("datasets").create_index(["remote", "area"])
-    db.table("audit").create(
-        {
-            "id": int,
-            "time": str,
-            "dataset": str,
-            "event": str,
-            "from_state": str,
-            "to_state": str,
-            "detail": str,
-        },
-        pk="id",
-        not_null={"time", "dataset", "event", "detail"},
-        defaults={"detail": ""},
-    )
-    db.table("audit").create_index(["dataset", "id"])
-    db.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?)",
-        [uuid.uuid4().hex[:16]],
-    )
-
-
-@MIGRATIONS()
-def m002_synced_stamp(db: Database) -> None:
-    """A cheap stamp (names, sizes, times, inodes) of the data as last synced: `close` with
-    nothing changed need not re-read the data."""
-    db.table("datasets").add_column("synced_stamp", str)
-
-
-# --- the registry -------------------------------------------------------------
 
 
 class Registry:

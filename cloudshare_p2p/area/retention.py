@@ -30,6 +30,7 @@ from statemachine.retention import (
 )
 
 from .. import crypto, errors
+from ..errors import PruneNeedsFormat2, VersionPruned
 from ..i18n import _
 from .model import Grant, Party, Version
 from .records import MAX_PRUNED, MAX_SEALED_POLICY, OBJECT_ID, _name
@@ -41,18 +42,6 @@ if TYPE_CHECKING:
 FANNED_FOLDERS = ("chunks", "packs")  # objects under <folder>/<id[0:2]>/<id>; packs: format 2
 RENEW_EVERY = 200  # removals between lease renewals: a prune never outlives its lock
 CHEAP_MAX_REMOVALS = 2000  # the most objects a prune run from `close` removes
-
-
-class PruneNeedsFormat2(errors.CloudShareError):
-    """`prune` on a version-1 area: that format keeps everything (the next close upgrades it)."""
-
-
-class VersionPruned(errors.NoSuchVersion):
-    """A version the retention policy removed: its data may be gone from the host."""
-
-    def __init__(self, version: int) -> None:
-        super().__init__(_("version {version} was pruned by the retention policy").format(version=version))
-        self.version = version
 
 
 @dataclass(frozen=True)
