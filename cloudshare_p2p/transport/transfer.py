@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 import paramiko
@@ -23,6 +23,7 @@ from .paramiko_sftp import SFTPClient, WriteAcks
 # most 256 KiB - 1 KiB of data: stay at that size for both directions.
 REQUEST_SIZE = 256 * 1024 - 1024
 PIECE_SIZE = 1 << 20  # upload reads its source in 1 MiB pieces
+RANGES_BATCH = 16 << 20  # read_ranges asks for at most this much ahead of what was consumed
 Progress = Callable[[int], None] | None
 
 
@@ -134,3 +135,17 @@ def copy_out(f: paramiko.SFTPFile, dst: BinaryIO, check: Deadline, progress: Pro
         if progress:
             progress(done)
     return done
+
+
+def batches(ranges: Sequence[tuple[int, int]], limit: int) -> Iterator[list[tuple[int, int]]]:
+    """`ranges` in consecutive groups of about `limit` bytes (one readv each)."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for offset, length in ranges:
+        if batch and size + length > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append((offset, length))
+        size += length
+    if batch:
+        yield batch
