@@ -159,3 +159,26 @@ def test_a_damaged_frame_is_refused(tmp_path: Path) -> None:
     with pytest.raises(errors.AreaCorrupt):
         _reader(folder).download(area.versions()[0], tmp_path / "copy.db")
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_patch_chains_through_the_cache_keep_their_depth(tmp_path: Path) -> None:
+    folder, area = memory_area()
+    area.use_cache(tmp_path / "cache-firm")
+    ledger = make_ledger(tmp_path / "books.db", 20_000)
+    copies = [ledger.read_bytes()]
+    close(area, ledger, 0)
+    for day in range(5):
+        edit_ledger(ledger, 3, 0, f"d{day}")
+        copies.append(ledger.read_bytes())
+        writer = Area(MemoryFiles(folder), "books")  # a new command: the base comes from the cache
+        writer.unlock_keys(PASSWORD)
+        writer.use_cache(tmp_path / "cache-firm")
+        close(writer, ledger, day + 1)
+    reader = _reader(folder)  # no cache: every chain fetched
+    versions = reader.versions()
+    depths = [m2.decode(reader._manifest_body(v.manifest, v.version)).depth for v in versions]
+    assert depths == list(range(6))
+    for version, want in zip(versions, copies, strict=True):
+        target = tmp_path / f"v{version.version}.db"
+        reader.download(version, target)
+        assert target.read_bytes() == want

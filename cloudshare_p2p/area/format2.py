@@ -86,9 +86,13 @@ class Format2(LockFolder):
             return None
         try:
             head, _sep, body = path.read_bytes().partition(b"\n")
-            chain = head.decode("ascii").split(",")
-            return m2.resolve(m2.decode(body), None), chain
-        except (OSError, UnicodeDecodeError, errors.CloudShareError):
+            depth, *chain = head.decode("ascii").split(",")
+            resolved = m2.resolve(m2.decode(body), None)
+            resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
+            if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
+                raise ValueError(depth)
+            return resolved, chain
+        except (OSError, ValueError, errors.CloudShareError):
             path.unlink(missing_ok=True)  # local damage: fetched again
             return None
 
@@ -97,7 +101,8 @@ class Format2(LockFolder):
         if path is not None:
             body = m2.encode(m2.full_form(resolved))
             with suppress(OSError):
-                atomic_write(path, ",".join(chain).encode() + b"\n" + body, durable=False)
+                atomic_write(path, ",".join([str(resolved.depth), *chain]).encode() + b"\n" + body,
+                             durable=False)
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -157,7 +162,7 @@ class Format2(LockFolder):
         if base is not None:
             full = m2.encode(m2.full_form(resolved))
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= len(full):
-                body, chain = full, []
+                body, chain, resolved.depth = full, [], 0
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
