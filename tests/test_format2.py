@@ -182,3 +182,21 @@ def test_patch_chains_through_the_cache_keep_their_depth(tmp_path: Path) -> None
         target = tmp_path / f"v{version.version}.db"
         reader.download(version, target)
         assert target.read_bytes() == want
+
+
+def test_check_reads_format_2_packs(tmp_path: Path) -> None:
+    from cloudshare_p2p.check import check_area
+
+    folder, area = memory_area()
+    ledger = make_ledger(tmp_path / "books.db", 5000)
+    close(area, ledger, 0)
+    healthy = check_area(_reader(folder), read_data=True)
+    assert not healthy.damaged and healthy.bytes_read > 0, healthy.problems
+    pack = next(k for k in folder.nodes if k.startswith("books/packs/") and k.count("/") == 3)
+    data = bytearray(folder.file(pack))
+    data[-5] ^= 1
+    folder.nodes[pack].data = bytes(data)
+    assert not check_area(_reader(folder)).damaged  # sizes only: the damage is inside
+    assert check_area(_reader(folder), read_data=True).damaged_versions == [1]
+    del folder.nodes[pack]
+    assert check_area(_reader(folder)).damaged_versions == [1]

@@ -2,7 +2,8 @@
 previous release (git commit 65e4982, format 1 only) run from its own source tree:
 its area is read and upgraded in place by the first close of this release; the previous
 release then refuses the area with its "unsupported format" message and writes nothing;
-two clients close many times and every version restores bit-exact."""
+two clients close many times and every version restores bit-exact. This release writes
+format 2 here because CLOUDSHARE_WRITE_FORMAT=2 (format 1 is still the default)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.parties import open_area, session_for
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]
 PREVIOUS = "65e4982"
+FORMAT_2 = {"CLOUDSHARE_WRITE_FORMAT": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_previous_release_area_read_upgraded_then_refused_by_it(share_server, tm
     host_area = share_server.root / area
     assert json.loads((host_area / "config").read_text())["version"] == 1
 
-    client = Home(tmp_path / "client", "Client (Yamada)", share_server)
+    client = Home(tmp_path / "client", "Client (Yamada)", share_server, env=dict(FORMAT_2))
     client.add_remote()
     mine = client.data / "books.db"
     client.run("join", "books", str(mine), "--remote", "host", "--area", area)
@@ -111,6 +113,8 @@ def test_previous_release_area_read_upgraded_then_refused_by_it(share_server, tm
 
 
 def test_two_clients_many_closes_every_version_restores(firm, client, area, share_server, tmp_path) -> None:
+    firm.env.update(FORMAT_2)
+    client.env.update(FORMAT_2)
     ledger = make_ledger(firm.data / "books.db", 20_000)
     firm.run("share", "books", str(ledger), "--remote", "host", "--area", area, "--yes")
     mine = client.data / "books.db"
@@ -128,6 +132,7 @@ def test_two_clients_many_closes_every_version_restores(firm, client, area, shar
         reader = open_area(conn, area, SHARE_PASSWORD)
         versions = reader.versions()
         assert len(versions) == len(copies)
+        assert all(reader.read_manifest(v).chunker == PER_FILE for v in versions)
         for version, want in zip(versions, copies, strict=True):
             target = tmp_path / "check" / f"v{version.version}.db"
             reader.download(version, target)

@@ -10,9 +10,10 @@ version from the local copy plus frames. Spec: docs/area-format.md, "Format vers
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import crypto, errors
 from ..i18n import _
@@ -187,6 +188,17 @@ class Format2(LockFolder):
         lists = base.lists() if base is not None else {}
         known = base.where if base is not None else {}
         placed: set[str] = set()
+        opened: dict[Path, BinaryIO] = {}
+        try:
+            return self._patch_entries(snap, lists, known, placed, opened, writer, progress)
+        finally:
+            for fh in opened.values():
+                fh.close()
+
+    def _patch_entries(self, snap: LocalSnapshot, lists: dict[str, tuple[str, ...]],
+                       known: Mapping[str, object], placed: set[str], opened: dict[Path, BinaryIO],
+                       writer: PackWriter, progress: Callable[[int], None] | None,
+                       ) -> tuple[tuple[m2.PatchFile, ...], int]:
         files = []
         for entry in snap.manifest.files:
             ops, before = m2.OpsBuilder(), lists.get(entry.path, ())
@@ -197,7 +209,7 @@ class Format2(LockFolder):
                     ops.stored(cid)
                 else:
                     self.check_interrupt()
-                    frame, offset = writer.add(snap.read_chunk(cid))
+                    frame, offset = writer.add(snap.read_chunk(cid, opened))
                     ops.new(frame, offset, cid, length)
                     placed.add(cid)
                     if progress:

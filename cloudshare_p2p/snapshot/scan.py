@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import chunking, crypto, errors
 from ..i18n import _
@@ -15,7 +16,16 @@ from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
 
 WRITE_FORMAT = 1
-"""The format `LocalSnapshot.scan` cuts for by default: 1 (fixed 1 MiB) or 2 (per-file chunkers)."""
+"""The format `LocalSnapshot.scan` cuts for by default: 1 (fixed 1 MiB) or 2 (per-file chunkers,
+and a commit upgrades the area). Format 2 stays opt-in (`CLOUDSHARE_WRITE_FORMAT=2`) until the
+tests written against version 1's layout are adapted."""
+WRITE_FORMAT_ENV = "CLOUDSHARE_WRITE_FORMAT"
+
+
+def write_format() -> int:
+    """The format a scan cuts for unless told: CLOUDSHARE_WRITE_FORMAT (1 or 2), else WRITE_FORMAT."""
+    value = os.environ.get(WRITE_FORMAT_ENV, "").strip()
+    return int(value) if value in ("1", "2") else WRITE_FORMAT
 MAX_BLOCKS = 1 << 18  # format 2: page blocks grow (whole pages x 2^k) to keep a file under this many
 
 
@@ -119,7 +129,7 @@ class LocalSnapshot:
         if like is not None:
             format = 2 if like.chunker == PER_FILE else 1
         cutters = {f.path: f.chunker for f in like.files} if like is not None else {}
-        per_file = (format or WRITE_FORMAT) == 2
+        per_file = (format or write_format()) == 2
         root = Path(path)
         skipped: list[str] = []
         index: dict[str, tuple[Path, int, int]] = {}
@@ -141,12 +151,24 @@ class LocalSnapshot:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
         return self._index[chunk_id]
 
-    def read_chunk(self, chunk_id: str) -> bytes:
-        """Plaintext of one chunk, re-verified; InvalidState if the file changed since the scan."""
+    def read_chunk(self, chunk_id: str, files: dict[Path, BinaryIO] | None = None) -> bytes:
+        """Plaintext of one chunk, re-verified; InvalidState if the file changed since the scan.
+
+        `files` (closed by the caller) keeps files open between calls, for many small chunks."""
         file_path, offset, length = self._index[chunk_id]
-        with open(file_path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(length)
+        if files is None:
+            with open(file_path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+        else:
+            if file_path not in files:
+                for old in files.values():
+                    old.close()
+                files.clear()
+                files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
+            kept = files[file_path]
+            kept.seek(offset)
+            data = kept.read(length)
         if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
             raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
         return data
