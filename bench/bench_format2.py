@@ -92,6 +92,7 @@ class CountingRelay:
 def run(home: Path, *args: str) -> tuple[float, int]:
     """One `cloudshare` command: (wall seconds, peak RSS bytes); it must succeed."""
     env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=home.name)
+    env.setdefault("CLOUDSHARE_WRITE_FORMAT", "2")  # format 2 is still opt-in
     t0 = time.perf_counter()
     proc = subprocess.Popen([CLOUDSHARE, "--home", str(home), *args], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -31,7 +31,7 @@ from .paramiko_sftp import (
     open_truncated,
     unsupported,
 )
-from .transfer import RANGES_BATCH, REQUEST_SIZE, batches, bounded, copy_out, copy_small, write_stream
+from .transfer import REQUEST_SIZE, bounded, copy_out, copy_small, read_ranges, write_stream
 
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -380,17 +380,8 @@ class SftpConnection:
             f = self._sftp.open(path, "rb")
             try:
                 f.MAX_REQUEST_SIZE = REQUEST_SIZE
-                size = f.stat().st_size or 0  # paramiko's prefetch hangs on a range past the end
-                clipped = [(o, max(0, min(n, size - o))) for o, n in ranges]
                 check.arm()
-                for batch in batches(clipped, RANGES_BATCH):
-                    wanted = [r for r in batch if r[1]]
-                    got = iter(f.readv(wanted, 64) if wanted else ())
-                    for _offset, length in batch:
-                        data = next(got) if length else b""
-                        self._received(len(data))
-                        check.check()
-                        yield data
+                yield from read_ranges(f, ranges, check, self._received)
             finally:
                 f.close()
 

@@ -137,6 +137,22 @@ def copy_out(f: paramiko.SFTPFile, dst: BinaryIO, check: Deadline, progress: Pro
     return done
 
 
+def read_ranges(f: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]], check: Deadline,
+                count: Callable[[int], None]) -> Iterator[bytes]:
+    """The bytes of each range of the open file `f`, in order (paramiko's readv, many requests in
+    flight, at most RANGES_BATCH asked ahead); ranges past the end are clipped (short)."""
+    size = f.stat().st_size or 0  # paramiko's prefetch hangs on a range past the end
+    clipped = [(o, max(0, min(n, size - o))) for o, n in ranges]
+    for batch in batches(clipped, RANGES_BATCH):
+        wanted = [r for r in batch if r[1]]
+        got = iter(f.readv(wanted, 64) if wanted else ())
+        for _offset, length in batch:
+            data = next(got) if length else b""
+            count(len(data))
+            check.check()
+            yield data
+
+
 def batches(ranges: Sequence[tuple[int, int]], limit: int) -> Iterator[list[tuple[int, int]]]:
     """`ranges` in consecutive groups of about `limit` bytes (one readv each)."""
     batch: list[tuple[int, int]] = []
