@@ -4,6 +4,7 @@ objects_needed and hostile manifests refused cleanly."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,17 @@ def test_check_reads_format_2_packs(tmp_path: Path) -> None:
     assert check_area(_reader(folder), read_data=True).damaged_versions == [1]
     del folder.nodes[pack]
     assert check_area(_reader(folder)).damaged_versions == [1]
+
+
+def test_many_packs_one_commit(tmp_path: Path, monkeypatch) -> None:
+    from cloudshare_p2p.area import packs
+
+    monkeypatch.setattr(packs, "PACK_TARGET", 64 << 10)  # packs of a few frames each
+    folder, area = memory_area()
+    data = tmp_path / "blob.bin"
+    data.write_bytes(os.urandom(3 << 20))
+    close(area, data, 0)
+    assert sum(1 for k in folder.nodes if k.startswith("books/packs/") and k.count("/") == 3) >= 3
+    target = tmp_path / "copy.bin"
+    _reader(folder).download(area.versions()[0], target)
+    assert target.read_bytes() == data.read_bytes()

@@ -2,7 +2,8 @@
 
 `PackWriter` gathers a commit's new chunks into frames of at most 1 MiB of plaintext
 (sealed on a second thread: zstd and AES release the GIL) and frames into packs of about
-`PACK_TARGET`, each uploaded as one object named by its SHA-256. `read_chunks` fetches the
+`PACK_TARGET`, each uploaded as one object named by its SHA-256 on an uploader thread while
+the next pack is sealed. `read_chunks` fetches the
 frames holding the wanted chunks with many requests in flight (`read_ranges`), opens each
 frame and verifies every chunk against its id.
 """
@@ -10,6 +11,7 @@ frame and verifies every chunk against its id.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -20,7 +22,8 @@ from ..transport import RemoteFiles
 
 KIND_FRAME = b"frame"
 FRAME_AAD_ID = ""  # a frame's AAD is "frame:" alone: later versions may not list its first chunk
-PACK_TARGET = 16 << 20  # plaintext per pack (the format allows sealed packs up to 64 MiB)
+OPEN_AHEAD = 4  # frames being opened ahead of the one consumed
+PACK_TARGET = 8 << 20  # plaintext per pack (the format allows sealed packs up to 64 MiB)
 
 
 def pack_path(pack_id: str) -> tuple[str, str, str]:
@@ -35,12 +38,16 @@ class PackWriter:
                  keys: crypto.Keys) -> None:
         self._session, self._p, self._tmp, self._keys = session, area_path, tmp, keys
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="seal")
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._uploading: Future[None] | None = None
         self._parts: list[bytes] = []  # the open frame's chunks
         self._size = 0
         self._sealing: list[Future[bytes]] = []  # the open pack's frames
         self._pack_plain = 0
         self._frames: list[tuple[int, int, int]] = []  # (pack number, offset, length)
-        self._packs: list[str] = []
+        self._packs: dict[int, str] = {}  # pack number -> id, once uploaded
+        self._pack_count = 0
+        self._dirs: set[str] = set()
         self.bytes_sent = 0
 
     def add(self, data: bytes) -> tuple[int, int]:
@@ -67,31 +74,47 @@ class PackWriter:
             return
         blobs = [f.result() for f in self._sealing]
         self._sealing, self._pack_plain = [], 0
-        offset = 0
+        offset, number = 0, self._pack_count
+        self._pack_count += 1
         for blob in blobs:
-            self._frames.append((len(self._packs), offset, len(blob)))
+            self._frames.append((number, offset, len(blob)))
             offset += len(blob)
         data = b"".join(blobs)
+        del blobs
+        if self._uploading is not None:
+            self._uploading.result()  # one pack on the wire while the next one is sealed
+        self._uploading = self._uploader.submit(self._upload, number, data)
+        del data
+
+    def _upload(self, number: int, data: bytes) -> None:
+        """Publish one pack (on the uploader thread: the only one using the connection meanwhile)."""
         pack_id = hashlib.sha256(data).hexdigest()
         folder, sub, name = pack_path(pack_id)
-        self._session.mkdir(self._p(folder))
-        self._session.mkdir(self._p(folder, sub))
+        for made in (self._p(folder), self._p(folder, sub)):
+            if made not in self._dirs:
+                self._session.mkdir(made)
+                self._dirs.add(made)
         self._session.put_object(self._tmp(), self._p(folder, sub, name), data)
-        self._packs.append(pack_id)
+        self._packs[number] = pack_id
         self.bytes_sent += len(data)
+        del data  # an error caught below (an existing folder) keeps this frame alive until gc
 
     def finish(self) -> tuple[Frame, ...]:
         """Upload what is left; the frames written, numbered as `add` said."""
         try:
             self._close_frame()
             self._flush_pack()
+            if self._uploading is not None:
+                self._uploading.result()
         finally:
             self._pool.shutdown()
+            self._uploader.shutdown()
         return tuple(Frame(self._packs[n], offset, length) for n, offset, length in self._frames)
 
     def abandon(self) -> None:
-        """Stop sealing (after an error)."""
+        """Stop sealing and uploading (after an error)."""
         self._pool.shutdown(cancel_futures=True)
+        self._uploader.shutdown(cancel_futures=True)
 
 
 def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypto.Keys,
@@ -104,13 +127,20 @@ def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypt
     by_pack: dict[str, list[tuple[int, int]]] = {}
     for pack, offset, length in sorted(frames):
         by_pack.setdefault(pack, []).append((offset, length))
-    for pack, ranges in by_pack.items():
-        for group in _ascending(ranges):
-            for (offset, length), blob in zip(group, _read(session, area_path(*pack_path(pack)), group),
-                                              strict=True):
-                if count is not None:
-                    count(len(blob))
-                yield from _open_frame(keys, blob, length, frames[(pack, offset, length)])
+    with ThreadPoolExecutor(2, thread_name_prefix="open") as pool:  # AES, zstd and HMAC release the GIL
+        opening: deque[Future[list[tuple[str, bytes]]]] = deque()
+        for pack, ranges in by_pack.items():
+            for group in _ascending(ranges):
+                for (offset, length), blob in zip(group, _read(session, area_path(*pack_path(pack)), group),
+                                                  strict=True):
+                    if count is not None:
+                        count(len(blob))
+                    wanted_here = frames[(pack, offset, length)]
+                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here))
+                    while len(opening) > OPEN_AHEAD:
+                        yield from opening.popleft().result()
+        while opening:
+            yield from opening.popleft().result()
 
 
 def _ascending(ranges: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
@@ -134,12 +164,15 @@ def _read(session: RemoteFiles, path: str, ranges: list[tuple[int, int]]) -> Ite
 
 
 def _open_frame(keys: crypto.Keys, blob: bytes, length: int,
-                chunks: list[tuple[str, Loc]]) -> Iterator[tuple[str, bytes]]:
+                chunks: list[tuple[str, Loc]]) -> list[tuple[str, bytes]]:
+    """The frame's wanted chunks, each verified against its id."""
     if len(blob) != length:
         raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
             chunk_id=chunks[0][0][:12]))
     plain = crypto.open_sealed(keys, KIND_FRAME, FRAME_AAD_ID, blob, max_plain=MAX_CHUNK)
+    out = []
     for cid, loc in chunks:
         piece = plain[loc.offset : loc.offset + loc.length]
         crypto.verify_chunk(keys, cid, piece)
-        yield cid, piece
+        out.append((cid, piece))
+    return out

@@ -24,7 +24,7 @@ from .restore import _OPEN_FLAGS, _inside, _put_in_place
 from .tempnames import _temp_path
 
 LocalChunks = dict[str, tuple[Path, int, int]]  # id -> (file, offset, length) in the local copy
-Remote = Callable[[set[str]], Iterator[tuple[str, bytes]]]  # the missing ids -> (id, verified bytes)
+Remote = Callable[[set[str]], Iterator[tuple[str, bytes]]]  # missing ids -> (id, bytes verified by id)
 
 
 class _Files:
@@ -33,6 +33,7 @@ class _Files:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
         self._open: dict[int, BinaryIO] = {}
+        self._at: dict[int, int] = {}  # where each open file's position is (a seek flushes)
 
     def write(self, number: int, offset: int, data: bytes) -> None:
         fh = self._open.get(number)
@@ -40,13 +41,17 @@ class _Files:
             if len(self._open) >= 32:
                 self.close()
             fh = self._open[number] = open(self.paths[number], "r+b")  # noqa: SIM115 - kept open
-        fh.seek(offset)
+            self._at[number] = 0
+        if self._at[number] != offset:
+            fh.seek(offset)
         fh.write(data)
+        self._at[number] = offset + len(data)
 
     def close(self) -> None:
         for fh in self._open.values():
             fh.close()
         self._open.clear()
+        self._at.clear()
 
 
 def _places(manifest: Manifest) -> dict[str, list[tuple[int, int]]]:
@@ -122,8 +127,9 @@ def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: Local
             for number, offset in spots:
                 files.write(number, offset, data)
         try:
-            for cid, data in remote(set(missing)):
-                crypto.verify_chunk(keys, cid, data)
+            for cid, data in remote(set(missing)):  # verified by `remote`
+                if cid not in missing or len(data) == 0:
+                    continue
                 for number, offset in places.get(cid, ()):
                     files.write(number, offset, data)
                 missing.discard(cid)
