@@ -177,7 +177,8 @@ def delta(title: str, pair: Pair, ledger: Path, copy: Path, work: Path, edit) ->
     old.unlink()
 
 
-def first_and_noop(tmp: Path, server, relay: CountingRelay, rows: int) -> tuple[Pair, Path, Path]:
+def first_and_noop(tmp: Path, server, relay: CountingRelay, rows: int,
+                   area: str = "bench") -> tuple[Pair, Path, Path]:
     work = tmp / "work"
     work.mkdir()
     ledger = tmp / "firm-data" / "books.db"
@@ -185,7 +186,7 @@ def first_and_noop(tmp: Path, server, relay: CountingRelay, rows: int) -> tuple[
     t0 = time.perf_counter()
     build_ledger(ledger, rows)
     print(f"ledger of {rows} rows built in {time.perf_counter() - t0:.1f} s: {mb(ledger.stat().st_size)}")
-    pair = Pair(tmp, server, relay, "bench")
+    pair = Pair(tmp, server, relay, area)
     up, _d, t_share, _ = pair.share(ledger)
     copy = tmp / "client-data" / "books.db"
     copy.parent.mkdir()
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 big = tmp / "big-ledger"
                 big.mkdir()
                 relay_big = CountingRelay(server.port)
-                bp, bl, bc = first_and_noop(big, server, relay_big, args.rows * 10)
+                bp, bl, bc = first_and_noop(big, server, relay_big, args.rows * 10, "bench-big")
                 delta("day edit, big ledger", bp, bl, bc, big / "work",
                       lambda p: edit_ledger(p, args.rows * 10, memos=True))
             throughput(tmp, server, args.random_mb)
