@@ -89,18 +89,31 @@ class CountingRelay:
             return self.up, self.down
 
 
+# Linux records the forking process's RSS high-water mark in a child's ru_maxrss at exec, so a
+# small launcher forks the command and reports its peak (this script itself grows large).
+LAUNCH = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_pid, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run(home: Path, *args: str) -> tuple[float, int]:
     """One `cloudshare` command: (wall seconds, peak RSS bytes); it must succeed."""
     env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=home.name)
     env.setdefault("CLOUDSHARE_WRITE_FORMAT", "2")  # format 2 is still opt-in
+    peak = home.parent / f".rss-{home.name}"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([CLOUDSHARE, "--home", str(home), *args], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    command = [sys.executable, "-c", LAUNCH, str(peak), CLOUDSHARE, "--home", str(home), *args]
+    proc = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
     seconds = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"cloudshare {' '.join(args)} failed: {proc.stderr.read().decode()[-500:]}")
-    return seconds, usage.ru_maxrss * 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"cloudshare {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
+    return seconds, int(peak.read_text()) * 1024
 
 
 def measured(relay: CountingRelay, home: Path, *args: str) -> tuple[int, int, float, int]:
