@@ -386,3 +386,26 @@ def test_server_now_is_the_clock_of_stat(files: RemoteFiles, area: str) -> None:
     assert abs(before - time.time()) < 5  # loopback hosts share this machine's clock
     assert files.listdir(f"{area}/tmp") == []  # the probe is removed
 
+
+
+# --- ranged reads and atomic replace (format 2) ---------------------------------------------------
+
+
+def test_read_ranges_in_order_and_short_past_the_end(files: RemoteFiles, area: str) -> None:
+    data = os.urandom(700_000)  # ranges span several SFTP requests
+    files.upload(f"{area}/pack", data)
+    ranges = [(0, 10), (100, 300_000), (400_000, 1), (699_990, 100), (800_000, 5)]
+    got = list(files.read_ranges(f"{area}/pack", ranges))
+    assert got == [data[o : o + n] for o, n in ranges]
+    with pytest.raises(FileNotFoundError):
+        list(files.read_ranges(f"{area}/nope", [(0, 1)]))
+
+
+def test_replace_is_atomic_or_declined(files: RemoteFiles, area: str) -> None:
+    files.upload(f"{area}/config", b"old")
+    files.upload(f"{area}/new", b"new")
+    if files.replace(f"{area}/new", f"{area}/config"):
+        assert files.read_bytes(f"{area}/config") == b"new"
+        assert files.stat(f"{area}/new") is None
+    else:
+        assert files.read_bytes(f"{area}/config") == b"old"

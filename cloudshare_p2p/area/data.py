@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .. import crypto, errors
 from ..i18n import _
-from ..snapshot import CHUNK_SIZE, ChunkCache, LocalSnapshot, Manifest, restore
-from .lock import LockFolder
+from ..snapshot import CHUNK_SIZE, PER_FILE, ChunkCache, LocalSnapshot, Manifest, restore
+from .format2 import Format2, body_version
 from .model import Grant, Party, Version
 from .records import check_note
 
@@ -23,14 +23,19 @@ def same_content(a: Manifest, b: Manifest) -> bool:
     return a.kind == b.kind and [(f.path, f.chunks) for f in a.files] == [(f.path, f.chunks) for f in b.files]
 
 
-class DataStore(LockFolder):
+class DataStore(Format2):
     """The area's snapshots: chunks and manifests up and down, versions committed to the log."""
 
     # --- sending ---------------------------------------------------------------------------
 
     def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
-                        progress: Callable[[int], None] | None = None) -> str:
-        """Upload the chunks the area lacks, then the manifest; returns the manifest id."""
+                        progress: Callable[[int], None] | None = None, *,
+                        parent: Version | None = None) -> str:
+        """Upload the chunks the area lacks, then the manifest; returns the manifest id.
+
+        A snapshot cut for format 2 goes into packs, its manifest a patch of `parent`'s."""
+        if snap.manifest.chunker == PER_FILE:
+            return self.upload_format2(snap, parent, progress)
         keys = self.require_keys()
         made_dirs: set[str] = set()
         for chunk_id in sorted(snap.manifest.chunk_ids()):
@@ -77,7 +82,10 @@ class DataStore(LockFolder):
         sent = self._check_base(base, snap.manifest)
         if sent is not None:
             return sent
-        manifest_id = self.upload_snapshot(snap, cache, progress)
+        if snap.manifest.chunker == PER_FILE and not self.format2_ready():
+            snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
+        parent = self.newest() if base else None
+        manifest_id = self.upload_snapshot(snap, cache, progress, parent=parent)
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
         return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
 
@@ -116,16 +124,22 @@ class DataStore(LockFolder):
     # --- receiving ---------------------------------------------------------------------------
 
     def read_manifest(self, version: Version) -> Manifest:
-        """The verified manifest of `version` (AreaCorrupt if it is missing)."""
-        keys = self.require_keys()
-        try:
-            blob = self.session.read_bytes(self.p("manifests", version.manifest))
-        except FileNotFoundError:
-            raise errors.AreaCorrupt(_("the manifest of version {version} is missing").format(
-                version=version.version)) from None
-        body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, version.manifest, blob)
-        crypto.verify_chunk(keys, version.manifest, body)
+        """The verified manifest of `version` (AreaCorrupt if it is missing), either format."""
+        found = self._cached(version.manifest)
+        if found is not None:
+            return found[0].manifest
+        body = self._manifest_body(version.manifest, version.version)
+        if body_version(body) == 2:
+            return self.resolve_manifest(version.manifest, version.version)[0].manifest
         return Manifest.from_json_bytes(body)
+
+    def objects_needed(self, version: Version) -> set[str]:
+        """Area-relative paths of every manifest, pack and version-1 chunk `version` needs."""
+        manifest = self.read_manifest(version)
+        if manifest.chunker == PER_FILE:
+            return self.objects_needed_format2(version)
+        chunks = {f"chunks/{cid[:2]}/{cid}" for cid in manifest.chunk_ids()}
+        return {f"manifests/{version.manifest}"} | chunks
 
     def fetch_chunk(self, chunk_id: str, cache: ChunkCache | None = None) -> bytes:
         """A verified plaintext chunk, from the cache when it has it."""
@@ -152,6 +166,8 @@ class DataStore(LockFolder):
                  progress: Callable[[int], None] | None = None) -> Manifest:
         """Receive `version` into `target`: verified first, then swapped in atomically."""
         manifest = self.read_manifest(version)
+        if manifest.chunker == PER_FILE:
+            return self.download_format2(version, target, progress)
         keys = self.require_keys()
 
         def fetch(chunk_id: str) -> bytes:

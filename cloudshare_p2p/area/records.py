@@ -19,7 +19,8 @@ from ..i18n import _
 from ..textsafe import MAX_NAME, MAX_NOTE, note_problem, printable
 
 FORMAT = "cloudshare-area"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what `create` writes; the first format-2 commit upgrades the area
+FORMAT_VERSIONS = (1, 2)  # what this program reads
 RECORD_VERSION = 1
 AREA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ENTRY_NAME = re.compile(r"[0-9]{20}")
@@ -82,10 +83,11 @@ def parse_config(raw: bytes) -> dict[str, Any]:
         raise errors.AreaCorrupt(_("the area config is not valid JSON")) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise errors.AreaCorrupt(_("this folder is not a cloudshare area"))
-    if config.get("version") != FORMAT_VERSION:
+    version = config.get("version")
+    if isinstance(version, bool) or version not in FORMAT_VERSIONS:
         raise errors.UnsupportedFormat(
             _("the area uses format version {version}; this program knows {format_version}").format(
-                version=config.get('version'), format_version=FORMAT_VERSION)
+                version=config.get('version'), format_version=max(FORMAT_VERSIONS))
         )
     for key in ("area_id", "dataset", "kdf", "wrapped_key"):
         if key not in config:

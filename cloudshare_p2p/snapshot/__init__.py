@@ -35,7 +35,16 @@ Leftovers of a killed restore are removed by `clean_leftovers` (run by `restore`
 from .aside import keep_aside
 from .chunkcache import ChunkCache
 from .leftovers import clean_leftovers
-from .manifest import CHUNK_SIZE, CHUNKER, KINDS, MANIFEST_VERSION, FileEntry, Manifest, validate_manifest
+from .manifest import (
+    CHUNK_SIZE,
+    CHUNKER,
+    KINDS,
+    MANIFEST_VERSION,
+    PER_FILE,
+    FileEntry,
+    Manifest,
+    validate_manifest,
+)
 from .names import safe_relpath, windows_name_problem
 from .pending import finish_pending, pending_restore
 from .restore import restore
@@ -47,6 +56,7 @@ __all__ = [
     "CHUNK_SIZE",
     "KINDS",
     "MANIFEST_VERSION",
+    "PER_FILE",
     "TEMP_PREFIX",
     "ChunkCache",
     "FileEntry",

@@ -14,6 +14,7 @@ from .names import _case_clash, safe_relpath
 
 CHUNK_SIZE = 1 << 20
 CHUNKER = "fixed-1MiB"
+PER_FILE = "per-file"  # format 2: each file entry names its chunker and chunk lengths
 MANIFEST_VERSION = 1
 KINDS = ("file", "folder")
 _CHUNK_ID_RE = re.compile(r"[0-9a-f]{64}")
@@ -28,6 +29,8 @@ class FileEntry:
     mode: int
     mtime: float
     chunks: tuple[str, ...]
+    lengths: tuple[int, ...] = ()  # format 2: each chunk's length (format 1: all CHUNK_SIZE)
+    chunker: str = ""  # format 2: this file's chunker (format 1: the manifest's)
 
     def to_dict(self) -> dict:
         return {
@@ -133,6 +136,11 @@ def validate_manifest(m: Manifest) -> None:
             raise errors.UnsafePath(_("the manifest lists {first!r} and {second!r}, which differ only in "
                                       "case (Windows cannot hold both)").format(
                                           first=clash[0], second=clash[1]))
+    if m.chunker == PER_FILE:
+        for f in m.files:
+            if len(f.lengths) != len(f.chunks) or sum(f.lengths) != f.size:
+                raise errors.AreaCorrupt(_("the manifest entry {path!r} has a wrong chunk count").format(
+                    path=f.path))
     if m.chunker == CHUNKER:
         for f in m.files:
             if len(f.chunks) != -(-f.size // CHUNK_SIZE):

@@ -46,7 +46,7 @@ def _keep_pending(tmp: Path, target: Path, manifest: Manifest) -> Path | None:
 def _holds(path: Path, manifest: Manifest, keys: crypto.Keys) -> bool:
     """True if `path` holds exactly `manifest`'s files (content re-verified by chunk id)."""
     try:
-        got = LocalSnapshot.scan(path, keys).manifest
+        got = LocalSnapshot.scan(path, keys, like=manifest).manifest
     except (errors.CloudShareError, OSError):
         return False
     return got.kind == manifest.kind and [(f.path, f.size, f.chunks) for f in got.files] == [

@@ -8,11 +8,36 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from .. import crypto, errors
+from .. import chunking, crypto, errors
 from ..i18n import _
-from .manifest import CHUNK_SIZE, FileEntry, Manifest
+from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
+
+WRITE_FORMAT = 1
+"""The format `LocalSnapshot.scan` cuts for by default: 1 (fixed 1 MiB) or 2 (per-file chunkers,
+and a commit upgrades the area). Format 2 stays opt-in (`CLOUDSHARE_WRITE_FORMAT=2`) until the
+tests written against version 1's layout are adapted."""
+WRITE_FORMAT_ENV = "CLOUDSHARE_WRITE_FORMAT"
+
+
+def write_format() -> int:
+    """The format a scan cuts for unless told: CLOUDSHARE_WRITE_FORMAT (1 or 2), else WRITE_FORMAT."""
+    value = os.environ.get(WRITE_FORMAT_ENV, "").strip()
+    return int(value) if value in ("1", "2") else WRITE_FORMAT
+MAX_BLOCKS = 1 << 18  # format 2: page blocks grow (whole pages x 2^k) to keep a file under this many
+
+
+def chunker_for(file_path: Path, size: int) -> chunking.Chunker:
+    """Format 2's chunker for one file: SQLite page blocks (at most MAX_BLOCKS), else FastCDC."""
+    found = chunking.detect(file_path)
+    if isinstance(found, chunking.PageChunker):
+        pages = found.pages
+        while -(-size // (found.page_size * pages)) > MAX_BLOCKS and found.page_size * pages < 1 << 20:
+            pages *= 2
+        found = chunking.PageChunker(found.page_size, pages)
+    return found
 
 
 def _local_error(message: str) -> errors.InvalidState:
@@ -94,8 +119,17 @@ class LocalSnapshot:
     _keys: crypto.Keys | None = field(default=None, repr=False)
 
     @classmethod
-    def scan(cls, path: Path, keys: crypto.Keys) -> LocalSnapshot:
-        """Read the data set once: chunk ids, manifest and content fingerprint."""
+    def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
+             like: Manifest | None = None) -> LocalSnapshot:
+        """Read the data set once: chunk ids, manifest and content fingerprint.
+
+        `format` 1 cuts fixed 1 MiB chunks, 2 chooses a chunker per file (default
+        `WRITE_FORMAT`); `like` (a manifest) cuts as it does, each path with its chunker.
+        """
+        if like is not None:
+            format = 2 if like.chunker == PER_FILE else 1
+        cutters = {f.path: f.chunker for f in like.files} if like is not None else {}
+        per_file = (format or write_format()) == 2
         root = Path(path)
         skipped: list[str] = []
         index: dict[str, tuple[Path, int, int]] = {}
@@ -106,20 +140,35 @@ class LocalSnapshot:
         if kind == "folder":
             _check_names(root, [rel for rel, _p, _st in walk])
         for rel, file_path, st in walk:
-            entries.append(_scan_file(rel, file_path, st, keys, index, fp))
-        manifest = Manifest(kind=kind, files=tuple(entries))
+            if per_file:
+                entries.append(_scan_file2(rel, file_path, st, keys, index, fp, cutters.get(rel)))
+            else:
+                entries.append(_scan_file(rel, file_path, st, keys, index, fp))
+        manifest = Manifest(kind, tuple(entries), PER_FILE) if per_file else Manifest(kind, tuple(entries))
         return cls(root, manifest, fp.hexdigest(), tuple(skipped), index, keys)
 
     def chunk_location(self, chunk_id: str) -> tuple[Path, int, int]:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
         return self._index[chunk_id]
 
-    def read_chunk(self, chunk_id: str) -> bytes:
-        """Plaintext of one chunk, re-verified; InvalidState if the file changed since the scan."""
+    def read_chunk(self, chunk_id: str, files: dict[Path, BinaryIO] | None = None) -> bytes:
+        """Plaintext of one chunk, re-verified; InvalidState if the file changed since the scan.
+
+        `files` (closed by the caller) keeps files open between calls, for many small chunks."""
         file_path, offset, length = self._index[chunk_id]
-        with open(file_path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(length)
+        if files is None:
+            with open(file_path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+        else:
+            if file_path not in files:
+                for old in files.values():
+                    old.close()
+                files.clear()
+                files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
+            kept = files[file_path]
+            kept.seek(offset)
+            data = kept.read(length)
         if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
             raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
         return data
@@ -146,6 +195,28 @@ def _scan_file(
     _fingerprint_header(fp, rel, offset)
     fp.update(body.digest())
     return FileEntry(rel, offset, stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime, tuple(ids))
+
+
+def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
+                index: dict[str, tuple[Path, int, int]], fp: hashlib._Hash, name: str | None) -> FileEntry:
+    """Format 2: chunk one file with its own chunker (`name`, else the one it calls for)."""
+    cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
+    ids: list[str] = []
+    lengths: list[int] = []
+    size = 0
+    body = hashlib.sha256()
+    with open(file_path, "rb") as fh:
+        for offset, chunk in chunking.chunks(fh, cutter):
+            cid = crypto.chunk_id(keys, chunk)
+            index.setdefault(cid, (file_path, offset, len(chunk)))
+            ids.append(cid)
+            lengths.append(len(chunk))
+            body.update(chunk)
+            size = offset + len(chunk)
+    _fingerprint_header(fp, rel, size)
+    fp.update(body.digest())
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    return FileEntry(rel, size, mode, st.st_mtime, tuple(ids), tuple(lengths), cutter.name)
 
 
 def local_fingerprint(path: Path) -> str:

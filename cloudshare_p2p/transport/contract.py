@@ -6,6 +6,7 @@ tests/test_transport_contract.py runs one suite against every backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -81,6 +82,18 @@ class RemoteFiles(Protocol):
     def read_bytes(self, path: str, max_size: int = ...) -> bytes:
         """The whole content of `path`. FileNotFoundError if missing; `FileTooLarge` (an
         `errors.AreaCorrupt`) if it holds more than `max_size` bytes."""
+        ...
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each `(offset, length)` range of `path` (ascending, not overlapping), in
+        that order, with many requests in flight. A range past the end of the file gives fewer
+        bytes (the caller checks). FileNotFoundError (at the first item) if `path` is missing."""
+        ...
+
+    def replace(self, src: str, dst: str) -> bool:
+        """Atomically put the file `src` in place of `dst` (`posix-rename@openssh.com`): readers
+        see the old or the new file, never neither. False, with nothing done, if the host
+        cannot replace atomically. FileNotFoundError if `src` is missing."""
         ...
 
     def publish(self, tmp_path: str, final_path: str) -> bool:

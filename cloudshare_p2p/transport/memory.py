@@ -13,7 +13,7 @@ import errno
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cloudshare_p2p import errors
@@ -207,6 +207,23 @@ class MemoryFiles:
                 raise FileTooLarge(f"{path} is {len(data)} bytes, more than {max_size} allowed")
             self.bytes_received += len(data)
             return data
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each (offset, length) range of `path`, in order (short past the end)."""
+        with self._op("download"):
+            data = self.folder.file(path)
+        for offset, length in ranges:
+            piece = data[offset : offset + length]
+            self.bytes_received += len(piece)
+            yield piece
+
+    def replace(self, src: str, dst: str) -> bool:
+        """Atomic replace of the file `dst` by `src` (always offered here)."""
+        with self._op("rename"):
+            node = self.folder.node(src)
+            self.folder.put(dst, node)
+            del self.folder.nodes[_key(src)]
+        return True
 
     def publish(self, tmp_path: str, final_path: str) -> bool:
         """Link tmp -> final unless final exists (one winner), then remove tmp."""

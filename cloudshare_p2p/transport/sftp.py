@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from stat import S_ISDIR
 from typing import BinaryIO
 
@@ -31,7 +31,7 @@ from .paramiko_sftp import (
     open_truncated,
     unsupported,
 )
-from .transfer import REQUEST_SIZE, bounded, copy_out, copy_small, write_stream
+from .transfer import REQUEST_SIZE, bounded, copy_out, copy_small, read_ranges, write_stream
 
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -372,6 +372,32 @@ class SftpConnection:
             finally:
                 f.close()
 
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each (offset, length) range, in order: paramiko's readv, many requests
+        in flight, at most RANGES_BATCH bytes asked ahead of what was consumed."""
+        what = _("download of {path}").format(path=path)
+        with bounded(what, self.timeouts, self._transport) as check, self._guard("download"):
+            f = self._sftp.open(path, "rb")
+            try:
+                f.MAX_REQUEST_SIZE = REQUEST_SIZE
+                check.arm()
+                yield from read_ranges(f, ranges, check, self._received)
+            finally:
+                f.close()
+
+    def replace(self, src: str, dst: str) -> bool:
+        """posix-rename@openssh.com (atomic replace); False if the host does not offer it."""
+        if POSIX_RENAME not in self.extensions:
+            return False
+        with self._guard("rename"):
+            try:
+                extended(self._sftp, POSIX_RENAME, src, dst)
+            except OSError as e:
+                if unsupported(e):
+                    return False
+                raise
+        return True
+
     # -- the server's clock --
 
     def server_now(self, scratch_dir: str) -> int:
@@ -387,3 +413,4 @@ class SftpConnection:
         if found is None:
             raise errors.TransferError(_("clock probe {probe} vanished").format(probe=probe))
         return found.mtime
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 import paramiko
@@ -23,6 +23,7 @@ from .paramiko_sftp import SFTPClient, WriteAcks
 # most 256 KiB - 1 KiB of data: stay at that size for both directions.
 REQUEST_SIZE = 256 * 1024 - 1024
 PIECE_SIZE = 1 << 20  # upload reads its source in 1 MiB pieces
+RANGES_BATCH = 16 << 20  # read_ranges asks for at most this much ahead of what was consumed
 Progress = Callable[[int], None] | None
 
 
@@ -134,3 +135,33 @@ def copy_out(f: paramiko.SFTPFile, dst: BinaryIO, check: Deadline, progress: Pro
         if progress:
             progress(done)
     return done
+
+
+def read_ranges(f: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]], check: Deadline,
+                count: Callable[[int], None]) -> Iterator[bytes]:
+    """The bytes of each range of the open file `f`, in order (paramiko's readv, many requests in
+    flight, at most RANGES_BATCH asked ahead); ranges past the end are clipped (short)."""
+    size = f.stat().st_size or 0  # paramiko's prefetch hangs on a range past the end
+    clipped = [(o, max(0, min(n, size - o))) for o, n in ranges]
+    for batch in batches(clipped, RANGES_BATCH):
+        wanted = [r for r in batch if r[1]]
+        got = iter(f.readv(wanted, 64) if wanted else ())
+        for _offset, length in batch:
+            data = next(got) if length else b""
+            count(len(data))
+            check.check()
+            yield data
+
+
+def batches(ranges: Sequence[tuple[int, int]], limit: int) -> Iterator[list[tuple[int, int]]]:
+    """`ranges` in consecutive groups of about `limit` bytes (one readv each)."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for offset, length in ranges:
+        if batch and size + length > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append((offset, length))
+        size += length
+    if batch:
+        yield batch

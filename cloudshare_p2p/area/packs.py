@@ -1,0 +1,178 @@
+"""Format 2 packs on the host: new chunks written as sealed frames into packs, and read back.
+
+`PackWriter` gathers a commit's new chunks into frames of at most 1 MiB of plaintext
+(sealed on a second thread: zstd and AES release the GIL) and frames into packs of about
+`PACK_TARGET`, each uploaded as one object named by its SHA-256 on an uploader thread while
+the next pack is sealed. `read_chunks` fetches the
+frames holding the wanted chunks with many requests in flight (`read_ranges`), opens each
+frame and verifies every chunk against its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .. import crypto, errors
+from ..i18n import _
+from ..snapshot.manifest2 import MAX_CHUNK, Frame, Loc
+from ..transport import RemoteFiles
+
+KIND_FRAME = b"frame"
+FRAME_AAD_ID = ""  # a frame's AAD is "frame:" alone: later versions may not list its first chunk
+OPEN_AHEAD = 4  # frames being opened ahead of the one consumed
+PACK_TARGET = 8 << 20  # plaintext per pack (the format allows sealed packs up to 64 MiB)
+
+
+def pack_path(pack_id: str) -> tuple[str, str, str]:
+    """A pack's place in the area: ("packs", id[:2], id)."""
+    return ("packs", pack_id[:2], pack_id)
+
+
+class PackWriter:
+    """The new chunks of one commit, in file order: frames, packs, uploads."""
+
+    def __init__(self, session: RemoteFiles, area_path: Callable[..., str], tmp: Callable[[], str],
+                 keys: crypto.Keys) -> None:
+        self._session, self._p, self._tmp, self._keys = session, area_path, tmp, keys
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="seal")
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._uploading: Future[None] | None = None
+        self._parts: list[bytes] = []  # the open frame's chunks
+        self._size = 0
+        self._sealing: list[Future[bytes]] = []  # the open pack's frames
+        self._pack_plain = 0
+        self._frames: list[tuple[int, int, int]] = []  # (pack number, offset, length)
+        self._packs: dict[int, str] = {}  # pack number -> id, once uploaded
+        self._pack_count = 0
+        self._dirs: set[str] = set()
+        self.bytes_sent = 0
+
+    def add(self, data: bytes) -> tuple[int, int]:
+        """Store one chunk: (frame number, offset in the frame's plaintext)."""
+        if self._size + len(data) > MAX_CHUNK:
+            self._close_frame()
+        where = (len(self._frames) + len(self._sealing), self._size)
+        self._parts.append(data)
+        self._size += len(data)
+        return where
+
+    def _close_frame(self) -> None:
+        if not self._parts:
+            return
+        plain = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        self._sealing.append(self._pool.submit(crypto.seal, self._keys, KIND_FRAME, FRAME_AAD_ID, plain))
+        self._pack_plain += len(plain)
+        if self._pack_plain >= PACK_TARGET:
+            self._flush_pack()
+
+    def _flush_pack(self) -> None:
+        if not self._sealing:
+            return
+        blobs = [f.result() for f in self._sealing]
+        self._sealing, self._pack_plain = [], 0
+        offset, number = 0, self._pack_count
+        self._pack_count += 1
+        for blob in blobs:
+            self._frames.append((number, offset, len(blob)))
+            offset += len(blob)
+        data = b"".join(blobs)
+        del blobs
+        if self._uploading is not None:
+            self._uploading.result()  # one pack on the wire while the next one is sealed
+        self._uploading = self._uploader.submit(self._upload, number, data)
+        del data
+
+    def _upload(self, number: int, data: bytes) -> None:
+        """Publish one pack (on the uploader thread: the only one using the connection meanwhile)."""
+        pack_id = hashlib.sha256(data).hexdigest()
+        folder, sub, name = pack_path(pack_id)
+        for made in (self._p(folder), self._p(folder, sub)):
+            if made not in self._dirs:
+                self._session.mkdir(made)
+                self._dirs.add(made)
+        self._session.put_object(self._tmp(), self._p(folder, sub, name), data)
+        self._packs[number] = pack_id
+        self.bytes_sent += len(data)
+        del data  # an error caught below (an existing folder) keeps this frame alive until gc
+
+    def finish(self) -> tuple[Frame, ...]:
+        """Upload what is left; the frames written, numbered as `add` said."""
+        try:
+            self._close_frame()
+            self._flush_pack()
+            if self._uploading is not None:
+                self._uploading.result()
+        finally:
+            self._pool.shutdown()
+            self._uploader.shutdown()
+        return tuple(Frame(self._packs[n], offset, length) for n, offset, length in self._frames)
+
+    def abandon(self) -> None:
+        """Stop sealing and uploading (after an error)."""
+        self._pool.shutdown(cancel_futures=True)
+        self._uploader.shutdown(cancel_futures=True)
+
+
+def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypto.Keys,
+                wanted: dict[str, Loc],
+                count: Callable[[int], None] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack."""
+    frames: dict[tuple[str, int, int], list[tuple[str, Loc]]] = {}
+    for cid, loc in wanted.items():
+        frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append((cid, loc))
+    by_pack: dict[str, list[tuple[int, int]]] = {}
+    for pack, offset, length in sorted(frames):
+        by_pack.setdefault(pack, []).append((offset, length))
+    with ThreadPoolExecutor(2, thread_name_prefix="open") as pool:  # AES, zstd and HMAC release the GIL
+        opening: deque[Future[list[tuple[str, bytes]]]] = deque()
+        for pack, ranges in by_pack.items():
+            for group in _ascending(ranges):
+                for (offset, length), blob in zip(group, _read(session, area_path(*pack_path(pack)), group),
+                                                  strict=True):
+                    if count is not None:
+                        count(len(blob))
+                    wanted_here = frames[(pack, offset, length)]
+                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here))
+                    while len(opening) > OPEN_AHEAD:
+                        yield from opening.popleft().result()
+        while opening:
+            yield from opening.popleft().result()
+
+
+def _ascending(ranges: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+    """Sorted ranges split so that none overlaps the one before it (a hostile manifest may)."""
+    group: list[tuple[int, int]] = []
+    for offset, length in ranges:
+        if group and offset < group[-1][0] + group[-1][1]:
+            yield group
+            group = []
+        group.append((offset, length))
+    if group:
+        yield group
+
+
+def _read(session: RemoteFiles, path: str, ranges: list[tuple[int, int]]) -> Iterable[bytes]:
+    try:
+        yield from session.read_ranges(path, ranges)
+    except FileNotFoundError:
+        raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
+            chunk_id=path.rsplit("/", 1)[-1][:12])) from None
+
+
+def _open_frame(keys: crypto.Keys, blob: bytes, length: int,
+                chunks: list[tuple[str, Loc]]) -> list[tuple[str, bytes]]:
+    """The frame's wanted chunks, each verified against its id."""
+    if len(blob) != length:
+        raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
+            chunk_id=chunks[0][0][:12]))
+    plain = crypto.open_sealed(keys, KIND_FRAME, FRAME_AAD_ID, blob, max_plain=MAX_CHUNK)
+    out = []
+    for cid, loc in chunks:
+        piece = plain[loc.offset : loc.offset + loc.length]
+        crypto.verify_chunk(keys, cid, piece)
+        out.append((cid, piece))
+    return out
