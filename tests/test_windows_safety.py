@@ -9,13 +9,13 @@ Client modules: every module under `cloudshare_p2p/` and `statemachine/`, except
 - `cloudshare_p2p/host/`: the embedded SFTP host, POSIX-only by design (`fcntl.flock` on
   accounts.json, SIGTERM/SIGINT loop handlers; docs/hosting.md). A Windows desktop never runs it.
 - `cloudshare_p2p/hostcli.py`: `cloudshare host ...`, the host's commands; they only drive host/.
-  It IS imported by cli.py at module level, so it still takes part in the import test (transitively
-  and by name): loading it must work on Windows even though running its commands need not.
-- `cloudshare_p2p/demo.py`: `cloudshare demo` starts the embedded host (`cloudshare host serve`)
+  It IS imported by the CLI (cli/root.py) at module level, so it still takes part in the import
+  test (transitively and by name): loading it must work on Windows even though running its commands need not.
+- `cloudshare_p2p/demo_stage.py`: `cloudshare demo` starts the embedded host (`cloudshare host serve`)
   as a subprocess and stops it with SIGTERM, so it can run only where the host runs. It is
   imported lazily inside the `demo` command and takes part in the import test too.
 
-host/ is left out of the import test as well (see NOT_IMPORTED). hostcli.py and demo.py are not
+host/ is left out of the import test as well (see NOT_IMPORTED). hostcli.py and demo_stage.py are not
 scanned because they may become POSIX-only; today they would pass the scan.
 
 Forbidden unless guarded:
@@ -39,7 +39,7 @@ a guarded call counts as guarded (snapshot/leftovers.py's _pid_alive, called onl
 Local paths joined by hand: only the unambiguous form is flagged, an explicit conversion of a path
 to text joined with "/" (`str(p) + "/..."`, `os.fspath(p) + "/"`, `f"{str(p)}/..."`), in the modules
 that handle local paths. The general `f"{a}/{b}"`/`x + "/"` form was dropped: in those modules it
-builds manifest names (snapshot/, "/" by the area format) and a "remote/area" label (cli.py), which
+builds manifest names (snapshot/, "/" by the area format) and a "remote/area" label (cli/), which
 cannot be told apart from a local path in the syntax tree.
 """
 
@@ -65,21 +65,21 @@ HOST_MODULES = {
 NOT_SCANNED = {
     **{rel: "embedded host, POSIX-only by design" for rel in HOST_MODULES},
     "cloudshare_p2p/hostcli.py": "commands of the embedded host",
-    "cloudshare_p2p/demo.py": "starts and signals the embedded host",
+    "cloudshare_p2p/demo_stage.py": "starts and signals the embedded host",
 }
 #: not imported in the Windows-like import test: it loads asyncssh, whose POSIX branch (taken on the
 #: Linux CI, `else: import fcntl, termios` in asyncssh/misc.py) needs the blocked modules, so the test
 #: would prove nothing about Windows; and a client never loads the host
 NOT_IMPORTED = HOST_MODULES
-#: modules that build LOCAL paths (area.py and transport.py use "/" for remote SFTP paths, rightly)
-SNAPSHOT_MODULES = {
-    f"cloudshare_p2p/snapshot/{name}.py"
-    for name in ("__init__", "aside", "chunkcache", "diskerrors", "fileops", "leftovers", "manifest",
-                 "names", "pending", "restore", "scan", "swap", "tempnames")
-}
-LOCAL_PATH_MODULES = SNAPSHOT_MODULES | {
-    "cloudshare_p2p/localfiles.py", "cloudshare_p2p/registry.py",
-    "cloudshare_p2p/secretstore.py", "cloudshare_p2p/worklock.py", "cloudshare_p2p/cli.py",
+#: modules that build LOCAL paths (area/ and transport/ use "/" for remote SFTP paths, rightly)
+def _package(name: str) -> set[str]:
+    return {f"cloudshare_p2p/{name}/{p.name}" for p in (ROOT / "cloudshare_p2p" / name).glob("*.py")}
+
+
+SNAPSHOT_MODULES, CLI_MODULES = _package("snapshot"), _package("cli")
+LOCAL_PATH_MODULES = SNAPSHOT_MODULES | CLI_MODULES | {
+    "cloudshare_p2p/localfiles.py", "cloudshare_p2p/registry.py", "cloudshare_p2p/registry_migrations.py",
+    "cloudshare_p2p/secretstore.py", "cloudshare_p2p/worklock.py",
 }
 POSIX_MODULES = {"fcntl", "pwd", "grp", "termios", "resource", "posix"}
 BLOCKED_IN_IMPORT_TEST = ("fcntl", "pwd", "grp", "termios")
