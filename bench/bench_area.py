@@ -8,7 +8,9 @@ Everything lives in one temporary folder that is removed at the end, and the ser
 stopped in every case (try/finally, SIGTERM turned into a normal exit).
 
 Run from the repository root:  .venv/bin/python bench/bench_area.py [--server embedded] [--json]
-See bench/README.md for what each figure means.
+See bench/README.md for what each figure means. Over ~400 lines because a benchmark is one
+self-contained script a person runs and reads top to bottom (server set-up, each measurement,
+the table), not a library.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ checksums coming back listed separately), changed 4 KiB pages raw and zstd -3 (a
 pages as one stream = the target's "changed pages compressed"; and page by page).
 
 Run from the repository root:  .venv/bin/python bench/bench_delta.py [--big]
+
+Over ~400 lines because a benchmark is one self-contained script read top to bottom (the ledger
+generator and edits, each chunker's measurement, the peers, the verdict), not a library.
 """
 
 from __future__ import annotations
