@@ -138,8 +138,15 @@ class MemoryFiles:
         fault = self._cut_when if number == self._cut_at else None
         if self._down_now or fault == "before" or (fault == "during" and not staged):
             raise self._down(what)
-        with self.folder.lock:
-            yield fault
+        try:
+            with self.folder.lock:
+                yield fault
+        except errors.NetworkDown:
+            raise
+        except Exception as exc:
+            if fault == "after":  # the answer (an error) was lost with the connection
+                raise self._down(what) from exc
+            raise
         if fault == "after":
             raise self._down(what)
 
