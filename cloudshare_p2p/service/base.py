@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from statemachine import AreaGoneReason, DataSetMachine
 from statemachine.plans import Action, Command, Reason, Refusal, plan
 
-from .. import errors
+from .. import cachedir, errors
 from ..area import Area, Grant, LockInfo, Party, Version, list_areas
+from ..display import human_size
 from ..i18n import _
 from ..registry import Registry
 from ..secretstore import SecretStore, remember_enabled
@@ -64,6 +65,9 @@ class ServiceBase:
         self.remember_login = remember_login
         self.known_hosts = KnownHosts(self.home / "known_hosts")
         self.ui = ui
+        self.cache_root = cachedir.cache_root(self.home)
+        cachedir.adopt_old_cache(self.home, self.cache_root)
+        self._cache_used = False  # an area's cache was written to or read: trimmed at the end
         self._ssh_password: str | None = None
         self.live_grants: dict[str, Grant] = {}  # grants taken by this process (their clock is live)
         self._interrupt = threading.Event()  # a first Ctrl-C, honoured at the next safe point
@@ -71,8 +75,11 @@ class ServiceBase:
         self.party = Party(name, self.registry.install_id, socket.gethostname())
 
     def shutdown(self) -> None:
-        """Close the registry (the CLI calls this when the command ends)."""
-        self.registry.close()
+        """Trim the cache to its cap and close the registry (the CLI calls this when the command ends)."""
+        try:
+            self._trim_cache()
+        finally:
+            self.registry.close()
 
     # --- the data set and the core ------------------------------------------------------------
 
@@ -127,11 +134,33 @@ class ServiceBase:
     def _new_area(self, session: SftpConnection, name: str) -> Area:
         area = Area(session, name)
         area.interrupted = self._interrupt.is_set
-        area.use_cache(self.home / "cache")
+        area.use_cache(self.cache_root)
+        self._cache_used = True
         return area
 
     def _cache(self, area: Area) -> ChunkCache:
-        return ChunkCache(self.home / "cache" / area.area_id, area.keys)
+        return ChunkCache(self.cache_root / area.area_id, area.keys)
+
+    def cache_cap(self) -> int:
+        """The cache's size cap; a CLOUDSHARE_CACHE_MAX that is not a size is said, and the default used."""
+        try:
+            return cachedir.cache_cap()
+        except ValueError:
+            self.ui.say(_("warning: {env} is not a size (such as 500MB); the cache is kept under {size}"
+                          ).format(env=cachedir.CACHE_MAX_ENV, size=human_size(cachedir.DEFAULT_CACHE_MAX)))
+            return cachedir.DEFAULT_CACHE_MAX
+
+    def _trim_cache(self) -> None:
+        """After a command that used an area's cache: trim it to the cap, least recently used first."""
+        if self._cache_used:
+            self._cache_used = False
+            cachedir.trim(self.cache_root, self.cache_cap())
+
+    def _drop_area_cache(self, area_id: str | None, but: str | None = None) -> None:
+        """Remove the cache of `area_id`, unless a registered data set other than `but` uses that area."""
+        if area_id and not any(row["area_id"] == area_id and row["name"] != but
+                               for row in self.registry.list_datasets()):
+            cachedir.remove_area(self.cache_root, area_id)
 
     # --- interrupts ------------------------------------------------------------------------------
 
