@@ -126,6 +126,15 @@ def _removable(area_dir: Path, path: Path, st: os.stat_result, held: set[str], n
     return path.parent.parent == area_dir and bool(_ID.fullmatch(name)) and path.parent.name == name[:2]
 
 
+def grew_since(area_dir: Path, since: float) -> bool:
+    """Whether a resolved manifest was written in `area_dir` at `since` or later (one listing)."""
+    with suppress(OSError):
+        for entry in os.scandir(area_dir):
+            if entry.name.startswith(MANIFEST_PREFIX) and entry.stat().st_mtime >= since - 2:
+                return True
+    return False
+
+
 def trim(root: Path, cap: int) -> tuple[int, int]:
     """Remove re-creatable entries, least recently used first, until the cache holds at most `cap`
     bytes (protected files still count); returns (files removed, bytes freed)."""

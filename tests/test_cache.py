@@ -83,7 +83,7 @@ def test_the_cache_of_an_earlier_release_moves_to_the_user_cache_folder(dirs: Pa
         service.shutdown()
 
 
-def test_sizes_parse_as_human_size_shows_them(monkeypatch):
+def test_sizes_parse_as_human_size_shows_them(tmp_path: Path, monkeypatch):
     assert cachedir.parse_size("500MB") == 500 << 20
     assert cachedir.parse_size("2 GiB") == 2 << 30
     assert cachedir.parse_size("1.5g") == 3 << 29
@@ -95,7 +95,11 @@ def test_sizes_parse_as_human_size_shows_them(monkeypatch):
     said: list[str] = []
     ui = _ui()
     ui.say = said.append
-    assert Service.cache_cap(type("S", (), {"ui": ui})()) == cachedir.DEFAULT_CACHE_MAX  # type: ignore[arg-type]
+    service = Service(tmp_path / "home", ui)
+    try:
+        assert service.cache_cap() == cachedir.DEFAULT_CACHE_MAX
+    finally:
+        service.shutdown()
     assert said and cachedir.CACHE_MAX_ENV in said[0]
 
 
@@ -139,17 +143,23 @@ def test_a_cache_past_its_cap_is_trimmed_least_recently_used_first(tmp_path: Pat
     assert sorted(p.name for p in area_dir.iterdir() if p.is_dir()) == []  # empty chunk folders gone
 
 
-def test_a_command_that_used_an_area_trims_the_cache_at_its_end(tmp_path: Path, monkeypatch):
+def test_a_command_that_added_to_the_cache_trims_it_at_its_end(tmp_path: Path, monkeypatch):
     monkeypatch.setenv(cachedir.CACHE_MAX_ENV, "2KB")
     service = Service(tmp_path / "home", _ui())
     area_dir = service.cache_root / AREA
     chunks = [_chunk(area_dir, n, 1000, seconds_ago=100 - n) for n in range(4)]
+    service._cache_users.append(ChunkCache(area_dir))  # used, nothing added: no walk
     service.shutdown()
-    assert all(p.exists() for p in chunks)  # no area used: nothing walked
+    assert all(p.exists() for p in chunks)
+    assert not cachedir.grew_since(area_dir, time.time())
     service = Service(tmp_path / "home", _ui())
-    service._cache_used = True
+    cache = ChunkCache(area_dir)
+    cache.put(f"{9:064x}", b"new")
+    service._cache_users.append(cache)
     service.shutdown()
     assert [p.exists() for p in chunks] == [False, False, True, True]
+    (area_dir / f"m2-{'e' * 64}").write_bytes(b"resolved")
+    assert cachedir.grew_since(area_dir, time.time())
 
 
 def test_chunk_cache_counts_what_it_adds_and_a_prune_drops_what_the_area_no_longer_needs(tmp_path):
@@ -212,8 +222,13 @@ def test_status_shows_the_cache_and_leave_and_forget_remove_it(embedded_server, 
     assert "(cache " in shown and "cache on this computer:" in shown and str(area_dir.parent) in shown
 
     assert any(len(p.name) == 2 for p in area_dir.iterdir())  # format 1: chunks cached by the join
-    trimmed = client.run("open", "books", CLOUDSHARE_CACHE_MAX="0")  # only what it may not remove stays
-    assert trimmed.returncode == 0
+    client.run("open", "books", CLOUDSHARE_CACHE_MAX="0")  # nothing received, nothing added: kept
+    assert any(len(p.name) == 2 for p in area_dir.iterdir())
+    client.run("close", "books")
+    firm.run("open", "books")
+    books.write_text("date,amount\n" + "2026-03-01,150\n" * 2000)
+    firm.run("close", "books")
+    client.run("open", "books", CLOUDSHARE_CACHE_MAX="0")  # receives: only what it may not remove stays
     left = {p.name for p in area_dir.iterdir()}
     assert "area.json" in left and not any(len(n) == 2 for n in left)  # format 1: its chunks went
     (client.data / "books.csv").write_text("date,amount\n" + "2026-03-02,200\n" * 2000)

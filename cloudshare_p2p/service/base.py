@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ class ServiceBase:
         self.ui = ui
         self.cache_root = cachedir.cache_root(self.home)
         cachedir.adopt_old_cache(self.home, self.cache_root)
-        self._cache_used = False  # an area's cache was written to or read: trimmed at the end
+        self._cache_users: list[Area | ChunkCache] = []  # what may add to the cache this command
+        self._started = time.time()
         self._ssh_password: str | None = None
         self.live_grants: dict[str, Grant] = {}  # grants taken by this process (their clock is live)
         self._interrupt = threading.Event()  # a first Ctrl-C, honoured at the next safe point
@@ -135,11 +137,13 @@ class ServiceBase:
         area = Area(session, name)
         area.interrupted = self._interrupt.is_set
         area.use_cache(self.cache_root)
-        self._cache_used = True
+        self._cache_users.append(area)
         return area
 
     def _cache(self, area: Area) -> ChunkCache:
-        return ChunkCache(self.cache_root / area.area_id, area.keys)
+        cache = ChunkCache(self.cache_root / area.area_id, area.keys)
+        self._cache_users.append(cache)
+        return cache
 
     def cache_cap(self) -> int:
         """The cache's size cap; a CLOUDSHARE_CACHE_MAX that is not a size is said, and the default used."""
@@ -151,10 +155,17 @@ class ServiceBase:
             return cachedir.DEFAULT_CACHE_MAX
 
     def _trim_cache(self) -> None:
-        """After a command that used an area's cache: trim it to the cap, least recently used first."""
-        if self._cache_used:
-            self._cache_used = False
+        """After a command that added to the cache: trim it to the cap, least recently used first."""
+        users, self._cache_users = self._cache_users, []
+        if any(self._added_to_cache(user) for user in users):
             cachedir.trim(self.cache_root, self.cache_cap())
+
+    def _added_to_cache(self, user: Area | ChunkCache) -> bool:
+        """Chunks put, or a resolved manifest written in the area's folder, during this command."""
+        if isinstance(user, ChunkCache):
+            return user.added > 0
+        config = user.config
+        return config is not None and cachedir.grew_since(self.cache_root / config["area_id"], self._started)
 
     def _drop_area_cache(self, area_id: str | None, but: str | None = None) -> None:
         """Remove the cache of `area_id`, unless a registered data set other than `but` uses that area."""
