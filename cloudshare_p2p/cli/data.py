@@ -41,7 +41,8 @@ def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -
     Without --refresh it shows what this computer last saw, without going online.
     Example: cloudshare status --refresh --json
     """
-    rows = service_of(ctx).status(name, refresh)
+    service = service_of(ctx)
+    rows = service.status(name, refresh)
     if json_out(rows, as_json):
         return
     if not rows:
@@ -55,10 +56,24 @@ def status(ctx: click.Context, name: str | None, refresh: bool, as_json: bool) -
             if row.get("host_version") not in (None, row["version"]) else ""
         state = state_words(row)
         click.echo(safe_text(f"{mark} {pad(row['name'], 16)} {pad(state, 16)} {pad(where, 28)} "
-                             f"{pad(version, 6)}{holder}{newer}"))
+                             f"{pad(version, 6)}{holder}{newer}{_cache_words(row)}"))
         if row.get("problem"):
             click.echo(safe_text(f"  {pad('', 16)} " + _("problem: {problem}").format(
                 problem=row["problem"])))
+    if rows:
+        _echo_cache_total(service.cache_summary())
+
+
+def _cache_words(row: dict) -> str:
+    """" (cache 1.2 MB)" after a data set whose area has a cache here; else nothing."""
+    size = row.get("cache_bytes")
+    return "  " + _("(cache {size})").format(size=human_size(size)) if size else ""
+
+
+def _echo_cache_total(summary: dict) -> None:
+    """The line under the list: how much the whole cache holds, of how much, and where."""
+    click.echo(safe_text(_("cache on this computer: {size} of at most {cap}, in {path}").format(
+        size=human_size(summary["bytes"]), cap=human_size(summary["cap"]), path=summary["path"])))
 
 
 @main.command(help=_("Forget the key and login remembered for NAME on this computer.\n\n"

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from statemachine import AreaGoneReason, DataSetMachine
 from statemachine.plans import Action, Command, Reason, Refusal, plan
 
-from .. import errors
+from .. import cachedir, errors
 from ..area import Area, Grant, LockInfo, Party, Version, list_areas
+from ..display import human_size
 from ..i18n import _
 from ..registry import Registry
 from ..secretstore import SecretStore, remember_enabled
@@ -64,6 +66,10 @@ class ServiceBase:
         self.remember_login = remember_login
         self.known_hosts = KnownHosts(self.home / "known_hosts")
         self.ui = ui
+        self.cache_root = cachedir.cache_root(self.home)
+        cachedir.adopt_old_cache(self.home, self.cache_root)
+        self._cache_users: list[Area | ChunkCache] = []  # what may add to the cache this command
+        self._started = time.time()
         self._ssh_password: str | None = None
         self.live_grants: dict[str, Grant] = {}  # grants taken by this process (their clock is live)
         self._interrupt = threading.Event()  # a first Ctrl-C, honoured at the next safe point
@@ -71,8 +77,11 @@ class ServiceBase:
         self.party = Party(name, self.registry.install_id, socket.gethostname())
 
     def shutdown(self) -> None:
-        """Close the registry (the CLI calls this when the command ends)."""
-        self.registry.close()
+        """Trim the cache to its cap and close the registry (the CLI calls this when the command ends)."""
+        try:
+            self._trim_cache()
+        finally:
+            self.registry.close()
 
     # --- the data set and the core ------------------------------------------------------------
 
@@ -127,11 +136,42 @@ class ServiceBase:
     def _new_area(self, session: SftpConnection, name: str) -> Area:
         area = Area(session, name)
         area.interrupted = self._interrupt.is_set
-        area.use_cache(self.home / "cache")
+        area.use_cache(self.cache_root)
+        self._cache_users.append(area)
         return area
 
     def _cache(self, area: Area) -> ChunkCache:
-        return ChunkCache(self.home / "cache" / area.area_id, area.keys)
+        cache = ChunkCache(self.cache_root / area.area_id, area.keys)
+        self._cache_users.append(cache)
+        return cache
+
+    def cache_cap(self) -> int:
+        """The cache's size cap; a CLOUDSHARE_CACHE_MAX that is not a size is said, and the default used."""
+        try:
+            return cachedir.cache_cap()
+        except ValueError:
+            self.ui.say(_("warning: {env} is not a size (such as 500MB); the cache is kept under {size}"
+                          ).format(env=cachedir.CACHE_MAX_ENV, size=human_size(cachedir.DEFAULT_CACHE_MAX)))
+            return cachedir.DEFAULT_CACHE_MAX
+
+    def _trim_cache(self) -> None:
+        """After a command that added to the cache: trim it to the cap, least recently used first."""
+        users, self._cache_users = self._cache_users, []
+        if any(self._added_to_cache(user) for user in users):
+            cachedir.trim(self.cache_root, self.cache_cap())
+
+    def _added_to_cache(self, user: Area | ChunkCache) -> bool:
+        """Chunks put, or a resolved manifest written in the area's folder, during this command."""
+        if isinstance(user, ChunkCache):
+            return user.added > 0
+        config = user.config
+        return config is not None and cachedir.grew_since(self.cache_root / config["area_id"], self._started)
+
+    def _drop_area_cache(self, area_id: str | None, but: str | None = None) -> None:
+        """Remove the cache of `area_id`, unless a registered data set other than `but` uses that area."""
+        if area_id and not any(row["area_id"] == area_id and row["name"] != but
+                               for row in self.registry.list_datasets()):
+            cachedir.remove_area(self.cache_root, area_id)
 
     # --- interrupts ------------------------------------------------------------------------------
 

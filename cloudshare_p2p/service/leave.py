@@ -87,8 +87,10 @@ class LeaveCommands(ServiceBase):
         if leave_receives_first(ds.context):
             note = self._receive_before_leaving(ds)
             ds.fire(Event.STEP_REACHED, note, step=Step.FORGET)
-        self._forget_key_of(ds.area_id, name)
+        area_id = ds.area_id
+        self._forget_key_of(area_id, name)
         ds.fire(Event.LEAVE_DONE, "stopped Cloud Share for me", fields=UNSHARED_FIELDS, forget_grant=True)
+        self._drop_area_cache(area_id)
         return Outcome((_("{name} no longer uses Cloud Share on this computer; {note}").format(
             name=name, note=note) if note
                        else _("{name} no longer uses Cloud Share on this computer").format(name=name)),
@@ -141,6 +143,7 @@ class LeaveCommands(ServiceBase):
         for ds in sets:
             ds.fire(Event.STEP_REACHED, "deleted on the host", step=Step.DELETED)
             ds.fire(Event.LEAVE_DONE, "Cloud Share data deleted", fields=UNSHARED_FIELDS, forget_grant=True)
+        self._drop_area_cache(area.area_id)
         return Outcome(_("Cloud Share data deleted: area {area_name} on {remote}").format(
             area_name=area_name, remote=remote),
                        {"area": area_name, "datasets": [ds.name for ds in sets]})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from statemachine.retention import RetentionPolicy, RetentionPolicyError
 
-from .. import errors
+from .. import cachedir, errors
 from ..area import Area, Grant, PruneReport, plan_prune, prune, prune_allowed, read_policy, set_policy
 from ..area.retention import PruneNeedsFormat2
 from ..display import human_size
@@ -21,7 +21,7 @@ from .dataset import DataSet
 
 PRUNE_LEASE = 600  # a keep or prune holds the lock this long at a time (prune renews as it goes)
 PRUNE_EVERY = 86400  # seconds between the cheap prunes a close runs (this computer's clock)
-LAST_PRUNE = "last-prune"  # in <home>/cache/<area_id>/: when this computer's close last pruned
+LAST_PRUNE = "last-prune"  # in <cache root>/<area_id>/: when this computer's close last pruned
 
 
 class RetentionCommands(ServiceBase):
@@ -60,6 +60,7 @@ class RetentionCommands(ServiceBase):
                 with self._briefly_holding(ds, area, _("pruning old versions")) as grant:
                     report = prune(area, grant, self.party)
                 _mark_pruned(self._prune_mark(area))
+                self._drop_pruned(area, report)
         assert report is not None  # only a cheap prune answers None
         return _prune_outcome(name, report)
 
@@ -78,6 +79,7 @@ class RetentionCommands(ServiceBase):
                 return
             _mark_pruned(mark)
             report = prune(area, grant, self.party, cheap=True)
+            self._drop_pruned(area, report)
         except (errors.CloudShareError, OSError, KeyboardInterrupt) as exc:
             if not isinstance(exc, KeyboardInterrupt):
                 self.ui.say(_("warning: pruning old versions of {name} failed ({error}); it is tried again "
@@ -87,7 +89,13 @@ class RetentionCommands(ServiceBase):
             self.ui.say(_prune_outcome(ds.name, report).message)
 
     def _prune_mark(self, area: Area) -> Path:
-        return self.home / "cache" / area.area_id / LAST_PRUNE
+        return self.cache_root / area.area_id / LAST_PRUNE
+
+    def _drop_pruned(self, area: Area, report: PruneReport | None) -> None:
+        """Drop from this computer's cache what a prune found no kept version needs (no host I/O)."""
+        if report is not None and not report.dry_run:
+            unneeded = (rel.rsplit("/", 1)[-1] for rel in (*report.plan.remove_objects, *report.plan.young))
+            cachedir.drop_objects(self.cache_root / area.area_id, unneeded)
 
     @contextmanager
     def _briefly_holding(self, ds: DataSet, area: Area, note: str) -> Iterator[Grant]:

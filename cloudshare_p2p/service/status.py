@@ -8,7 +8,7 @@ from typing import Any
 
 from statemachine.plans import Holder, is_shared, last_seen_holder, refresh_observes
 
-from .. import errors
+from .. import cachedir, errors
 from ..area import iso_utc
 from ..i18n import _
 from ..transport import Endpoint, SftpConnection
@@ -36,6 +36,7 @@ class StatusCommands(ServiceBase):
         """
         ds = self._load(name)
         self._forget_key_of(ds.area_id, name)
+        self._drop_area_cache(ds.area_id, but=name)
         if ds.row["remote"]:
             with suppress(errors.CloudShareError):
                 self.secrets.forget_login(Endpoint.parse(self.registry.get_remote(ds.remote)["url"]).url())
@@ -99,5 +100,16 @@ class StatusCommands(ServiceBase):
             "state": ds.state.value, "step": ctx.step, "remote": row["remote"], "area": row["area"],
             "version": row["synced_version"], "lock_holder": holder,
             "lock_until": iso_utc(ctx.holder_until) if seen is Holder.OTHER else None,
-            "missing_reason": ctx.missing_reason,
+            "missing_reason": ctx.missing_reason, "cache_bytes": self._cache_bytes(ds),
         }
+
+    # --- the local cache ------------------------------------------------------------------------
+
+    def _cache_bytes(self, ds: DataSet) -> int:
+        """Bytes this computer's cache holds for the area of `ds`."""
+        return cachedir.area_cache_bytes(self.cache_root, ds.area_id)
+
+    def cache_summary(self) -> dict[str, Any]:
+        """The whole cache: `bytes` it holds, its `cap`, and its `path`."""
+        return {"bytes": cachedir.folder_size(self.cache_root), "cap": self.cache_cap(),
+                "path": str(self.cache_root)}

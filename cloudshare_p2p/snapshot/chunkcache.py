@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
 from pathlib import Path
 
 from .. import crypto
@@ -14,12 +16,15 @@ class ChunkCache:
     """Verified plaintext chunks, one file per id: ``<root>/ab/abcdef...``.
 
     With `keys`, `get` re-verifies and drops damaged entries (returns None) so local
-    disk damage is never reported as a damaged share area.
+    disk damage is never reported as a damaged share area. A hit touches the file's mtime,
+    so that trimming to the cap (`cachedir.trim`) removes the least recently used first;
+    `added` counts the bytes `put` this run.
     """
 
     def __init__(self, root: Path, keys: crypto.Keys | None = None) -> None:
         self.root = Path(root)
         self.keys = keys
+        self.added = 0
 
     def _path(self, chunk_id: str) -> Path:
         if not isinstance(chunk_id, str) or not _CHUNK_ID_RE.fullmatch(chunk_id):
@@ -38,6 +43,8 @@ class ChunkCache:
         if self.keys is not None and crypto.chunk_id(self.keys, data) != chunk_id:
             path.unlink(missing_ok=True)
             return None
+        with suppress(OSError):
+            os.utime(path)  # used now: the last to be trimmed
         return data
 
     def put(self, chunk_id: str, data: bytes) -> None:
@@ -46,6 +53,7 @@ class ChunkCache:
         Mode 0o666 before the umask, as the cache files have always been written.
         """
         atomic_write(self._path(chunk_id), data, mode=0o666, durable=False)
+        self.added += len(data)
 
     def prune(self, keep: set[str]) -> int:
         """Remove every cached chunk (and stray temp file) not in `keep`; return the count."""
