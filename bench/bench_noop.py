@@ -5,7 +5,9 @@ Starts a private OpenSSH sshd on 127.0.0.1 (tests.fixtures_sshd), shares a data 
 `--size` MB with the real `cloudshare` command, then times (medians of `--runs`, interleaved
 with the peer): `close` with nothing changed (the quick stamp spares re-reading the data),
 `open` with nothing changed, and OpenSSH's own `sftp -b` with one `ls` through the same
-server. Prints figures; asserts nothing. Everything lives in a temporary folder.
+server; then runs each command once more counting its SFTP requests by type (paramiko's
+client patched in that process only). Prints figures; asserts nothing. Everything lives in a
+temporary folder.
 
 Run from the repository root:  .venv/bin/python bench/bench_noop.py [--size 1024] [--runs 5]
 """
@@ -38,6 +40,34 @@ def run(home: Path, *args: str) -> float:
     subprocess.run([CLOUDSHARE, "--home", str(home), *args], env=env, check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+# Runs the command line with paramiko's request sender counting, then prints the counts.
+COUNTING = """
+import atexit, collections, sys
+import paramiko.sftp as sftp, paramiko.sftp_client as client
+counts, send = collections.Counter(), client.SFTPClient._async_request
+def counting(self, fileobj, t, *args):
+    counts[t] += 1
+    return send(self, fileobj, t, *args)
+client.SFTPClient._async_request = counting
+names = {v: k[4:] for k, v in vars(sftp).items() if k.startswith("CMD_") and isinstance(v, int)}
+by_type = lambda: " ".join(f"{names.get(k, k)}={n}" for k, n in counts.most_common())
+atexit.register(lambda: print("REQUESTS", sum(counts.values()), by_type(), file=sys.stderr))
+sys.argv[0] = "cloudshare"
+from cloudshare_p2p.cli import main
+main()
+"""
+
+
+def count_requests(home: Path, *args: str) -> str:
+    """One `cloudshare` command with its SFTP requests counted: "N TYPE=n ..."."""
+    env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME="bench")
+    done = subprocess.run([sys.executable, "-c", COUNTING, "--home", str(home), *args], env=env,
+                          check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("REQUESTS ")]
+    return lines[-1].removeprefix("REQUESTS ") if lines else "?"
 
 
 def sftp_ls(server, batch: Path) -> float:
@@ -81,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 closes.append(run(home, "close", "books"))
                 peers.append(sftp_ls(server, batch))
                 opens.append(run(home, "open", "books"))
+            requests = {command: count_requests(home, command, "books") for command in ("close", "open")}
             run(home, "close", "books")
         finally:
             stop_sshd(proc)
@@ -91,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"close, nothing changed (median)  {c:7.2f} s   = {c / p:4.1f}x sftp -b ls")
     print(f"open, nothing changed (median)   {o:7.2f} s   = {o / p:4.1f}x sftp -b ls")
     print(f"sftp -b with one ls (median)     {p:7.2f} s")
+    for command, counted in requests.items():
+        print(f"SFTP requests, {command:5} nothing changed: {counted}")
     return 0
 
 

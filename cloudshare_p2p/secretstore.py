@@ -161,12 +161,17 @@ class SecretStore:
     # --- data keys -----------------------------------------------------------------
 
     def get_data_key(self, area_id: str) -> bytes | None:
-        """The remembered data key of the area, or None."""
+        """The remembered data key of the area, or None.
+
+        The file is read first: it holds a key only when no credential store took it, and an
+        area's data key never changes, so either place gives the same key, and a computer
+        without a credential store never imports keyring (slow) to find that out.
+        """
         if not self.enabled:
             return None
-        key = _key_or_none(self._kr_get(f"key:{area_id}"))
+        key = _key_or_none(self._read().get("keys", {}).get(area_id))
         if key is None:
-            key = _key_or_none(self._read().get("keys", {}).get(area_id))
+            key = _key_or_none(self._kr_get(f"key:{area_id}"))
         return key
 
     def put_data_key(self, area_id: str, key: bytes) -> str | None:

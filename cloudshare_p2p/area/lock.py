@@ -55,6 +55,12 @@ def _lock_info(status: LockStatus, record: dict[str, Any], now: int) -> LockInfo
     return LockInfo(status, _dict(record.get("holder")), _note(record.get("note")), now)
 
 
+def _ours_released(obs: LockObservation, party: Party) -> bool:
+    """Was the top generation a release by this install? Then nobody has claimed the lock
+    since this computer last held it, and so (most likely) nobody has appended to the log."""
+    return obs.kind is LockKind.RELEASE and (obs.session or "").startswith(f"{party.install}-")
+
+
 class LockFolder(Log):
     """The area's lease lock with fencing tokens (generations)."""
 
@@ -118,13 +124,41 @@ class LockFolder(Log):
 
     def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
                since: int | None, note: str = "") -> tuple[bool, HolderLease]:
+        tmp, lease = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
+        return self._publish_claim(tmp, gen), lease
+
+    def _write_claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
+                     since: int | None, note: str = "") -> tuple[str, HolderLease]:
+        """Write the record of generation `gen` to a private temp file, not yet published."""
         body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
         # Counted from before the temp file is written: the published file keeps the temp
         # file's mtime (hard link), so the server's lease never starts before ours.
         lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
         self.session.upload(tmp, body)
-        return self.session.publish(tmp, self.p("lock", _name(gen))), lease
+        return tmp, lease
+
+    def _publish_claim(self, tmp: str, gen: int) -> bool:
+        """Publish a written claim as `lock/<gen>`; False if another party created it first."""
+        won = self.session.publish(tmp, self.p("lock", _name(gen)))
+        if won and gen > self.cache.lock_top:  # the next command probes upwards from here
+            self.cache.lock_top = gen
+            self.cache.save()
+        return won
+
+    def _claim_after(self, grant: Grant, kind: LockKind, party: Party, lease_seconds: int,
+                     since: int | None) -> HolderLease | None:
+        """Claim the generation right after our grant's without observing the lock first;
+        None when that name exists already (then observe and decide as usual).
+
+        The grant's generation holds our own claim or renewal, and generations are only
+        created exclusively at the top + 1 and never removed (docs/area-format.md, rule 7):
+        winning `G + 1` proves `G` was still the top, so the rule "the top generation must
+        still be this session's claim or renewal" (Renew, Release) held, two round trips of
+        observing fewer.
+        """
+        won, lease = self._claim(kind, grant.lease.generation + 1, grant.session, party, lease_seconds, since)
+        return lease if won else None
 
     def acquire(self, party: Party, lease_seconds: int, note: str = "",
                 session: str | None = None) -> Grant | LockInfo:
@@ -133,18 +167,27 @@ class LockFolder(Log):
         note = check_note(note)
         session = session or new_session_id(party)
         obs, record = self.observe_lock()
-        now = self.server_now()
+        gen = obs.generation + 1
+        # The claim's temp file, written after the top was observed, is the clock probe: its
+        # mtime is the server's "now, read after P" (docs/area-format.md, "Judging the lock").
+        tmp, lease = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
+        try:
+            now = self._mtime(tmp)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                self.session.remove(tmp)
+            raise
         status = judge(obs, session, now)
         if not status.claimable:
+            with suppress(FileNotFoundError):
+                self.session.remove(tmp)
             return _lock_info(status, record, now)
-        gen = obs.generation + 1
-        won, lease = self._claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
-        if not won:  # another party created this generation first
+        if not self._publish_claim(tmp, gen):  # another party created this generation first
             return self.lock_info(session)
         try:
             since = self._mtime(self.p("lock", _name(gen)))
             fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
-                                      "writer": party.as_dict()}, None)
+                                      "writer": party.as_dict()}, None, head_known=_ours_released(obs, party))
         except BaseException:
             # Half-acquired: let go at once rather than block everyone for the whole lease.
             with suppress(Exception):
@@ -179,25 +222,41 @@ class LockFolder(Log):
 
     def renew(self, grant: Grant, party: Party) -> Grant:
         """Extend our lease by claiming the next generation; `Fenced` if it was taken."""
-        ours, obs = self.holding(grant)
-        if not ours:
-            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
-        won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
-                                 int(grant.lease.lease_seconds), grant.since)
-        if not won:
-            raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
-        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
-        grant.lease, grant.until = lease, until
-        return grant
+        lease = self._claim_after(grant, LockKind.RENEW, party, int(grant.lease.lease_seconds), grant.since)
+        if lease is None:  # a later generation exists: is the top still ours?
+            ours, obs = self.holding(grant)
+            if not ours:
+                raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
+            won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
+                                     int(grant.lease.lease_seconds), grant.since)
+            if not won:
+                raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
+        return self._renewed(grant, lease)
 
     def ensure_holding(self, grant: Grant, party: Party) -> None:
         """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
+        if not grant.lease.valid(self._clock()) and self._renewed_after(grant, party):
+            return  # ran out on our clock (always, in a later process): renewed at once
         ours, obs = self.holding(grant)
         if not ours:
             raise errors.Fenced(self._lost_how(grant) + _("; your version was not sent"))
         if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
                 not grant.lease.valid(self._clock()):
             self.renew(grant, party)
+
+    def _renewed_after(self, grant: Grant, party: Party) -> bool:
+        """Renew by claiming the generation right after the grant's (see `_claim_after`)."""
+        lease = self._claim_after(grant, LockKind.RENEW, party, int(grant.lease.lease_seconds), grant.since)
+        if lease is None:
+            return False
+        self._renewed(grant, lease)
+        return True
+
+    def _renewed(self, grant: Grant, lease: HolderLease) -> Grant:
+        """Record a won renewal in the grant: the new lease runs from the new file's mtime."""
+        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
+        grant.lease, grant.until = lease, until
+        return grant
 
     def _lost_how(self, grant: Grant) -> str:
         """Why a grant is no longer ours, in words: broken by NAME at TIME, or taken over."""
@@ -212,6 +271,8 @@ class LockFolder(Log):
 
     def release(self, grant: Grant, party: Party) -> bool:
         """Let go; False when the lock was no longer ours (nothing to release)."""
+        if self._claim_after(grant, LockKind.RELEASE, party, 0, None) is not None:
+            return True
         ours, obs = self.holding(grant)
         if not ours:
             return False

@@ -122,12 +122,19 @@ class Log(AreaBase):
         return head
 
     def _append(self, entry: dict[str, Any] | Callable[[int], dict[str, Any]], grant: Grant | None,
-                base: int | None = None) -> int:
+                base: int | None = None, head_known: bool = False) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced; with a
         base, refuse (`StaleBase`) if a newer version than `base` exists. `entry` may be a
-        function of the slot's seq (a sealed record bound to it is made per try)."""
+        function of the slot's seq (a sealed record bound to it is made per try).
+
+        With `head_known` (the caller has reason to think the log has not moved since this
+        computer last read it), an entry with neither check is first tried at the remembered
+        head + 1 without probing: publishing is exclusive, so it lands only if that slot was
+        still free, i.e. at the true head + 1 (docs/area-format.md, rule 5); a lost try reads
+        on as usual."""
+        guess = head_known and grant is None and base is None and self.cache.log_head() > 0
         for _try in range(MAX_APPEND_TRIES):
-            head = self._sync_log()
+            head = self.cache.log_head() if guess and _try == 0 else self._sync_log()
             if grant is not None:
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
             if base is not None:

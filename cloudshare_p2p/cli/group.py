@@ -167,3 +167,10 @@ def quiet_threads(home: Path) -> None:
                 write_error_log(home, args.exc_value, f"(thread {getattr(args.thread, 'name', '?')})")
 
     threading.excepthook = to_the_log
+
+
+def spare_invoke() -> None:
+    """Keep paramiko from importing `invoke` (with unittest.mock and asyncio: about 0.1 s per
+    command). paramiko needs it only for `Match exec` in ssh_config files, which cloudshare
+    never reads; a process that already imported it keeps it."""
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import click
 from .. import __version__
 from ..hostcli import host
 from ..i18n import _
-from .group import EXIT_CODES_HELP, CloudShareGroup, quiet_threads, tolerant_streams
+from .group import EXIT_CODES_HELP, CloudShareGroup, quiet_threads, spare_invoke, tolerant_streams
 from .options import set_lang
 
 
@@ -52,6 +52,7 @@ def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_logi
     from ..registry import default_home
 
     tolerant_streams()
+    spare_invoke()
     obj = ctx.ensure_object(dict)
     obj.update(home=home or default_home(), remember=False if no_remember else None,
                remember_login=True if remember_login else None)

@@ -114,6 +114,8 @@ class ServiceBase:
     def _area_of(self, ds: DataSet, session: SftpConnection) -> Area:
         """The area `ds` is shared through; a different area under its name is `errors.AreaGone`."""
         area = self._new_area(session, ds.area)
+        if ds.area_id:  # the config is then checked against the copy kept on this computer
+            area.use_cache(self.home / "cache", ds.area_id)
         config = area.load()
         if ds.area_id and config["area_id"] != ds.area_id:
             raise errors.AreaGone(_("area {area} was deleted and another one now has its name").format(
