@@ -224,20 +224,21 @@ def race_for_lock(office: Office, parties: int, collide: bool) -> tuple[list[Gra
 
     def run(i: int) -> None:
         session = office.handle()
-        probe, publish, waited = session.server_now, session.publish, []
+        upload, publish, waited = session.upload, session.publish, []
 
-        def server_now_then_wait(scratch: str) -> int:
-            now = probe(scratch)
+        def upload_then_wait(path: str, src: bytes) -> int:
+            """The claim's temp file is written after the lock was observed: wait there."""
+            sent = upload(path, src)
             if collide and not waited:
                 waited.append(seen.wait(10))
-            return now
+            return sent
 
         def publish_counted(tmp: str, final: str) -> bool:
             won = publish(tmp, final)
             claims.append(won)
             return won
 
-        session.server_now = server_now_then_wait  # type: ignore[method-assign]
+        session.upload = upload_then_wait  # type: ignore[method-assign]
         session.publish = publish_counted  # type: ignore[method-assign]
         area = Area(session, office.name, clock=office.clock)
         start.wait(10)
