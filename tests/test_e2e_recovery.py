@@ -206,7 +206,8 @@ def test_a_receive_that_fails_puts_unsent_changes_back_in_place(firm, client, ar
     firm_books, client_books = shared_pair(firm, client, area)
     firm_sends_version_2(firm, firm_books)
     (client_books / "memo.txt").write_text("client's unsent note\n")  # changed, never sent
-    shutil.rmtree(share_server.root / area / "chunks")  # version 2 can no longer be received
+    for store in ("chunks", "packs"):  # version 2 can no longer be received (format 2: packs)
+        shutil.rmtree(share_server.root / area / store)
     failed = client.run("open", "books", expect=None)
     assert failed.returncode == 11 and "Traceback" not in failed.stderr, failed.stderr  # area damaged
     assert "the lock was released" in failed.stderr
