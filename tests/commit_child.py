@@ -1,7 +1,8 @@
 """A holder that dies in the middle of a commit: `python -m tests.commit_child STEP JSON`.
 
-STEP is where the process kills itself: after some chunks ('chunks'), after the manifest
-before the log entry ('manifest'), or after the log entry before releasing ('log').
+STEP is where the process kills itself: after some chunks ('chunks': the second version-1
+chunk or the first format-2 pack), after the manifest before the log entry ('manifest'), or
+after the log entry before releasing ('log').
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def die_at(step: str, area: Area, session) -> None:
     session.publish = publish_then_maybe_die
     put_object = session.put_object
 
-    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:  # objects: chunks, manifests
+    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:  # chunks, packs, manifests
         done = put_object(tmp, final, data)
-        if "/chunks/" in final:
-            seen["chunks"] += 1
-            if step == "chunks" and seen["chunks"] == 2:
+        if "/chunks/" in final or "/packs/" in final:
+            seen["chunks"] += 2 if "/packs/" in final else 1  # a pack holds many chunks
+            if step == "chunks" and seen["chunks"] >= 2:
                 os._exit(DIED)
         return done
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -215,7 +216,7 @@ def test_corrupted_chunk_is_refused_and_local_copy_untouched(firm_and_client, tm
     name, firm = new_area_name(), party("firm")
     area = create_area(firm_s, name, firm)
     first_version(area, firm, write(tmp_path / "b.db", os.urandom(2 << 20)))
-    chunk = next(p for p in (server.root / name / "chunks").rglob("*") if p.is_file())
+    chunk = next(p for p in (server.root / name / "packs").rglob("*") if p.is_file())  # format 2
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     chunk.write_bytes(bytes(raw))
@@ -293,7 +294,9 @@ def test_round_trip_of_a_folder_with_nested_files(firm_and_client, tmp_path):
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
-def test_unchanged_commit_uploads_nothing_and_small_edit_only_its_chunk(firm_and_client, tmp_path):
+def test_unchanged_commit_uploads_nothing_and_small_edit_only_its_chunk(firm_and_client, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("CLOUDSHARE_WRITE_FORMAT", "1")  # format 1: fixed 1 MiB chunks
     _, firm_s, client_s = firm_and_client
     name, firm = new_area_name(), party("firm")
     area = create_area(firm_s, name, firm)
@@ -401,3 +404,32 @@ def test_log_cache_keeps_each_command_cheap_and_never_hides_new_entries(firm_and
         assert later.newest().version == 13
     finally:
         client_s.read_bytes = original
+
+
+def test_format_2_unchanged_commit_uploads_nothing_and_small_edit_only_its_chunks(firm_and_client,
+                                                                                  tmp_path):
+    """Format 2's content-defined chunks: an unchanged commit costs a small manifest, an edit its chunk."""
+    _, firm_s, client_s = firm_and_client
+    name, firm = new_area_name(), party("firm")
+    area = create_area(firm_s, name, firm)
+    data = write(tmp_path / "books.db", random.Random(11).randbytes(8 << 20))  # seeded: same cuts each run
+    first_version(area, firm, data)
+    chunks = len(area.read_manifest(area.newest()).files[0].chunks)
+    assert area.stats.chunks_uploaded == chunks > 8
+    area.stats = type(area.stats)()
+    first_version(area, firm, data)
+    assert area.stats.chunks_uploaded == 0 and area.stats.bytes_uploaded < 1024  # a manifest: its parent
+    with data.open("r+b") as f:
+        f.seek(5 * (1 << 20) + 123)
+        f.write(b"EDIT")
+    area.stats = type(area.stats)()
+    first_version(area, firm, data)
+    assert area.stats.chunks_uploaded == 1
+    assert area.stats.bytes_uploaded < 64 << 10
+    reader = open_area(client_s, name)
+    out = tmp_path / "client.db"
+    reader.download(reader.versions()[0], out)
+    assert reader.stats.chunks_downloaded == chunks
+    reader.download(reader.newest(), out)
+    assert reader.stats.chunks_downloaded == chunks + 1  # only the edited chunk came over the wire
+    assert out.read_bytes() == data.read_bytes()

@@ -206,9 +206,38 @@ def test_a_receive_that_fails_puts_unsent_changes_back_in_place(firm, client, ar
     firm_books, client_books = shared_pair(firm, client, area)
     firm_sends_version_2(firm, firm_books)
     (client_books / "memo.txt").write_text("client's unsent note\n")  # changed, never sent
-    shutil.rmtree(share_server.root / area / "chunks")  # version 2 can no longer be received
+    for store in ("chunks", "packs"):  # version 2 can no longer be received (format 2: packs)
+        shutil.rmtree(share_server.root / area / store)
     failed = client.run("open", "books", expect=None)
     assert failed.returncode == 11 and "Traceback" not in failed.stderr, failed.stderr  # area damaged
     assert "the lock was released" in failed.stderr
     assert (client_books / "memo.txt").read_text() == "client's unsent note\n"  # still in place
     assert status(client)["state"] == "shared-idle"
+
+
+@pytest.mark.parametrize("writer, reader", [("2", "1"), ("1", "2")],
+                         ids=["format-2-version", "version-1-area"])
+def test_a_local_copy_equal_to_the_newest_version_opens_without_a_conflict(firm, client, area, writer,
+                                                                           reader):
+    """The copy is scanned the way the version was cut, whatever this computer writes itself."""
+    import shutil
+
+    firm.env["CLOUDSHARE_WRITE_FORMAT"], client.env["CLOUDSHARE_WRITE_FORMAT"] = writer, reader
+    firm_books = firm.data / "books"
+    firm_books.mkdir()
+    (firm_books / "ledger.db").write_bytes(os.urandom(3 << 20))
+    (firm_books / "memo.txt").write_text("v1\n")
+    firm.run("share", "books", str(firm_books), "--remote", "host", "--area", area, "--yes")
+    client_books = client.data / "books"
+    client.run("join", "books", str(client_books), "--remote", "host", "--area", area)
+    firm.run("open", "books")
+    (firm_books / "ledger.db").write_bytes(os.urandom(3 << 20))
+    (firm_books / "memo.txt").write_text("firm's v2\n")
+    firm.run("close", "books")
+    shutil.rmtree(client_books)
+    shutil.copytree(firm_books, client_books)  # version 2's bytes, come another way (a USB stick)
+    opened = client.run("open", "books")
+    assert "kept aside" not in opened.stdout + opened.stderr
+    assert sorted(os.listdir(client.data)) == ["books"]  # nothing kept aside as local changes
+    assert status(client)["state"] == "locked-by-me"
+    assert (client_books / "memo.txt").read_text() == "firm's v2\n"

@@ -3,7 +3,7 @@ previous release (git commit 65e4982, format 1 only) run from its own source tre
 its area is read and upgraded in place by the first close of this release; the previous
 release then refuses the area with its "unsupported format" message and writes nothing;
 two clients close many times and every version restores bit-exact. This release writes
-format 2 here because CLOUDSHARE_WRITE_FORMAT=2 (format 1 is still the default)."""
+format 2 by default; CLOUDSHARE_WRITE_FORMAT=2 is set here all the same (the test says so)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Retention on the host (area/retention.py) against both real servers: the sealed policy,
 prune under the lock, prune racing a writer and a reader, pruned versions refused.
 
-Until format 2 lands, an area made by the current code is turned into a version-2 area by
-hand (its config rewritten on the server's disk) and the client is let to read that config
-(`format2` fixture). Ages are made by backdating files on the server's disk, never by sleeping.
+Every area here is made by the current code and upgraded to format 2 by its first commit
+(`upgraded_area`). Ages are made by backdating files on the server's disk, never by sleeping.
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ from cloudshare_p2p.area import (
     PruneNeedsFormat2,
     VersionPruned,
     download_unless_pruned,
-    objects_needed_v1,
     prune,
     read_policy,
     set_policy,
 )
-from cloudshare_p2p.area import base as area_base
 from cloudshare_p2p.snapshot import LocalSnapshot
 from statemachine.retention import RetentionPolicy
 from tests.parties import create_area, new_area_name, open_area, party, session_for
@@ -37,42 +34,30 @@ LAST_TWO = RetentionPolicy(last=2, daily=0, monthly=0)
 DAY = 86400
 
 
-@pytest.fixture
-def format2(monkeypatch):
-    """Let this process read a version-2 config (what the format-2 client will do)."""
-    real = area_base.parse_config
-
-    def parse(raw: bytes) -> dict:
-        config = json.loads(raw)
-        if isinstance(config, dict) and config.get("version") == 2:
-            return {**real(json.dumps({**config, "version": 1}).encode()), "version": 2}
-        return real(raw)
-
-    monkeypatch.setattr(area_base, "parse_config", parse)
+OBJECT_FOLDERS = ("manifests", "chunks", "packs")
 
 
 @pytest.fixture
-def firm_and_client(share_server, tmp_path, format2):
+def firm_and_client(share_server, tmp_path):
     (tmp_path / "firm").mkdir(), (tmp_path / "client").mkdir()
     with session_for(share_server, tmp_path / "firm") as firm, \
             session_for(share_server, tmp_path / "client") as client:
         yield share_server, firm, client
 
 
-def upgrade_by_hand(server, area: Area) -> None:
-    """Rewrite the area's config as version 2 on the server's disk."""
-    path = server.root / area.name / "config"
-    config = json.loads(path.read_bytes())
-    config["version"] = 2
-    path.write_text(json.dumps(config, indent=1, sort_keys=True))
-    area.config = None
-    area.load()
+def upgraded_area(session, name: str, who, data: Path) -> Area:
+    """A new area whose first commit (version 1, `shared.txt` only) upgraded it to format 2."""
+    area = create_area(session, name, who)
+    assert area.load()["version"] == 1
+    commit(area, who, data, {})
+    assert area.load()["version"] == 2
+    return area
 
 
 def backdate_objects(server, name: str, seconds: int = 2 * DAY) -> None:
     """Make every object of the area look old on the server's disk."""
     then = time.time() - seconds
-    for folder in ("manifests", "chunks"):
+    for folder in OBJECT_FOLDERS:
         for path in (server.root / name / folder).rglob("*"):
             if path.is_file():
                 os.utime(path, (then, then))
@@ -81,7 +66,7 @@ def backdate_objects(server, name: str, seconds: int = 2 * DAY) -> None:
 def on_disk(server, name: str) -> set[str]:
     """Area-relative paths of the objects on the server's disk."""
     root = server.root / name
-    return {p.relative_to(root).as_posix() for folder in ("manifests", "chunks")
+    return {p.relative_to(root).as_posix() for folder in OBJECT_FOLDERS if (root / folder).is_dir()
             for p in (root / folder).rglob("*") if p.is_file()}
 
 
@@ -102,14 +87,16 @@ def commit(area: Area, who, data: Path, files: dict[str, bytes]) -> int:
 
 
 def five_versions(server, firm_s, tmp_path) -> tuple[Area, object]:
-    """A version-2 area with versions 1…5 (each with its own ledger and memo), objects two days old."""
+    """A version-2 area with versions 1…5 (each with its own ledger and memo), objects two days old.
+
+    The first commit upgrades the new (version-1) area."""
     name, firm = new_area_name(), party("firm")
     area = create_area(firm_s, name, firm)
-    upgrade_by_hand(server, area)
     data = tmp_path / "data"
     for i in range(1, 6):
         files = {"ledger.db": f"ledger {i} ".encode() * 500, "memo.txt": f"memo {i}".encode()}
         commit(area, firm, data, files)
+    assert area.load()["version"] == 2
     backdate_objects(server, name)
     return area, firm
 
@@ -123,8 +110,7 @@ def locked(area: Area, who) -> Grant:
 def test_policy_is_set_and_read_back_by_another_party(firm_and_client, tmp_path):
     server, firm_s, client_s = firm_and_client
     name, firm = new_area_name(), party("firm")
-    area = create_area(firm_s, name, firm)
-    upgrade_by_hand(server, area)
+    area = upgraded_area(firm_s, name, firm, tmp_path / "data")
     assert read_policy(area) == (RetentionPolicy(), None)  # none recorded: the defaults
     grant = locked(area, firm)
     wanted = RetentionPolicy(last=5, daily=10, monthly=12)
@@ -163,7 +149,7 @@ def test_prune_removes_exactly_what_the_plan_says_and_is_idempotent(firm_and_cli
     server, firm_s, client_s = firm_and_client
     area, firm = five_versions(server, firm_s, tmp_path)
     before = on_disk(server, area.name)
-    needed = set().union(*(objects_needed_v1(area, v) for v in area.versions()[3:]))
+    needed = set().union(*(area.objects_needed(v) for v in area.versions()[3:]))
     grant = locked(area, firm)
     set_policy(area, grant, firm, LAST_TWO)
     dry = prune(area, grant, firm, dry_run=True)
@@ -193,18 +179,20 @@ def test_young_objects_stay_and_cheap_prune_does_nothing_when_nothing_is_due(fir
     server, firm_s, _ = firm_and_client
     name, firm = new_area_name(), party("firm")
     area = create_area(firm_s, name, firm)
-    upgrade_by_hand(server, area)
     data = tmp_path / "data"
-    for i in range(1, 4):
+    for i in range(1, 4):  # the first commit upgrades the area to format 2
         commit(area, firm, data, {"ledger.db": f"ledger {i}".encode()})  # objects just written
     grant = locked(area, firm)
     set_policy(area, grant, firm, RetentionPolicy(last=3, daily=0, monthly=0))
     assert prune(area, grant, firm, cheap=True) is None  # three versions, three kept: no listing
     set_policy(area, grant, firm, LAST_TWO)
+    versions = area.versions()
+    only_1 = area.objects_needed(versions[0]) - set().union(*map(area.objects_needed, versions[1:]))
     report = prune(area, grant, firm)
     area.release(grant, firm)
     assert report is not None and report.plan.remove_versions == (1,)
-    assert report.plan.remove_objects == () and len(report.plan.young) == 2  # grace: manifest, chunk
+    # grace: version 1's manifest (its pack also holds shared.txt, which versions 2 and 3 need)
+    assert report.plan.remove_objects == () and set(report.plan.young) == only_1 and len(only_1) == 1
 
 
 def test_prune_of_a_version_1_area_is_refused(firm_and_client):
@@ -290,15 +278,22 @@ def test_reader_of_a_pruned_version_gets_the_plain_message(firm_and_client, tmp_
     reader = open_area(client_s, area.name)
     old = reader.versions()[1]  # version 2, read before the prune
     target = tmp_path / "old"
+    read_ranges = client_s.read_ranges
 
-    def prune_meanwhile(_n: int) -> None:  # after the first chunk: the rest is gone
+    def prune_meanwhile(path: str, ranges):  # its manifest read, before its first pack: packs go
+        client_s.read_ranges = read_ranges
         grant = locked(area, firm)
         set_policy(area, grant, firm, LAST_TWO)
         prune(area, grant, firm)
         area.release(grant, firm)
+        return read_ranges(path, ranges)
 
-    with pytest.raises(VersionPruned, match="version 2 was pruned by the retention policy"):
-        download_unless_pruned(reader, old, target, progress=prune_meanwhile)
+    client_s.read_ranges = prune_meanwhile
+    try:
+        with pytest.raises(VersionPruned, match="version 2 was pruned by the retention policy"):
+            download_unless_pruned(reader, old, target)
+    finally:
+        client_s.read_ranges = read_ranges
     assert not target.exists()
     with pytest.raises(VersionPruned, match="version 1 was pruned"):
         download_unless_pruned(reader, reader.versions()[0], target)

@@ -1,10 +1,9 @@
 """`cloudshare keep`, `cloudshare prune`, history/restore of pruned versions and the prune of
 `close`, against both real servers.
 
-On a version-1 area the real program runs (a subprocess). Until format 2 lands, a version-2
-area is made by rewriting the config on the server's disk, and the commands then run in this
-process (click's runner) with the `format2` fixture of tests/test_prune.py letting the client
-read that config.
+The real program (a subprocess) makes the areas: format 2 since the first version, or format 1
+where `CLOUDSHARE_WRITE_FORMAT=1` says so (a version-1 area, which prune refuses). The prune
+commands then run in this process (click's runner).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 from cloudshare_p2p.cli import main
 from cloudshare_p2p.service.retention import LAST_PRUNE
 from tests.homes import SHARE_PASSWORD, Home
-from tests.test_prune import backdate_objects, format2, on_disk  # noqa: F401 (a fixture)
+from tests.test_prune import backdate_objects, on_disk
 
 pytestmark = pytest.mark.server
 
@@ -33,7 +32,7 @@ def here(home: Home, *args: str, expect: int = 0) -> str:
 
 
 def shared_with_versions(firm: Home, area: str, count: int) -> None:
-    """Share books.csv and close `count` versions of it (the real program: a version-1 area)."""
+    """Share books.csv and close `count` versions of it (the real program)."""
     books = firm.data / "books.csv"
     books.write_text("date,amount\n")
     firm.run("share", "books", str(books), "--remote", "host", "--area", area, "--yes")
@@ -43,15 +42,15 @@ def shared_with_versions(firm: Home, area: str, count: int) -> None:
         firm.run("close", "books")
 
 
-def upgrade_by_hand(server, area: str) -> None:
-    path = server.root / area / "config"
-    config = json.loads(path.read_bytes())
-    config["version"] = 2
-    path.write_text(json.dumps(config, indent=1, sort_keys=True))
+def area_format(server, area: str) -> int:
+    return json.loads((server.root / area / "config").read_bytes())["version"]
 
 
-def test_keep_shows_and_sets_the_policy_and_prune_of_a_version_1_area_says_why_not(firm, client, area):
+def test_keep_shows_and_sets_the_policy_and_prune_of_a_version_1_area_says_why_not(firm, client, area,
+                                                                                   share_server):
+    firm.env["CLOUDSHARE_WRITE_FORMAT"] = "1"  # the fallback: the area stays at format version 1
     shared_with_versions(firm, area, 1)
+    assert area_format(share_server, area) == 1
     client.run("join", "books", str(client.data / "books.csv"), "--remote", "host", "--area", area)
     shown = json.loads(firm.run("keep", "books", "--json").stdout)
     assert (shown["last"], shown["daily"], shown["monthly"], shown["default"]) == (30, 90, 84, True)
@@ -70,9 +69,9 @@ def test_keep_shows_and_sets_the_policy_and_prune_of_a_version_1_area_says_why_n
     assert json.loads(client.run("keep", "books", "--json").stdout)["last"] == 7
 
 
-def test_prune_dry_run_then_prune_history_and_restore(firm, share_server, area, format2):  # noqa: F811
+def test_prune_dry_run_then_prune_history_and_restore(firm, share_server, area):
     shared_with_versions(firm, area, 4)
-    upgrade_by_hand(share_server, area)
+    assert area_format(share_server, area) == 2
     backdate_objects(share_server, area)
     here(firm, "keep", "books", "--last", "2", "--daily", "0", "--monthly", "0")
     before = on_disk(share_server, area)
@@ -92,11 +91,13 @@ def test_prune_dry_run_then_prune_history_and_restore(firm, share_server, area, 
     assert (firm.data / "books.csv").read_text() == "date,amount\n2026-03-03,300\n"
 
 
-def test_close_prunes_at_most_once_a_day(firm, share_server, area, format2):  # noqa: F811
+def test_close_prunes_at_most_once_a_day(firm, share_server, area):
     shared_with_versions(firm, area, 3)
-    upgrade_by_hand(share_server, area)
+    assert area_format(share_server, area) == 2
     here(firm, "keep", "books", "--last", "1", "--daily", "0", "--monthly", "0")
     books = firm.data / "books.csv"
+    [mark] = (firm.root / "home" / "cache").glob(f"*/{LAST_PRUNE}")  # the closes above pruned today
+    mark.write_text(str(time.time() - 2 * 86400))  # (nothing was due then); make that two days ago
 
     def edit_and_close(text: str) -> str:
         here(firm, "open", "books")

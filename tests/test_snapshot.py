@@ -1,4 +1,7 @@
-"""snapshot: scan -> manifest -> restore, path safety, atomicity, cache, keep_aside."""
+"""snapshot: scan -> manifest -> restore, path safety, atomicity, cache, keep_aside.
+
+The round trips and the fixed-chunk edit scan for format 1 (`format=1`: its fixed 1 MiB chunks
+and its manifest); format 2's scans and manifests are tested in tests/test_format2*.py."""
 
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def test_single_file_round_trip(tmp_path: Path, keys: crypto.Keys) -> None:
     src = tmp_path / "books.db"
     src.write_bytes(os.urandom(CHUNK_SIZE * 2 + 123))
     os.chmod(src, 0o640)
-    snap = LocalSnapshot.scan(src, keys)
+    snap = LocalSnapshot.scan(src, keys, format=1)
     m = snap.manifest
     assert m.kind == "file" and m.chunker == "fixed-1MiB"
     assert [f.path for f in m.files] == [""] and len(m.files[0].chunks) == 3
@@ -79,7 +82,7 @@ def test_folder_round_trip(tmp_path: Path, keys: crypto.Keys) -> None:
     (src / "sub" / "b.ini").chmod(0o600)
     (src / "sub" / "deeper" / "c.dat").chmod(0o755)
     os.symlink("/etc/passwd", src / "link")
-    snap = LocalSnapshot.scan(src, keys)
+    snap = LocalSnapshot.scan(src, keys, format=1)
     m = snap.manifest
     assert m.kind == "folder"
     assert [f.path for f in m.files] == ["a.db", "empty.txt", "sub/b.ini", "sub/deeper/c.dat"]
@@ -109,10 +112,10 @@ def test_in_place_edit_changes_one_chunk(tmp_path: Path, keys: crypto.Keys) -> N
     f = tmp_path / "books.db"
     data = bytearray(os.urandom(5 * CHUNK_SIZE))
     f.write_bytes(data)
-    before = LocalSnapshot.scan(f, keys).manifest.files[0].chunks
+    before = LocalSnapshot.scan(f, keys, format=1).manifest.files[0].chunks
     data[2 * CHUNK_SIZE + 4096 : 2 * CHUNK_SIZE + 4100] = b"EDIT"
     f.write_bytes(data)
-    after = LocalSnapshot.scan(f, keys).manifest.files[0].chunks
+    after = LocalSnapshot.scan(f, keys, format=1).manifest.files[0].chunks
     assert len(before) == len(after) == 5
     assert [i for i in range(5) if before[i] != after[i]] == [2]
 

@@ -1,7 +1,8 @@
 """Walking one area through the public `Area` API and collecting what is wrong with it.
 
 The order is the format's: the config first (a broken one stops the walk), then the lock
-records, the log and its versions, the manifests they name, the chunks, and `tmp/`.
+records, the log and its versions, the manifests they name, the chunks and packs, and `tmp/`.
+Versions a `prune` entry names are not checked: their removed objects are expected.
 Without keys only plaintext is checked; every read goes through the format's size limits.
 """
 
@@ -40,11 +41,13 @@ def check_area(area: Area, read_data: bool = False) -> CheckReport:
     if not _config_ok(area, report):
         return report
     _check_lock(area, report)
-    versions = _check_log(area, report)
+    pruned = area.pruned_versions()
+    versions = [v for v in _check_log(area, report) if v.version not in pruned]
     report.versions = [v.version for v in versions]
     manifests = _check_manifests(area, versions, report)
     if area.keys is None:
-        _check_chunk_store(area, report)
+        _check_object_store(area, "chunks", MAX_SEALED_CHUNK, report)
+        _check_object_store(area, "packs", MAX_PACK, report, missing_ok=True)
     else:
         _check_chunks(area, versions, manifests, report, read_data)
     _check_tmp(area, report)
@@ -174,18 +177,20 @@ def _check_packs(area: Area, versions: list[Version], manifests: dict[str, Manif
         wanted.update(resolved.where)
         for pack in resolved.packs():
             users.setdefault("/".join(pack_path(pack)), set()).add(version.version)
-    present = {where for where in sorted(users)
-               if _object_stat(area, where, MAX_PACK, sorted(users[where]), report) is not None}
+    present = [where for where in sorted(users)
+               if _object_stat(area, where, MAX_PACK, sorted(users[where]), report) is not None]
     report.chunks_checked += len(wanted)
     if not read_data:
         return
-    readable = {cid: loc for cid, loc in wanted.items() if "/".join(pack_path(loc.pack)) in present}
-    try:
-        for _cid, data in read_chunks(area.session, area.p, area.require_keys(), readable):
-            report.bytes_read += len(data)
-    except errors.AreaCorrupt as exc:
-        report.add(DAMAGE, "packs/", _("the chunk does not open: {error}").format(error=exc),
-                   sorted({n for u in users.values() for n in u}))
+    for where in present:  # pack by pack, so that a damaged one names only its versions
+        area.check_interrupt()
+        inside = {cid: loc for cid, loc in wanted.items() if "/".join(pack_path(loc.pack)) == where}
+        try:
+            for _cid, data in read_chunks(area.session, area.p, area.require_keys(), inside):
+                report.bytes_read += len(data)
+        except errors.AreaCorrupt as exc:
+            report.add(DAMAGE, where, _("the chunk does not open: {error}").format(error=exc),
+                       sorted(users[where]))
 
 
 def _read_chunk(area: Area, chunk_id: str, size: int, where: str, affected: set[int],
@@ -201,20 +206,22 @@ def _read_chunk(area: Area, chunk_id: str, size: int, where: str, affected: set[
             got=len(plain), size=size), affected)
 
 
-def _check_chunk_store(area: Area, report: CheckReport) -> None:
-    """Without keys: chunk folders and names well-formed, every chunk of a plausible size."""
-    for folder in _listing(area, "chunks", report):
+def _check_object_store(area: Area, store: str, limit: int, report: CheckReport,
+                        missing_ok: bool = False) -> None:
+    """Without keys: the folders and names of `store` (`chunks` or format 2's `packs`)
+    well-formed, every object in it of a plausible size (at most `limit`)."""
+    for folder in _listing(area, store, report, missing_ok):
         area.check_interrupt()
         if not _hex(folder, 2):
-            report.add(WARNING, f"chunks/{_shown(folder)}", _("unexpected name (clients ignore it)"))
+            report.add(WARNING, f"{store}/{_shown(folder)}", _("unexpected name (clients ignore it)"))
             continue
-        for name in _listing(area, f"chunks/{folder}", report):
-            where = f"chunks/{folder}/{_shown(name)}"
+        for name in _listing(area, f"{store}/{folder}", report):
+            where = f"{store}/{folder}/{_shown(name)}"
             if not (OBJECT_ID.fullmatch(name) and name.startswith(folder)):
                 report.add(WARNING, where, _("unexpected name (clients ignore it)"))
                 continue
             report.chunks_checked += 1
-            _object_stat(area, where, MAX_SEALED_CHUNK, (), report)
+            _object_stat(area, where, limit, (), report)
 
 
 def _check_tmp(area: Area, report: CheckReport) -> None:

@@ -46,10 +46,11 @@ class Receiving(ServiceBase):
         return newest, kept
 
     def _is_copy_of(self, area: Area, target: Path, version: Version) -> bool:
-        """Does the local data hold exactly the bytes of `version`?"""
+        """Does the local data hold exactly the bytes of `version`? (Cut as its manifest is.)"""
         try:
-            local = LocalSnapshot.scan(target, area.require_keys()).manifest
-            return same_content(local, area.read_manifest(version))
+            wanted = area.read_manifest(version)
+            local = LocalSnapshot.scan(target, area.require_keys(), like=wanted).manifest
+            return same_content(local, wanted)
         except (errors.CloudShareError, OSError):
             return False
 

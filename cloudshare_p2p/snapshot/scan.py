@@ -15,10 +15,10 @@ from ..i18n import _
 from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
 
-WRITE_FORMAT = 1
-"""The format `LocalSnapshot.scan` cuts for by default: 1 (fixed 1 MiB) or 2 (per-file chunkers,
-and a commit upgrades the area). Format 2 stays opt-in (`CLOUDSHARE_WRITE_FORMAT=2`) until the
-tests written against version 1's layout are adapted."""
+WRITE_FORMAT = 2
+"""The format `LocalSnapshot.scan` cuts for by default: 2 (per-file chunkers, packs; a commit
+upgrades a version-1 area). `CLOUDSHARE_WRITE_FORMAT=1` writes format 1 (fixed 1 MiB chunks) as a
+fallback, for an area a version-1 client must still read."""
 WRITE_FORMAT_ENV = "CLOUDSHARE_WRITE_FORMAT"
 
 
