@@ -276,6 +276,8 @@ class Format2(LockFolder):
         for manifest in [*layouts, wanted.manifest]:
             for entry in manifest.files:
                 path = Path(target) / entry.path if entry.path else Path(target)
+                if not path.is_file():
+                    continue  # nothing to read there (a join): no entry per chunk
                 offset = 0
                 for cid, length in zip(entry.chunks, entry.lengths, strict=True):
                     local.setdefault(cid, (path, offset, length))
