@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -209,7 +210,8 @@ class Format2(LockFolder):
                     ops.stored(cid)
                 else:
                     self.check_interrupt()
-                    frame, offset = writer.add(snap.read_chunk(cid, opened))
+                    path, data = snap.read_unverified(cid, opened)
+                    frame, offset = writer.add(data, partial(snap.verify, cid, path, data))
                     ops.new(frame, offset, cid, length)
                     placed.add(cid)
                     if progress:

@@ -41,6 +41,7 @@ class PackWriter:
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._uploading: Future[None] | None = None
         self._parts: list[bytes] = []  # the open frame's chunks
+        self._checks: list[Callable[[], None]] = []  # their re-verifications, run while sealing
         self._size = 0
         self._sealing: list[Future[bytes]] = []  # the open pack's frames
         self._pack_plain = 0
@@ -50,12 +51,16 @@ class PackWriter:
         self._dirs: set[str] = set()
         self.bytes_sent = 0
 
-    def add(self, data: bytes) -> tuple[int, int]:
-        """Store one chunk: (frame number, offset in the frame's plaintext)."""
+    def add(self, data: bytes, check: Callable[[], None] | None = None) -> tuple[int, int]:
+        """Store one chunk: (frame number, offset in the frame's plaintext). `check` (it raises
+        if `data` is not the chunk it should be) runs on a sealing thread before the frame is
+        sealed: a failed check fails `finish`, and nothing of that frame is uploaded."""
         if self._size + len(data) > MAX_CHUNK:
             self._close_frame()
         where = (len(self._frames) + len(self._sealing), self._size)
         self._parts.append(data)
+        if check is not None:
+            self._checks.append(check)
         self._size += len(data)
         return where
 
@@ -63,8 +68,9 @@ class PackWriter:
         if not self._parts:
             return
         plain = b"".join(self._parts)
-        self._parts, self._size = [], 0
-        self._sealing.append(self._pool.submit(crypto.seal, self._keys, KIND_FRAME, FRAME_AAD_ID, plain))
+        checks = self._checks
+        self._parts, self._checks, self._size = [], [], 0
+        self._sealing.append(self._pool.submit(_seal_frame, self._keys, checks, plain))
         self._pack_plain += len(plain)
         if self._pack_plain >= PACK_TARGET:
             self._flush_pack()
@@ -115,6 +121,12 @@ class PackWriter:
         """Stop sealing and uploading (after an error)."""
         self._pool.shutdown(cancel_futures=True)
         self._uploader.shutdown(cancel_futures=True)
+
+
+def _seal_frame(keys: crypto.Keys, checks: list[Callable[[], None]], plain: bytes) -> bytes:
+    for check in checks:
+        check()
+    return crypto.seal(keys, KIND_FRAME, FRAME_AAD_ID, plain)
 
 
 def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypto.Keys,
