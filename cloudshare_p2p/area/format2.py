@@ -10,7 +10,9 @@ version from the local copy plus frames. Spec: docs/area-format.md, "Format vers
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,23 @@ def body_version(body: bytes) -> int | None:
         return None
     version = doc.get("version") if isinstance(doc, dict) else None
     return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _write_parts(path: Path, *parts: Iterable[bytes]) -> None:
+    """Replace `path` with the concatenated parts (streamed to a temp sibling, then renamed;
+    not fsynced: a cache), so a large resolved manifest is never one string in memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for group in parts:
+                fh.writelines(group)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class Format2(LockFolder):
@@ -101,10 +120,9 @@ class Format2(LockFolder):
     def _remember(self, manifest_id: str, resolved: m2.Resolved, chain: list[str]) -> None:
         path = self._cache_file(manifest_id)
         if path is not None:
-            body = m2.encode(m2.full_form(resolved))
+            head = ",".join([str(resolved.depth), *chain]).encode() + b"\n"
             with suppress(OSError):
-                atomic_write(path, ",".join([str(resolved.depth), *chain]).encode() + b"\n" + body,
-                             durable=False)
+                _write_parts(path, [head], m2.encode_parts(m2.full_form(resolved)))
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -162,9 +180,9 @@ class Format2(LockFolder):
         resolved = m2.resolve(patch, base)
         body = m2.encode(patch)
         if base is not None:
-            full = m2.encode(m2.full_form(resolved))
-            if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= len(full):
-                body, chain, resolved.depth = full, [], 0
+            full = m2.full_form(resolved)
+            if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
+                body, chain, resolved.depth = m2.encode(full), [], 0
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
