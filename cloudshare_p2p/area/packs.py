@@ -133,9 +133,9 @@ def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypt
                 wanted: dict[str, Loc],
                 count: Callable[[int], None] | None = None) -> Iterator[tuple[str, bytes]]:
     """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack."""
-    frames: dict[tuple[str, int, int], list[tuple[str, Loc]]] = {}
+    frames: dict[tuple[str, int, int], list[str]] = {}  # ids only: one reference per chunk
     for cid, loc in wanted.items():
-        frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append((cid, loc))
+        frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append(cid)
     by_pack: dict[str, list[tuple[int, int]]] = {}
     for pack, offset, length in sorted(frames):
         by_pack.setdefault(pack, []).append((offset, length))
@@ -147,8 +147,8 @@ def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypt
                                                   strict=True):
                     if count is not None:
                         count(len(blob))
-                    wanted_here = frames[(pack, offset, length)]
-                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here))
+                    wanted_here = frames.pop((pack, offset, length))
+                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here, wanted))
                     while len(opening) > OPEN_AHEAD:
                         yield from opening.popleft().result()
         while opening:
@@ -175,15 +175,16 @@ def _read(session: RemoteFiles, path: str, ranges: list[tuple[int, int]]) -> Ite
             chunk_id=path.rsplit("/", 1)[-1][:12])) from None
 
 
-def _open_frame(keys: crypto.Keys, blob: bytes, length: int,
-                chunks: list[tuple[str, Loc]]) -> list[tuple[str, bytes]]:
+def _open_frame(keys: crypto.Keys, blob: bytes, length: int, chunks: list[str],
+                where: dict[str, Loc]) -> list[tuple[str, bytes]]:
     """The frame's wanted chunks, each verified against its id."""
     if len(blob) != length:
         raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
-            chunk_id=chunks[0][0][:12]))
+            chunk_id=chunks[0][:12]))
     plain = crypto.open_sealed(keys, KIND_FRAME, FRAME_AAD_ID, blob, max_plain=MAX_CHUNK)
     out = []
-    for cid, loc in chunks:
+    for cid in chunks:
+        loc = where[cid]
         piece = plain[loc.offset : loc.offset + loc.length]
         crypto.verify_chunk(keys, cid, piece)
         out.append((cid, piece))
