@@ -106,9 +106,13 @@ class Format2(LockFolder):
         if path is None or not path.is_file():
             return None
         try:
-            head, _sep, body = path.read_bytes().partition(b"\n")
-            depth, *chain = head.decode("ascii").split(",")
-            resolved = m2.resolve(m2.decode(body), None)
+            with open(path, "rb") as fh:  # the head line, then the body: one copy of it in memory
+                head = fh.readline(1 << 16)
+                body = fh.read()
+            depth, *chain = head.rstrip(b"\n").decode("ascii").split(",")
+            patch = m2.decode(body)
+            del body
+            resolved = m2.resolve(patch, None)
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
@@ -289,10 +293,11 @@ class Format2(LockFolder):
         """Where the local copy may hold each chunk: the layout of the version this computer
         holds (when its manifest is cached), else the same place in the same file. Each one is
         verified before use, so a local copy changed since costs only its chunks."""
-        local: LocalChunks = {}
+        local = LocalChunks()
         held = self._held().get(str(Path(target).absolute()))
         found = self._cached(held) if held else None
         layouts = [found[0].manifest] if found is not None else []
+        del found  # its locations are not needed: free them before the layout grows
         for manifest in [*layouts, wanted.manifest]:
             for entry in manifest.files:
                 path = Path(target) / entry.path if entry.path else Path(target)

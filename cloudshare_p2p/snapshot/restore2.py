@@ -26,7 +26,41 @@ from .tempnames import _temp_path
 WRITE_BATCH = 1 << 20  # neighbouring chunks are written to the file in runs of this size
 _OFFSET_BITS = 44  # a place is file number << 44 | offset (files up to 16 TiB)
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
-LocalChunks = dict[str, tuple[Path, int, int]]  # id -> (file, offset, length) in the local copy
+_LENGTH_BITS = 27  # a chunk's length (format 2 chunks are at most 1 MiB)
+_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
+
+
+class LocalChunks:
+    """Where the local copy may hold each chunk id: (file, offset, length), kept as one packed
+    int per id (a 1 GB file has some 200,000 chunks: no tuple per chunk)."""
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+        self._numbers: dict[Path, int] = {}
+        self._where: dict[str, int] = {}
+
+    def setdefault(self, chunk_id: str, where: tuple[Path, int, int]) -> None:
+        """Record `where` for `chunk_id` unless it has a place already."""
+        if chunk_id in self._where:
+            return
+        path, offset, length = where
+        number = self._numbers.setdefault(path, len(self._paths))
+        if number == len(self._paths):
+            self._paths.append(path)
+        self._where[chunk_id] = ((number << _OFFSET_BITS | offset) << _LENGTH_BITS) | length
+
+    def get(self, chunk_id: str) -> tuple[Path, int, int] | None:
+        """(file, offset, length) of `chunk_id`, or None if the local copy has no place for it."""
+        packed = self._where.get(chunk_id)
+        if packed is None:
+            return None
+        length, rest = packed & _LENGTH_MASK, packed >> _LENGTH_BITS
+        return self._paths[rest >> _OFFSET_BITS], rest & _OFFSET_MASK, length
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 Remote = Callable[[set[str]], Iterator[tuple[str, bytes]]]  # missing ids -> (id, bytes verified by id)
 
 
