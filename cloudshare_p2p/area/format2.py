@@ -254,8 +254,7 @@ class Format2(LockFolder):
             self.stats.bytes_downloaded += n
 
         def remote(missing: set[str]) -> Iterator[tuple[str, bytes]]:
-            wanted = {cid: resolved.where[cid] for cid in missing}
-            for cid, data in read_chunks(self.session, self.p, keys, wanted, count):
+            for cid, data in read_chunks(self.session, self.p, keys, resolved.where, count, missing):
                 self.check_interrupt()
                 self.stats.chunks_downloaded += 1
                 if progress:

@@ -131,10 +131,13 @@ def _seal_frame(keys: crypto.Keys, checks: list[Callable[[], None]], plain: byte
 
 def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypto.Keys,
                 wanted: dict[str, Loc],
-                count: Callable[[int], None] | None = None) -> Iterator[tuple[str, bytes]]:
-    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack."""
+                count: Callable[[int], None] | None = None,
+                only: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack; with
+    `only`, just those ids of `wanted` (no copy of a large `wanted` needed)."""
     frames: dict[tuple[str, int, int], list[str]] = {}  # ids only: one reference per chunk
-    for cid, loc in wanted.items():
+    for cid in wanted if only is None else only:
+        loc = wanted[cid]
         frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append(cid)
     by_pack: dict[str, list[tuple[int, int]]] = {}
     for pack, offset, length in sorted(frames):
