@@ -186,7 +186,7 @@ def _open_frame(keys: crypto.Keys, blob: bytes, length: int, chunks: list[str],
             chunk_id=chunks[0][:12]))
     plain = crypto.open_sealed(keys, KIND_FRAME, FRAME_AAD_ID, blob, max_plain=MAX_CHUNK)
     out = []
-    for cid in chunks:
+    for cid in sorted(chunks, key=lambda c: where[c].offset):  # in frame order: neighbours in the file
         loc = where[cid]
         piece = plain[loc.offset : loc.offset + loc.length]
         crypto.verify_chunk(keys, cid, piece)
