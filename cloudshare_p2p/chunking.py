@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Literal, Protocol
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -48,6 +48,12 @@ _CDC_MIN_BOUNDS = (64, 1 << 20)  # pyfastcdc's accepted ranges
 _CDC_AVG_BOUNDS = (256, 4 << 20)
 _CDC_MAX_BOUNDS = (1024, 16 << 20)
 _READ_SIZE = 1 << 20
+
+
+class Readable(Protocol):
+    """What `chunks` reads from: a binary stream's `read` (a file, or a wrapper of one)."""
+
+    def read(self, n: int = -1, /) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ def detect(
     return PageChunker(page_size, max(1, block_bytes // page_size))
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: Readable, n: int) -> bytes:
     """Up to `n` bytes: fewer only at the end of the stream (short reads are continued)."""
     data = stream.read(n)
     if data is None:
@@ -226,7 +232,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _fixed(stream: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+def _fixed(stream: Readable, size: int) -> Iterator[tuple[int, bytes]]:
     offset = 0
     while block := _read_exact(stream, size):
         yield offset, block
@@ -236,7 +242,7 @@ def _fixed(stream: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
 class _ExactReader:
     """Hands pyfastcdc bytes via readinto, continuing short reads of the underlying stream."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
 
     def readinto(self, buf: memoryview) -> int:
@@ -245,7 +251,7 @@ class _ExactReader:
         return len(data)
 
 
-def _cdc(stream: BinaryIO, chunker: CdcChunker) -> Iterator[tuple[int, bytes]]:
+def _cdc(stream: Readable, chunker: CdcChunker) -> Iterator[tuple[int, bytes]]:
     import pyfastcdc  # deferred: only files that need it pay for the import
 
     cutter = pyfastcdc.FastCDC(
@@ -259,7 +265,7 @@ def _cdc(stream: BinaryIO, chunker: CdcChunker) -> Iterator[tuple[int, bytes]]:
         yield chunk.offset, bytes(chunk.data)  # the view is reused for the next chunk
 
 
-def chunks(stream: BinaryIO, chunker: Chunker) -> Iterator[tuple[int, bytes]]:
+def chunks(stream: Readable, chunker: Chunker) -> Iterator[tuple[int, bytes]]:
     """Consecutive ``(offset, data)`` chunks of `stream` read from its current position.
 
     Offsets count from where reading starts. An empty stream gives no chunks. Memory is

@@ -10,8 +10,11 @@ version from the local copy plus frames. Spec: docs/area-format.md, "Format vers
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +41,23 @@ def body_version(body: bytes) -> int | None:
         return None
     version = doc.get("version") if isinstance(doc, dict) else None
     return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _write_parts(path: Path, *parts: Iterable[bytes]) -> None:
+    """Replace `path` with the concatenated parts (streamed to a temp sibling, then renamed;
+    not fsynced: a cache), so a large resolved manifest is never one string in memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for group in parts:
+                fh.writelines(group)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class Format2(LockFolder):
@@ -86,9 +106,13 @@ class Format2(LockFolder):
         if path is None or not path.is_file():
             return None
         try:
-            head, _sep, body = path.read_bytes().partition(b"\n")
-            depth, *chain = head.decode("ascii").split(",")
-            resolved = m2.resolve(m2.decode(body), None)
+            with open(path, "rb") as fh:  # the head line, then the body: one copy of it in memory
+                head = fh.readline(1 << 16)
+                body = fh.read()
+            depth, *chain = head.rstrip(b"\n").decode("ascii").split(",")
+            patch = m2.decode(body)
+            del body
+            resolved = m2.resolve(patch, None)
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
@@ -100,10 +124,9 @@ class Format2(LockFolder):
     def _remember(self, manifest_id: str, resolved: m2.Resolved, chain: list[str]) -> None:
         path = self._cache_file(manifest_id)
         if path is not None:
-            body = m2.encode(m2.full_form(resolved))
+            head = ",".join([str(resolved.depth), *chain]).encode() + b"\n"
             with suppress(OSError):
-                atomic_write(path, ",".join([str(resolved.depth), *chain]).encode() + b"\n" + body,
-                             durable=False)
+                _write_parts(path, [head], m2.encode_parts(m2.full_form(resolved)))
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -161,9 +184,9 @@ class Format2(LockFolder):
         resolved = m2.resolve(patch, base)
         body = m2.encode(patch)
         if base is not None:
-            full = m2.encode(m2.full_form(resolved))
-            if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= len(full):
-                body, chain, resolved.depth = full, [], 0
+            full = m2.full_form(resolved)
+            if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
+                body, chain, resolved.depth = m2.encode(full), [], 0
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
@@ -209,7 +232,8 @@ class Format2(LockFolder):
                     ops.stored(cid)
                 else:
                     self.check_interrupt()
-                    frame, offset = writer.add(snap.read_chunk(cid, opened))
+                    path, data = snap.read_unverified(cid, opened)
+                    frame, offset = writer.add(data, partial(snap.verify, cid, path, data))
                     ops.new(frame, offset, cid, length)
                     placed.add(cid)
                     if progress:
@@ -230,8 +254,7 @@ class Format2(LockFolder):
             self.stats.bytes_downloaded += n
 
         def remote(missing: set[str]) -> Iterator[tuple[str, bytes]]:
-            wanted = {cid: resolved.where[cid] for cid in missing}
-            for cid, data in read_chunks(self.session, self.p, keys, wanted, count):
+            for cid, data in read_chunks(self.session, self.p, keys, resolved.where, count, missing):
                 self.check_interrupt()
                 self.stats.chunks_downloaded += 1
                 if progress:
@@ -269,13 +292,16 @@ class Format2(LockFolder):
         """Where the local copy may hold each chunk: the layout of the version this computer
         holds (when its manifest is cached), else the same place in the same file. Each one is
         verified before use, so a local copy changed since costs only its chunks."""
-        local: LocalChunks = {}
+        local = LocalChunks()
         held = self._held().get(str(Path(target).absolute()))
         found = self._cached(held) if held else None
         layouts = [found[0].manifest] if found is not None else []
+        del found  # its locations are not needed: free them before the layout grows
         for manifest in [*layouts, wanted.manifest]:
             for entry in manifest.files:
                 path = Path(target) / entry.path if entry.path else Path(target)
+                if not path.is_file():
+                    continue  # nothing to read there (a join): no entry per chunk
                 offset = 0
                 for cid, length in zip(entry.chunks, entry.lengths, strict=True):
                     local.setdefault(cid, (path, offset, length))

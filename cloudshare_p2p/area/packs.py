@@ -41,6 +41,7 @@ class PackWriter:
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._uploading: Future[None] | None = None
         self._parts: list[bytes] = []  # the open frame's chunks
+        self._checks: list[Callable[[], None]] = []  # their re-verifications, run while sealing
         self._size = 0
         self._sealing: list[Future[bytes]] = []  # the open pack's frames
         self._pack_plain = 0
@@ -50,12 +51,16 @@ class PackWriter:
         self._dirs: set[str] = set()
         self.bytes_sent = 0
 
-    def add(self, data: bytes) -> tuple[int, int]:
-        """Store one chunk: (frame number, offset in the frame's plaintext)."""
+    def add(self, data: bytes, check: Callable[[], None] | None = None) -> tuple[int, int]:
+        """Store one chunk: (frame number, offset in the frame's plaintext). `check` (it raises
+        if `data` is not the chunk it should be) runs on a sealing thread before the frame is
+        sealed: a failed check fails `finish`, and nothing of that frame is uploaded."""
         if self._size + len(data) > MAX_CHUNK:
             self._close_frame()
         where = (len(self._frames) + len(self._sealing), self._size)
         self._parts.append(data)
+        if check is not None:
+            self._checks.append(check)
         self._size += len(data)
         return where
 
@@ -63,8 +68,9 @@ class PackWriter:
         if not self._parts:
             return
         plain = b"".join(self._parts)
-        self._parts, self._size = [], 0
-        self._sealing.append(self._pool.submit(crypto.seal, self._keys, KIND_FRAME, FRAME_AAD_ID, plain))
+        checks = self._checks
+        self._parts, self._checks, self._size = [], [], 0
+        self._sealing.append(self._pool.submit(_seal_frame, self._keys, checks, plain))
         self._pack_plain += len(plain)
         if self._pack_plain >= PACK_TARGET:
             self._flush_pack()
@@ -117,13 +123,22 @@ class PackWriter:
         self._uploader.shutdown(cancel_futures=True)
 
 
+def _seal_frame(keys: crypto.Keys, checks: list[Callable[[], None]], plain: bytes) -> bytes:
+    for check in checks:
+        check()
+    return crypto.seal(keys, KIND_FRAME, FRAME_AAD_ID, plain)
+
+
 def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypto.Keys,
                 wanted: dict[str, Loc],
-                count: Callable[[int], None] | None = None) -> Iterator[tuple[str, bytes]]:
-    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack."""
-    frames: dict[tuple[str, int, int], list[tuple[str, Loc]]] = {}
-    for cid, loc in wanted.items():
-        frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append((cid, loc))
+                count: Callable[[int], None] | None = None,
+                only: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack; with
+    `only`, just those ids of `wanted` (no copy of a large `wanted` needed)."""
+    frames: dict[tuple[str, int, int], list[str]] = {}  # ids only: one reference per chunk
+    for cid in wanted if only is None else only:
+        loc = wanted[cid]
+        frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append(cid)
     by_pack: dict[str, list[tuple[int, int]]] = {}
     for pack, offset, length in sorted(frames):
         by_pack.setdefault(pack, []).append((offset, length))
@@ -135,8 +150,8 @@ def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypt
                                                   strict=True):
                     if count is not None:
                         count(len(blob))
-                    wanted_here = frames[(pack, offset, length)]
-                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here))
+                    wanted_here = frames.pop((pack, offset, length))
+                    opening.append(pool.submit(_open_frame, keys, blob, length, wanted_here, wanted))
                     while len(opening) > OPEN_AHEAD:
                         yield from opening.popleft().result()
         while opening:
@@ -163,15 +178,16 @@ def _read(session: RemoteFiles, path: str, ranges: list[tuple[int, int]]) -> Ite
             chunk_id=path.rsplit("/", 1)[-1][:12])) from None
 
 
-def _open_frame(keys: crypto.Keys, blob: bytes, length: int,
-                chunks: list[tuple[str, Loc]]) -> list[tuple[str, bytes]]:
+def _open_frame(keys: crypto.Keys, blob: bytes, length: int, chunks: list[str],
+                where: dict[str, Loc]) -> list[tuple[str, bytes]]:
     """The frame's wanted chunks, each verified against its id."""
     if len(blob) != length:
         raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
-            chunk_id=chunks[0][0][:12]))
+            chunk_id=chunks[0][:12]))
     plain = crypto.open_sealed(keys, KIND_FRAME, FRAME_AAD_ID, blob, max_plain=MAX_CHUNK)
     out = []
-    for cid, loc in chunks:
+    for cid in sorted(chunks, key=lambda c: where[c].offset):  # in frame order: neighbours in the file
+        loc = where[cid]
         piece = plain[loc.offset : loc.offset + loc.length]
         crypto.verify_chunk(keys, cid, piece)
         out.append((cid, piece))

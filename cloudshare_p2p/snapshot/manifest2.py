@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -185,21 +186,40 @@ def _op(v: object, frames: int, full: bool) -> Op:
 
 def encode(patch: Patch) -> bytes:
     """Canonical JSON (sorted keys, compact, UTF-8), as format 1."""
-    doc = {
-        "version": VERSION, "kind": patch.kind, "parent": patch.parent, "depth": patch.depth,
-        "frames": [list(f) for f in patch.frames],
-        "files": [{"path": f.path, "size": f.size, "mode": f.mode, "mtime": f.mtime, "chunker": f.chunker,
-                   "ops": [_op_json(o) for o in f.ops]} for f in patch.files],
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"".join(encode_parts(patch))
 
 
-def _op_json(op: Op) -> list[Any]:
+def encoded_size(patch: Patch) -> int:
+    """len(encode(patch)), without holding the whole body."""
+    return sum(len(part) for part in encode_parts(patch))
+
+
+def _j(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def encode_parts(patch: Patch) -> Iterator[bytes]:
+    """`encode(patch)` in pieces of about one op each (their concatenation is exactly the
+    canonical JSON), so a manifest of 200,000 chunks is written out without one big string."""
+    yield b'{"depth":%d,"files":[' % patch.depth
+    for i, f in enumerate(patch.files):
+        yield b'%s{"chunker":%s,"mode":%d,"mtime":%s,"ops":[' % (
+            b"," if i else b"", _j(f.chunker), f.mode, _j(f.mtime))
+        for k, op in enumerate(f.ops):
+            yield (b"," if k else b"") + _op_bytes(op)
+        yield b'],"path":%s,"size":%d}' % (_j(f.path), f.size)
+    frames = ",".join(f'["{f.pack}",{f.offset},{f.length}]' for f in patch.frames)
+    yield b'],"frames":[%s],"kind":%s,"parent":%s,"version":%d}' % (
+        frames.encode(), _j(patch.kind), _j(patch.parent), VERSION)
+
+
+def _op_bytes(op: Op) -> bytes:
     if op[0] == "c":
-        return list(op)
+        return b'["c",%d,%d]' % (op[1], op[2])
     if op[0] == "d":
-        return ["d", "".join(op[1])]
-    return ["n", op[1], op[2], "".join(op[3]), list(op[4])]
+        return b'["d","%s"]' % "".join(op[1]).encode()
+    lengths = ",".join(map(str, op[4])).encode()
+    return b'["n",%d,%d,"%s",[%s]]' % (op[1], op[2], "".join(op[3]).encode(), lengths)
 
 
 # --- resolving ----------------------------------------------------------------------------------

@@ -23,61 +23,136 @@ from .pending import finish_pending
 from .restore import _OPEN_FLAGS, _inside, _put_in_place
 from .tempnames import _temp_path
 
-LocalChunks = dict[str, tuple[Path, int, int]]  # id -> (file, offset, length) in the local copy
+WRITE_BATCH = 1 << 20  # neighbouring chunks are written to the file in runs of this size
+_OFFSET_BITS = 44  # a place is file number << 44 | offset (files up to 16 TiB)
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+_LENGTH_BITS = 27  # a chunk's length (format 2 chunks are at most 1 MiB)
+_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
+
+
+class LocalChunks:
+    """Where the local copy may hold each chunk id: (file, offset, length), kept as one packed
+    int per id (a 1 GB file has some 200,000 chunks: no tuple per chunk)."""
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+        self._numbers: dict[Path, int] = {}
+        self._where: dict[str, int] = {}
+
+    def setdefault(self, chunk_id: str, where: tuple[Path, int, int]) -> None:
+        """Record `where` for `chunk_id` unless it has a place already."""
+        if chunk_id in self._where:
+            return
+        path, offset, length = where
+        number = self._numbers.setdefault(path, len(self._paths))
+        if number == len(self._paths):
+            self._paths.append(path)
+        self._where[chunk_id] = ((number << _OFFSET_BITS | offset) << _LENGTH_BITS) | length
+
+    def get(self, chunk_id: str) -> tuple[Path, int, int] | None:
+        """(file, offset, length) of `chunk_id`, or None if the local copy has no place for it."""
+        packed = self._where.get(chunk_id)
+        if packed is None:
+            return None
+        length, rest = packed & _LENGTH_MASK, packed >> _LENGTH_BITS
+        return self._paths[rest >> _OFFSET_BITS], rest & _OFFSET_MASK, length
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 Remote = Callable[[set[str]], Iterator[tuple[str, bytes]]]  # missing ids -> (id, bytes verified by id)
 
 
 class _Files:
-    """The files being built, opened on demand (a few at a time)."""
+    """The files being built, opened on demand (a few at a time); neighbouring writes are
+    joined into one `os.pwrite` of up to WRITE_BATCH bytes (no seeks, no small writes)."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
-        self._open: dict[int, BinaryIO] = {}
-        self._at: dict[int, int] = {}  # where each open file's position is (a seek flushes)
+        self._open: dict[int, int] = {}  # file number -> descriptor
+        self._pending: tuple[int, int] | None = None  # (file number, offset) of the buffered run
+        self._buffer = bytearray()
 
     def write(self, number: int, offset: int, data: bytes) -> None:
-        fh = self._open.get(number)
-        if fh is None:
+        if self._pending != (number, offset - len(self._buffer)) or len(self._buffer) >= WRITE_BATCH:
+            self.flush()
+            self._pending = (number, offset)
+        self._buffer += data
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        number, offset = self._pending
+        fd = self._open.get(number)
+        if fd is None:
             if len(self._open) >= 32:
-                self.close()
-            fh = self._open[number] = open(self.paths[number], "r+b")  # noqa: SIM115 - kept open
-            self._at[number] = 0
-        if self._at[number] != offset:
-            fh.seek(offset)
-        fh.write(data)
-        self._at[number] = offset + len(data)
+                self._close_all()
+            fd = self._open[number] = os.open(self.paths[number], os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        view = memoryview(self._buffer)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        del view
+        self._buffer.clear()
+        self._pending = None
+
+    def _close_all(self) -> None:
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
 
     def close(self) -> None:
-        for fh in self._open.values():
-            fh.close()
-        self._open.clear()
-        self._at.clear()
+        """Close every file; a run not flushed is dropped (only an error leaves one)."""
+        self._buffer.clear()
+        self._pending = None
+        self._close_all()
 
 
-def _places(manifest: Manifest) -> dict[str, list[tuple[int, int]]]:
-    """Every (file number, offset) each chunk id goes to."""
-    places: dict[str, list[tuple[int, int]]] = {}
+def _places(manifest: Manifest) -> dict[str, int | list[int]]:
+    """Every place each chunk id goes to, as `file number << 44 | offset` (a list only for
+    ids that occur more than once: one small int per chunk, not a list of tuples)."""
+    places: dict[str, int | list[int]] = {}
     for number, entry in enumerate(manifest.files):
-        offset = 0
+        offset, base = 0, number << _OFFSET_BITS
         for cid, length in zip(entry.chunks, entry.lengths, strict=True):
-            places.setdefault(cid, []).append((number, offset))
+            spot = places.setdefault(cid, base | offset)
+            if spot != base | offset:
+                if isinstance(spot, int):
+                    places[cid] = [spot, base | offset]
+                else:
+                    spot.append(base | offset)
             offset += length
     return places
 
 
+def _spots(place: int | list[int]) -> Iterator[tuple[int, int]]:
+    for spot in (place,) if isinstance(place, int) else place:
+        yield spot >> _OFFSET_BITS, spot & _OFFSET_MASK
+
+
 class _LocalReader:
-    """Reads chunks of the local copy, keeping the last file open."""
+    """Reads chunks of the local copy, keeping the last file open (a file that cannot be
+    opened is not tried again: a fresh join has no local copy at all)."""
 
     def __init__(self) -> None:
         self._path: Path | None = None
         self._fh: BinaryIO | None = None
+        self._absent: set[Path] = set()
 
     def read(self, where: tuple[Path, int, int]) -> bytes | None:
         path, offset, length = where
+        if path in self._absent:
+            return None
         try:
             if path != self._path or self._fh is None:
                 self.close()
-                self._fh, self._path = open(path, "rb"), path  # noqa: SIM115 - kept open
+                try:
+                    self._fh = open(path, "rb")  # noqa: SIM115 - kept open
+                except OSError:
+                    self._absent.add(path)
+                    return None
+                self._path = path
             self._fh.seek(offset)
             return self._fh.read(length)
         except OSError:
@@ -120,19 +195,22 @@ def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: Local
     try:
         missing: set[str] = set()
         for cid, spots in places.items():
-            data = reader.read(local[cid]) if cid in local else None
+            where = local.get(cid)
+            data = reader.read(where) if where is not None else None
             if data is None or crypto.chunk_id(keys, data) != cid:
                 missing.add(cid)
                 continue
-            for number, offset in spots:
+            for number, offset in _spots(spots):
                 files.write(number, offset, data)
+        files.flush()
         try:
             for cid, data in remote(set(missing)):  # verified by `remote`
                 if cid not in missing or len(data) == 0:
                     continue
-                for number, offset in places.get(cid, ()):
+                for number, offset in _spots(places[cid]):
                     files.write(number, offset, data)
                 missing.discard(cid)
+            files.flush()
         except OSError as exc:
             raise _FetchFailed(exc) from exc
         if missing:

@@ -107,16 +107,18 @@ def _fingerprint_header(h: hashlib._Hash, rel: str, size: int) -> None:
 class LocalSnapshot:
     """A scanned data set: its manifest and where each chunk's bytes live on disk.
 
-    Nothing but the chunk index is kept in memory; `read_chunk` rereads the bytes and
-    re-verifies them, so a file changed after the scan is detected, never uploaded.
+    Nothing but the chunk index is kept in memory (one int per chunk id: file number, offset
+    and length packed, see `_pack`); `read_chunk` rereads the bytes and re-verifies them, so a
+    file changed after the scan is detected, never uploaded.
     """
 
     root: Path
     manifest: Manifest
     fingerprint: str  # equals local_fingerprint(root) at scan time
     skipped: tuple[str, ...] = ()
-    _index: dict[str, tuple[Path, int, int]] = field(default_factory=dict, repr=False)
+    _index: dict[str, int | tuple[int, int, int]] = field(default_factory=dict, repr=False)
     _keys: crypto.Keys | None = field(default=None, repr=False)
+    _paths: list[Path] = field(default_factory=list, repr=False)
 
     @classmethod
     def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
@@ -132,7 +134,8 @@ class LocalSnapshot:
         per_file = (format or write_format()) == 2
         root = Path(path)
         skipped: list[str] = []
-        index: dict[str, tuple[Path, int, int]] = {}
+        index: dict[str, int | tuple[int, int, int]] = {}
+        paths: list[Path] = []
         entries: list[FileEntry] = []
         fp = hashlib.sha256()
         walk = list(_walk(root, skipped))
@@ -140,22 +143,41 @@ class LocalSnapshot:
         if kind == "folder":
             _check_names(root, [rel for rel, _p, _st in walk])
         for rel, file_path, st in walk:
+            where = _Where(index, len(paths))
+            paths.append(file_path)
             if per_file:
-                entries.append(_scan_file2(rel, file_path, st, keys, index, fp, cutters.get(rel)))
+                entries.append(_scan_file2(rel, file_path, st, keys, where, fp, cutters.get(rel)))
             else:
-                entries.append(_scan_file(rel, file_path, st, keys, index, fp))
+                entries.append(_scan_file(rel, file_path, st, keys, where, fp))
         manifest = Manifest(kind, tuple(entries), PER_FILE) if per_file else Manifest(kind, tuple(entries))
-        return cls(root, manifest, fp.hexdigest(), tuple(skipped), index, keys)
+        return cls(root, manifest, fp.hexdigest(), tuple(skipped), index, keys, paths)
 
     def chunk_location(self, chunk_id: str) -> tuple[Path, int, int]:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
-        return self._index[chunk_id]
+        packed = self._index[chunk_id]
+        if isinstance(packed, tuple):
+            return self._paths[packed[0]], packed[1], packed[2]
+        length, offset = packed & _LENGTH_MASK, (packed >> _LENGTH_BITS) & _OFFSET_MASK
+        return self._paths[packed >> (_LENGTH_BITS + _OFFSET_BITS)], offset, length
 
     def read_chunk(self, chunk_id: str, files: dict[Path, BinaryIO] | None = None) -> bytes:
         """Plaintext of one chunk, re-verified; InvalidState if the file changed since the scan.
 
         `files` (closed by the caller) keeps files open between calls, for many small chunks."""
-        file_path, offset, length = self._index[chunk_id]
+        file_path, data = self.read_unverified(chunk_id, files)
+        self.verify(chunk_id, file_path, data)
+        return data
+
+    def verify(self, chunk_id: str, file_path: Path, data: bytes) -> None:
+        """InvalidState unless `data` (read from `file_path`) still is chunk `chunk_id`.
+        Thread-safe: the sealing threads of a format-2 commit call it."""
+        if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
+            raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
+
+    def read_unverified(self, chunk_id: str, files: dict[Path, BinaryIO] | None = None,
+                        ) -> tuple[Path, bytes]:
+        """(file, bytes) of one chunk as the file holds them now; the caller must `verify` them."""
+        file_path, offset, length = self.chunk_location(chunk_id)
         if files is None:
             with open(file_path, "rb") as fh:
                 fh.seek(offset)
@@ -169,9 +191,25 @@ class LocalSnapshot:
             kept = files[file_path]
             kept.seek(offset)
             data = kept.read(length)
-        if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
-            raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
-        return data
+        return file_path, data
+
+
+_LENGTH_BITS, _OFFSET_BITS = 27, 45  # a chunk of up to 64 MiB at an offset below 32 TiB
+_LENGTH_MASK, _OFFSET_MASK = (1 << _LENGTH_BITS) - 1, (1 << _OFFSET_BITS) - 1
+
+
+class _Where:
+    """Fills the snapshot's index for one file: each new id -> file number, offset, length."""
+
+    def __init__(self, index: dict[str, int | tuple[int, int, int]], number: int) -> None:
+        self.index, self.number = index, number
+        self.base = number << (_LENGTH_BITS + _OFFSET_BITS)
+
+    def add(self, chunk_id: str, offset: int, length: int) -> None:
+        if offset > _OFFSET_MASK or length > _LENGTH_MASK:  # beyond any real file: kept unpacked
+            self.index.setdefault(chunk_id, (self.number, offset, length))
+        else:
+            self.index.setdefault(chunk_id, self.base | offset << _LENGTH_BITS | length)
 
 
 def _scan_file(
@@ -179,7 +217,7 @@ def _scan_file(
     file_path: Path,
     st: os.stat_result,
     keys: crypto.Keys,
-    index: dict[str, tuple[Path, int, int]],
+    index: _Where,
     fp: hashlib._Hash,
 ) -> FileEntry:
     """Chunk one file, filling the index; the size is what was actually read."""
@@ -188,7 +226,7 @@ def _scan_file(
     body = hashlib.sha256()
     for chunk in _read_chunks(file_path):
         cid = crypto.chunk_id(keys, chunk)
-        index.setdefault(cid, (file_path, offset, len(chunk)))
+        index.add(cid, offset, len(chunk))
         ids.append(cid)
         body.update(chunk)
         offset += len(chunk)
@@ -198,7 +236,7 @@ def _scan_file(
 
 
 def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
-                index: dict[str, tuple[Path, int, int]], fp: hashlib._Hash, name: str | None) -> FileEntry:
+                index: _Where, fp: hashlib._Hash, name: str | None) -> FileEntry:
     """Format 2: chunk one file with its own chunker (`name`, else the one it calls for)."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
     ids: list[str] = []
@@ -206,17 +244,28 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
     size = 0
     body = hashlib.sha256()
     with open(file_path, "rb") as fh:
-        for offset, chunk in chunking.chunks(fh, cutter):
+        for offset, chunk in chunking.chunks(_Hashing(fh, body), cutter):  # chunks cover every byte read
             cid = crypto.chunk_id(keys, chunk)
-            index.setdefault(cid, (file_path, offset, len(chunk)))
+            index.add(cid, offset, len(chunk))
             ids.append(cid)
             lengths.append(len(chunk))
-            body.update(chunk)
             size = offset + len(chunk)
     _fingerprint_header(fp, rel, size)
     fp.update(body.digest())
     mode = stat.S_IMODE(st.st_mode) & 0o777
     return FileEntry(rel, size, mode, st.st_mtime, tuple(ids), tuple(lengths), cutter.name)
+
+
+class _Hashing:
+    """A binary stream that hashes every byte read from it (one update per read, not per chunk)."""
+
+    def __init__(self, stream: BinaryIO, digest: hashlib._Hash) -> None:
+        self._stream, self._digest = stream, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._digest.update(data)
+        return data
 
 
 def local_fingerprint(path: Path) -> str:
