@@ -360,6 +360,7 @@ def test_prune_removes_exactly_the_plan(office: Office, tmp_path: Path, monkeypa
 def test_prune_keeps_young_objects_and_refuses_format_1_and_the_fenced(office: Office, tmp_path: Path,
                                                                        monkeypatch) -> None:
     area = office.area()
+    monkeypatch.setenv(WRITE_FORMAT_ENV, "1")
     commit(area, office.firm, write(tmp_path / "v1.db", b"one"))  # format 1: keeps every version
     grant = locked(area, office.firm)
     with pytest.raises(PruneNeedsFormat2, match="format version 1"):

@@ -212,7 +212,8 @@ def test_status_shows_the_cache_and_leave_and_forget_remove_it(embedded_server, 
     client: Home = home_templates.home(embedded_server, tmp_path / "client", "Client (Yamada)")
     books = firm.data / "books.csv"
     books.write_text("date,amount\n" + "2026-03-01,100\n" * 2000)
-    firm.run("share", "books", str(books), "--remote", "host", "--area", area, "--yes")
+    firm.run("share", "books", str(books), "--remote", "host", "--area", area, "--yes",
+             CLOUDSHARE_WRITE_FORMAT="1")  # format 1 first: its chunks are what the cache holds
     client.run("join", "books", str(client.data / "books.csv"), "--remote", "host", "--area", area)
     [row] = json.loads(client.run("status", "--json").stdout)
     assert row["cache_bytes"] > 0
@@ -227,7 +228,7 @@ def test_status_shows_the_cache_and_leave_and_forget_remove_it(embedded_server, 
     client.run("close", "books")
     firm.run("open", "books")
     books.write_text("date,amount\n" + "2026-03-01,150\n" * 2000)
-    firm.run("close", "books")
+    firm.run("close", "books", CLOUDSHARE_WRITE_FORMAT="1")
     client.run("open", "books", CLOUDSHARE_CACHE_MAX="0")  # receives: only what it may not remove stays
     left = {p.name for p in area_dir.iterdir()}
     assert "area.json" in left and not any(len(n) == 2 for n in left)  # format 1: its chunks went

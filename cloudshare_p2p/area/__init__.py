@@ -74,7 +74,6 @@ from .retention import (
     VersionPruned,
     check_not_pruned,
     download_unless_pruned,
-    objects_needed_v1,
     plan_prune,
     prune,
     prune_allowed,
@@ -89,5 +88,5 @@ __all__ = [
     "TransferStats", "Version", "check_lease", "check_note", "grant_from_dict", "grant_to_dict",
     "iso_utc", "list_areas", "new_session_id", "parse_config", "same_content", "validate_area_name",
     "PruneNeedsFormat2", "PruneReport", "VersionPruned", "check_not_pruned", "download_unless_pruned",
-    "objects_needed_v1", "plan_prune", "prune", "prune_allowed", "read_policy", "set_policy",
+    "plan_prune", "prune", "prune_allowed", "read_policy", "set_policy",
 ]

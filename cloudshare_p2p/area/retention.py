@@ -111,24 +111,9 @@ def set_policy(area: Area, grant: Grant, party: Party, policy: RetentionPolicy) 
 # --- what versions need, what the host holds ------------------------------------------------------
 
 
-def objects_needed_v1(area: Area, version: Version) -> set[str]:
-    """Area-relative paths of what a version-1 manifest needs: itself and its chunks.
-
-    Reads and verifies the manifest (AreaCorrupt if it is missing or damaged). Format 2's
-    manifests (packs, parent chain) are answered by the format-2 part of the area.
-    """
-    manifest = area.read_manifest(version)
-    return {f"manifests/{version.manifest}"} | {f"chunks/{c[:2]}/{c}" for c in manifest.chunk_ids()}
-
-
 def objects_needed(area: Area, version: Version) -> set[str]:
-    """Area-relative paths of every object `version` needs.
-
-    The format-2 area answers for both formats (`Area.objects_needed`); until it is merged,
-    only version-1 manifests are known here. (When both are on main: call it directly.)
-    """
-    both_formats = getattr(area, "objects_needed", None)
-    return both_formats(version) if callable(both_formats) else objects_needed_v1(area, version)
+    """Area-relative paths of every object `version` needs (both formats: `Area.objects_needed`)."""
+    return area.objects_needed(version)
 
 
 def list_objects(area: Area) -> list[str]:

@@ -1,6 +1,9 @@
 """The SFTP connection (`SftpConnection`): paths under the endpoint's base, metadata,
 folders, exclusive publish of records, never-torn publish of immutable objects, fast
 transfers bounded by deadlines, and the server's clock. A broken connection is NetworkDown.
+
+A little over ~400 lines because it is one class whose methods are the contract's operations
+(transport/contract.py), each a few lines; the transfer loops live in transfer.py.
 """
 
 from __future__ import annotations
