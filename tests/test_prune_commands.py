@@ -9,13 +9,14 @@ commands then run in this process (click's runner).
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 from click.testing import CliRunner
 
 from cloudshare_p2p.cli import main
-from cloudshare_p2p.service.retention import LAST_PRUNE
+from cloudshare_p2p.service.retention import LAST_PRUNE, LAST_SWEEP
 from tests.homes import SHARE_PASSWORD, Home
 from tests.test_prune import backdate_objects, on_disk
 
@@ -114,3 +115,27 @@ def test_close_prunes_at_most_once_a_day(firm, share_server, area):
     edit_and_close("date,amount\n2026-04-03,3\n")  # version 6: prunes 4 and 5
     pruned = [r["version"] for r in json.loads(here(firm, "history", "books", "--json")) if r["pruned"]]
     assert pruned == [1, 2, 3, 4, 5]
+
+
+def test_close_sweeps_abandoned_uploads_at_most_once_a_day(firm, share_server, area):
+    """A crashed writer's temp file a day old goes with the next close, but a close does not
+    list `tmp/` again the same day (the sweep is a third of a close's requests)."""
+    shared_with_versions(firm, area, 2)  # its close swept (nothing there yet) and marked the day
+    tmp = share_server.root / area / "tmp"
+    abandoned = [tmp / f"{i:032x}.tmp" for i in (1, 2)]
+    abandoned[0].write_bytes(b"half an upload")
+    os.utime(abandoned[0], (1, 1))
+    [mark] = (firm.root / "home" / "cache").glob(f"*/{LAST_SWEEP}")
+    mark.write_text(str(time.time() - 2 * 86400))
+    here(firm, "open", "books")
+    here(firm, "close", "books")
+    assert not abandoned[0].exists()
+    abandoned[1].write_bytes(b"another half upload")
+    os.utime(abandoned[1], (1, 1))
+    here(firm, "open", "books")
+    here(firm, "close", "books")
+    assert abandoned[1].exists()  # swept today already: left for tomorrow
+    mark.write_text(str(time.time() - 2 * 86400))
+    here(firm, "open", "books")
+    here(firm, "close", "books")
+    assert not abandoned[1].exists()

@@ -3,7 +3,6 @@ new version if changed, release the lock), with what happens when either is cut 
 
 from __future__ import annotations
 
-from contextlib import suppress
 from typing import NoReturn
 
 from statemachine import Event
@@ -186,8 +185,7 @@ class OpenClose(ServiceBase):
             ds.update(synced_version=version, synced_hash=snap.fingerprint, synced_stamp=stamp)
         self._prune_now_and_then(ds, area, grant)  # format 2: at most once a day, never fails the close
         area.release(grant, self.party)
-        with suppress(errors.CloudShareError, OSError):
-            area.sweep_tmp()  # abandoned uploads of crashed writers, a day old or more
+        self._sweep_now_and_then(area)  # abandoned uploads of crashed writers: once a day from here
         self._sync_renewal(ds, grant)
         ds.fire(Event.COMMITTED, message, forget_grant=True, token=grant.lease.generation, version=version)
         self.live_grants.pop(name, None)

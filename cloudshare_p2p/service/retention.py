@@ -22,6 +22,7 @@ from .dataset import DataSet
 PRUNE_LEASE = 600  # a keep or prune holds the lock this long at a time (prune renews as it goes)
 PRUNE_EVERY = 86400  # seconds between the cheap prunes a close runs (this computer's clock)
 LAST_PRUNE = "last-prune"  # in <cache root>/<area_id>/: when this computer's close last pruned
+LAST_SWEEP = "last-sweep"  # …and when it last swept the area's tmp/ (a day apart: 8 requests each)
 
 
 class RetentionCommands(ServiceBase):
@@ -87,6 +88,17 @@ class RetentionCommands(ServiceBase):
             return
         if report is not None and not report.plan.empty:
             self.ui.say(_prune_outcome(ds.name, report).message)
+
+    def _sweep_now_and_then(self, area: Area) -> None:
+        """Remove abandoned uploads in the area's `tmp/` (a day old or more), at most once a day
+        from this computer: the sweep costs a clock probe and a listing, a third of a close's
+        requests, and temp files only matter after a day (docs/area-format.md, "Temporary files")."""
+        mark = self.cache_root / area.area_id / LAST_SWEEP
+        if not _due(mark):
+            return
+        _mark_pruned(mark)
+        with suppress(errors.CloudShareError, OSError):
+            area.sweep_tmp()
 
     def _prune_mark(self, area: Area) -> Path:
         return self.cache_root / area.area_id / LAST_PRUNE
