@@ -62,11 +62,12 @@ def _build(manifest: Manifest, tmp: Path, fetch: Callable[[str], bytes], keys: c
         _write_entry(entry, _inside(tmp_root, entry.path), fetch, keys)
 
 
-def _build_temp(manifest: Manifest, target: Path, fetch: Callable[[str], bytes], keys: crypto.Keys) -> Path:
-    """Build the version in a fresh temp sibling; on any error remove it (disk errors -> LocalDiskError)."""
+def _build_temp(target: Path, build: Callable[[Path], None]) -> Path:
+    """`build` the version in a fresh temp sibling; on any error remove it (disk errors ->
+    LocalDiskError, a failed fetch -> its own error)."""
     tmp = _temp_path(target, "t")
     try:
-        _build(manifest, tmp, _tagged(fetch), keys)
+        build(tmp)
     except _FetchFailed as exc:
         _remove(tmp)
         raise exc.original from None
@@ -104,11 +105,18 @@ def restore(
     is kept and the next restore of the same manifest puts it in place without fetching.
     Leftovers of killed restores are cleaned first.
     """
+    restore_with(manifest, target, keys, lambda tmp: _build(manifest, tmp, _tagged(fetch), keys))
+
+
+def restore_with(manifest: Manifest, target: Path, keys: crypto.Keys,
+                 build: Callable[[Path], None]) -> None:
+    """What every restore does around `build(tmp)` (which writes the version into `tmp`):
+    validate, clean leftovers, finish a pending copy, build in a temp sibling, swap it in."""
     validate_manifest(manifest)
     target = Path(target)
     clean_leftovers(target)
     if finish_pending(target, manifest, keys):
         return
-    tmp = _build_temp(manifest, target, fetch, keys)
+    tmp = _build_temp(target, build)
     _put_in_place(tmp, target, manifest)
     _fsync_dir(target.parent)

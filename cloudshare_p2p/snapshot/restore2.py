@@ -15,13 +15,9 @@ from typing import BinaryIO
 
 from .. import crypto, errors
 from ..i18n import _
-from .diskerrors import _disk_error, _FetchFailed
-from .fileops import _fsync_dir, _remove
-from .leftovers import clean_leftovers
-from .manifest import FileEntry, Manifest, validate_manifest
-from .pending import finish_pending
-from .restore import _OPEN_FLAGS, _inside, _put_in_place
-from .tempnames import _temp_path
+from .diskerrors import _FetchFailed
+from .manifest import FileEntry, Manifest
+from .restore import _OPEN_FLAGS, _inside, restore_with
 
 WRITE_BATCH = 1 << 20  # neighbouring chunks are written to the file in runs of this size
 _OFFSET_BITS = 44  # a place is file number << 44 | offset (files up to 16 TiB)
@@ -225,24 +221,9 @@ def restore_chunks(manifest: Manifest, target: Path, keys: crypto.Keys, local: L
                    remote: Remote) -> None:
     """Build `manifest` (format 2) in a temp sibling from `local` chunks and `remote` ones,
     verifying every chunk, then swap it in; on any error `target` is left untouched."""
-    validate_manifest(manifest)
-    target = Path(target)
-    clean_leftovers(target)
-    if finish_pending(target, manifest, keys):
-        return
-    tmp = _temp_path(target, "t")
-    try:
+    def build(tmp: Path) -> None:
         paths = _create(manifest, tmp)
         _fill(manifest, paths, keys, local, remote)
         _finish(paths, manifest.files)
-    except _FetchFailed as exc:
-        _remove(tmp)
-        raise exc.original from None
-    except OSError as exc:
-        _remove(tmp)
-        raise _disk_error(exc, tmp, target) from exc
-    except BaseException:
-        _remove(tmp)
-        raise
-    _put_in_place(tmp, target, manifest)
-    _fsync_dir(target.parent)
+
+    restore_with(manifest, target, keys, build)
