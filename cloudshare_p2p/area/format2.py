@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import crypto, errors
+from ..cachedir import HELD
+from ..cachedir import MANIFEST_PREFIX as CACHED_PREFIX  # files: ChunkCache prunes folders
 from ..i18n import _
 from ..localfiles import atomic_write
 from ..snapshot import LocalSnapshot, Manifest
@@ -29,7 +31,6 @@ from .model import Version
 from .packs import PackWriter, pack_path, read_chunks
 from .records import _nowiso_utc
 
-CACHED_PREFIX = "m2-"  # resolved manifests in the area's cache folder (files: ChunkCache prunes folders)
 KEEP_CACHED = 8
 
 
@@ -268,7 +269,7 @@ class Format2(LockFolder):
     def _held_file(self) -> Path | None:
         if self._cache_dir is None or self.config is None:
             return None
-        return self._cache_dir / self.config["area_id"] / "held.json"
+        return self._cache_dir / self.config["area_id"] / HELD
 
     def remember_held(self, target: Path, manifest_id: str) -> None:
         """Note that `target` on this computer now holds the version of `manifest_id`."""

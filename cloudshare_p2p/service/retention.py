@@ -13,6 +13,7 @@ from statemachine.retention import RetentionPolicy, RetentionPolicyError
 from .. import cachedir, errors
 from ..area import Area, Grant, PruneReport, plan_prune, prune, prune_allowed, read_policy, set_policy
 from ..area.retention import PruneNeedsFormat2
+from ..cachedir import LAST_PRUNE, LAST_SWEEP
 from ..display import human_size
 from ..i18n import _
 from ..localfiles import atomic_write
@@ -21,8 +22,6 @@ from .dataset import DataSet
 
 PRUNE_LEASE = 600  # a keep or prune holds the lock this long at a time (prune renews as it goes)
 PRUNE_EVERY = 86400  # seconds between the cheap prunes a close runs (this computer's clock)
-LAST_PRUNE = "last-prune"  # in <cache root>/<area_id>/: when this computer's close last pruned
-LAST_SWEEP = "last-sweep"  # …and when it last swept the area's tmp/ (a day apart: 8 requests each)
 
 
 class RetentionCommands(ServiceBase):
