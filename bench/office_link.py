@@ -41,7 +41,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_delta import ROWS, build_ledger, edit_ledger  # noqa: E402
-from tests.fixtures_sshd import find_sshd, generate_ed25519_keypair, public_line_fingerprint  # noqa: E402
+from tests.fixtures_sshd import (  # noqa: E402
+    find_sshd,
+    generate_ed25519_keypair,
+    public_line_fingerprint,
+    stop_sshd,
+)
 
 CLI_IP, SRV_IP, PREFIX = "10.233.0.1", "10.233.0.2", 30
 TBF = ["burst", "32kb", "latency", "50ms"]  # after "rate <--rate>"
@@ -565,12 +570,7 @@ def inside(args: argparse.Namespace) -> int:
         print(f"measured in {time.perf_counter() - t0:.0f} s")
     finally:
         proxy.stop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_sshd(proc)
     return 0
 
 
