@@ -37,7 +37,3 @@ def _renameat2_noreplace(old: str, new: str) -> bool:
 def _parts(path: bytes) -> list[bytes]:
     """The components of a client path, normalised as the chroot sees it."""
     return [p for p in posixpath.normpath(b"/" + path.lstrip(b"/")).split(b"/") if p]
-
-
-def _depth(path: bytes) -> int:
-    return len(_parts(path))
