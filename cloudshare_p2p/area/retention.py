@@ -111,11 +111,6 @@ def set_policy(area: Area, grant: Grant, party: Party, policy: RetentionPolicy) 
 # --- what versions need, what the host holds ------------------------------------------------------
 
 
-def objects_needed(area: Area, version: Version) -> set[str]:
-    """Area-relative paths of every object `version` needs (both formats: `Area.objects_needed`)."""
-    return area.objects_needed(version)
-
-
 def list_objects(area: Area) -> list[str]:
     """Area-relative paths of every object on the host: manifests, chunks and packs."""
     found = [f"manifests/{n}" for n in _names(area, "manifests") if OBJECT_ID.fullmatch(n)]
@@ -159,7 +154,7 @@ def plan_prune(area: Area, grace_seconds: int = DEFAULT_GRACE_SECONDS,
     decision = kept_versions([(v.version, _server_time(area, v, now)) for v in live], policy, now)
     if cheap and not decision.remove:
         return None
-    references = {v.version: objects_needed(area, v) if v.version in decision.kept else set() for v in live}
+    references = {v.version: area.objects_needed(v) if v.version in decision.kept else set() for v in live}
     needed: set[str] = set().union(*references.values())
     objects: dict[str, int] = {}
     sizes: dict[str, int] = {}

@@ -59,7 +59,7 @@ class RetentionCommands(ServiceBase):
             else:
                 with self._briefly_holding(ds, area, _("pruning old versions")) as grant:
                     report = prune(area, grant, self.party)
-                _mark_pruned(self._prune_mark(area))
+                _mark_done_now(self._prune_mark(area))
                 self._drop_pruned(area, report)
         assert report is not None  # only a cheap prune answers None
         return _prune_outcome(name, report)
@@ -77,7 +77,7 @@ class RetentionCommands(ServiceBase):
         try:
             if not prune_allowed(area):
                 return
-            _mark_pruned(mark)
+            _mark_done_now(mark)
             report = prune(area, grant, self.party, cheap=True)
             self._drop_pruned(area, report)
         except (errors.CloudShareError, OSError, KeyboardInterrupt) as exc:
@@ -95,7 +95,7 @@ class RetentionCommands(ServiceBase):
         mark = self.cache_root / area.area_id / LAST_SWEEP
         if not _due(mark):
             return
-        _mark_pruned(mark)
+        _mark_done_now(mark)
         with suppress(errors.CloudShareError, OSError):
             area.sweep_tmp()
 
@@ -174,14 +174,14 @@ def _prune_outcome(name: str, report: PruneReport) -> Outcome:
 
 
 def _due(mark: Path) -> bool:
-    """A day has passed since this computer's last prune of the area (or it never pruned)."""
+    """A day has passed since `mark` was last set (or it never was): the once-a-day prune and sweep."""
     try:
         return time.time() - float(mark.read_text()) >= PRUNE_EVERY
     except (OSError, ValueError):
         return True
 
 
-def _mark_pruned(mark: Path) -> None:
+def _mark_done_now(mark: Path) -> None:
     with suppress(OSError):
         mark.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(mark, str(time.time()).encode(), durable=False)
