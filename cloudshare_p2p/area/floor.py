@@ -138,7 +138,9 @@ def top_number(area: AreaBase, known: int = 0) -> int:
     known number the folder is listed once, if it holds anything.
     """
     top = known
-    if top == 0 and _exists(area, 1):
+    if top == 0:
+        if not _exists(area, 1):
+            return 0  # the usual answer in an area never compacted: one `stat`
         with suppress(FileNotFoundError):
             names = area.session.listdir(area.p(FOLDER))
             top = max((int(n) for n in names if ENTRY_NAME.fullmatch(n)), default=0)
@@ -291,6 +293,7 @@ def compact(area: Area, grant: Grant, party: Party, every: int = COMPACT_EVERY,
         return None
     record = floor_record(floor, gen=grant.lease.generation, session=grant.session,
                           writer=party.as_dict(), time=_nowiso_utc())
+    area.session.mkdir(area.p(FOLDER))  # an existing folder is fine
     if not area._publish(area.p(FOLDER, _name(floor.number)), json.dumps(record, sort_keys=True).encode()):
         return None  # another floor got this number first: ours is not published; next time
     _adopt(area, _known(area), floor, record)
