@@ -193,3 +193,23 @@ def test_no_compaction_within_a_day_of_the_upgrade(office: Office, tmp_path: Pat
     grant = locked(area, office.firm)
     assert area_floor.compact(area, grant, office.firm, every=1) is None
     assert area.release(grant, office.firm) and names(office, "log")[0] == 1
+
+
+@pytest.mark.parametrize("kept", [b"[]", b"{", b'{"floor": "x"}', b'{"floor": 1, "v": 1}'])
+def test_a_damaged_local_copy_of_the_floor_is_read_again_from_the_host(office: Office, tmp_path: Path,
+                                                                       kept: bytes) -> None:
+    area = versions_and_upgrade(office, tmp_path, 3)
+    cache = tmp_path / "cache"
+    reader = office.area()
+    reader.use_cache(cache, reader.area_id)
+    before = shown(reader)
+    compact(office, area)
+    caught_up = office.area()
+    caught_up.use_cache(cache, caught_up.area_id)
+    assert shown(caught_up) == before
+    local = cache / caught_up.area_id / "floor.json"
+    assert local.exists()
+    local.write_bytes(kept)
+    again = office.area()
+    again.use_cache(cache, again.area_id)
+    assert shown(again) == before and again.newest_number() == 3

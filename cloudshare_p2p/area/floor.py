@@ -104,7 +104,7 @@ def _load_local(area: AreaBase) -> Floor:
     path = _local(area)
     if path is None or not path.exists():
         return NO_FLOOR
-    with suppress(OSError, ValueError, TypeError):
+    with suppress(OSError, ValueError, TypeError, AttributeError):  # a damaged local copy: none
         kept = json.loads(path.read_bytes())
         floor = parse_floor(kept, int(kept.get("floor", 0)), _commit_ok)
         if floor is not None:
