@@ -203,6 +203,19 @@ def log_start(area: AreaBase) -> int:
     return head
 
 
+def settled(area: AreaBase, start: int, head: int) -> bool:
+    """After a probe from `start` to `head`: may the entries it read be used?
+
+    Entries read from the host (above `start`) could be slots a late writer re-created below
+    a floor published meanwhile; a lookup after reading settles it. False when a newer floor
+    was adopted (its cached entries below are forgotten): probe again from it.
+    """
+    if head == start or not _applies(area):
+        return True
+    before = current(area).number
+    return refresh(area).number == before
+
+
 def first_seq(area: AreaBase) -> int:
     """The lowest log slot a reader reads (1 without a floor)."""
     return current(area).seq
