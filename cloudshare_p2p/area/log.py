@@ -116,9 +116,12 @@ class Log(AreaBase):
         Slots are created in order (each writer creates head + 1 exclusively), so the log
         has no gaps: probing from the known head finds every new entry without a listing.
         """
-        head = floor.log_start(self)
-        while self._read_entry(head + 1).state is not SlotState.ABSENT:
-            head += 1
+        while True:
+            start = head = floor.log_start(self)
+            while self._read_entry(head + 1).state is not SlotState.ABSENT:
+                head += 1
+            if floor.settled(self, start, head):  # new entries: no newer floor voids them
+                break
         self.cache.save()
         return head
 
@@ -197,8 +200,9 @@ class Log(AreaBase):
         a `prune` entry also only if every number it names is a version older than the newest
         at its place (the newest version is never pruned). Others are void.
         """
+        entries = self.log()  # first: reading may adopt a newer floor
         highest_fence, out, pruned, policies = floor.view_start(self)  # the floor's state (empty without one)
-        for entry in self.log():
+        for entry in entries:
             if not _entry_fields_ok(entry):
                 continue  # a malformed entry counts as void
             gen, kind = entry["gen"], entry["kind"]
