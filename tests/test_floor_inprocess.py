@@ -213,3 +213,18 @@ def test_a_damaged_local_copy_of_the_floor_is_read_again_from_the_host(office: O
     again = office.area()
     again.use_cache(cache, again.area_id)
     assert shown(again) == before and again.newest_number() == 3
+
+
+def test_a_reader_never_uses_a_slot_re_created_while_it_read(office: Office, tmp_path: Path) -> None:
+    area = versions_and_upgrade(office, tmp_path, 2)
+    reader = office.area()
+    head = reader._sync_log()  # this command looked the floor up and read the log up to here
+    assert commit(area, office.firm, write(tmp_path / "books.db", b"ledger 3")) == 3
+    genuine = office.area().versions()[-1].manifest
+    done = compact(office, area)
+    assert head + 1 < done.seq
+    office.plant("log", head + 1, json.dumps({  # a late writer re-creates the removed slot
+        "v": 1, "seq": head + 1, "kind": "commit", "gen": 10 ** 6, "base": 2, "manifest": "cd" * 32,
+        "session": "late", "writer": {"name": "late"}}).encode())
+    newest = reader.versions()[-1]  # the same command reads on: it meets the re-created slot first
+    assert (newest.version, newest.manifest) == (3, genuine)
