@@ -228,3 +228,17 @@ def test_a_reader_never_uses_a_slot_re_created_while_it_read(office: Office, tmp
         "session": "late", "writer": {"name": "late"}}).encode())
     newest = reader.versions()[-1]  # the same command reads on: it meets the re-created slot first
     assert (newest.version, newest.manifest) == (3, genuine)
+
+
+def test_a_bounded_run_leaves_the_rest_for_the_next_prune(office: Office, tmp_path: Path) -> None:
+    area = versions_and_upgrade(office, tmp_path, 3)
+    grant = locked(area, office.firm)
+    area.renew(grant, office.firm)
+    first = area_floor.compact(area, grant, office.firm, every=1, most=3)
+    assert first is not None and first.removed_slots == 3 and first.removed_generations == 0
+    assert names(office, "log")[0] == 4 and names(office, "lock")[0] == 1
+    rest = area_floor.compact(area, grant, office.firm, every=10 ** 6)  # no new floor due: the rest
+    assert rest is not None and rest.floor == first.floor
+    assert names(office, "log")[0] == first.seq and names(office, "lock")[0] == first.lock
+    assert area_floor.compact(area, grant, office.firm, every=10 ** 6) is None  # nothing left
+    assert area.release(grant, office.firm)

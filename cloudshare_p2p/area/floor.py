@@ -285,18 +285,19 @@ class CompactReport:
 
 def compact(area: Area, grant: Grant, party: Party, every: int = COMPACT_EVERY,
             most: int = MAX_REMOVALS) -> CompactReport | None:
-    """Publish the next floor and remove below it, while we hold the lock; None when not due.
+    """Publish the next floor and remove below it, while we hold the lock; None when nothing to do.
 
     The floor's `seq` is our own fence entry (capped by the carried versions), its `lock` our
     generation. Publishing comes first; removal only below a published floor, lowest first,
-    at most `most` names per run (the rest goes at the next run).
+    at most `most` names per run. When no new floor is due, what an earlier run left below
+    the floor is removed (two `stat`s tell whether anything is left: removal goes lowest first).
     """
     if not _applies(area):
         return None
     prev = refresh(area)
     head = area._sync_log()
     if not compaction_due(prev, head, grant.lease.generation, every):
-        return None
+        return _leftovers(area, grant, party, prev, most)
     config = area.session.stat(area.p("config"))
     if config is None or not compaction_allowed(area.load().get("version"), config.mtime, area.server_now()):
         return None
@@ -310,6 +311,22 @@ def compact(area: Area, grant: Grant, party: Party, every: int = COMPACT_EVERY,
     if not area._publish(area.p(FOLDER, _name(floor.number)), json.dumps(record, sort_keys=True).encode()):
         return None  # another floor got this number first: ours is not published; next time
     _adopt(area, _known(area), floor, record)
+    return _removed(area, floor, most)
+
+
+def _leftovers(area: Area, grant: Grant, party: Party, floor: Floor, most: int) -> CompactReport | None:
+    """Finish the removals an earlier (bounded) run left below the floor; None if there are none."""
+    if not floor.number or most <= 0:
+        return None
+    left = [area.session.stat(area.p(folder, _name(at - 1))) for folder, at in
+            (("log", floor.seq), ("lock", floor.lock)) if at > 1]
+    if all(st is None for st in left):
+        return None
+    area.ensure_holding(grant, party)
+    return _removed(area, floor, most)
+
+
+def _removed(area: Area, floor: Floor, most: int) -> CompactReport:
     slots = _remove_below(area, "log", floor.seq, most)
     gens = _remove_below(area, "lock", floor.lock, most - slots)
     return CompactReport(floor.number, floor.seq, floor.lock, slots, gens)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 FANNED_FOLDERS = ("chunks", "packs")  # objects under <folder>/<id[0:2]>/<id>; packs: format 2
 RENEW_EVERY = 200  # removals between lease renewals: a prune never outlives its lock
-CHEAP_MAX_REMOVALS = 2000  # the most objects a prune run from `close` removes
+CHEAP_MAX_REMOVALS = 2000  # the most objects (and, apart, log and lock names) a prune from `close` removes
 
 
 @dataclass(frozen=True)
@@ -202,14 +202,15 @@ def prune(area: Area, grant: Grant, party: Party, *, dry_run: bool = False, chea
     report = plan_prune(area, grace_seconds, cheap)
     if dry_run:
         return report
+    most = CHEAP_MAX_REMOVALS if cheap else floor.MAX_REMOVALS
     if report is None:
-        floor.compact(area, grant, party, every=compact_every)
+        floor.compact(area, grant, party, every=compact_every, most=most)
         return None
     if report.plan.remove_versions:
         _append_prune(area, grant, party, report.plan.remove_versions)
     limit = CHEAP_MAX_REMOVALS if cheap else None
     removed, freed = _remove_objects(area, grant, party, report, limit)
-    compacted = floor.compact(area, grant, party, every=compact_every)
+    compacted = floor.compact(area, grant, party, every=compact_every, most=most)
     return PruneReport(report.policy, report.decision, report.plan, freed_bytes=freed,
                        removed_objects=removed, dry_run=False, sizes=report.sizes, compacted=compacted)
 
