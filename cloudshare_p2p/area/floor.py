@@ -3,7 +3,8 @@
 Decisions are the core's (statemachine/floor.py); binding rules: docs/area-format.md, "Compaction:
 the floor". The floor chain lives in `floor/<20 digits>`; a reader finds the top by probing
 upwards from the number it knows (kept in `floor.json` beside the area's cache), once per
-command, and again after every log slot or lock generation it creates (a creation below the
+command, after a probe of the log that read new entries (one may be a slot re-created below a
+newer floor), and after every log slot or lock generation it creates (a creation below the
 floor is void). A top floor that does not parse is damage (`AreaCorrupt`): what lies below it
 cannot be known. Only the lock's holder compacts, from `prune`: it publishes the next floor,
 then removes log slots and lock generations below it, a bounded number per run.
