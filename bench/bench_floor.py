@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compaction: {runs} run(s), {requests:,} requests, {seconds * 1000:.0f} ms")
         figures(office, "after compaction", cache)
 
+        most = [0, 0]  # the most names in lock/ and log/ seen just before a cheap prune
+
         def daily_prune(a: Area, grant: Grant) -> None:
+            most[0] = max(most[0], len(a.session.listdir(a.p("lock"))))
+            most[1] = max(most[1], len(a.session.listdir(a.p("log"))))
             prune(a, grant, office.firm if grant.session.startswith(office.firm.install) else office.client,
                   cheap=True)
 
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         more = opens(office, area, args.opens, work, start + args.seconds, daily_prune)
         print(f"{more:,} more opens with the cheap prune every {DAILY} opens, in "
               f"{time.monotonic() - start:.1f} s")
+        print(f"  at most {most[0]:,} names in lock/ and {most[1]:,} in log/ before a cheap prune")
         figures(office, "steady state", cache)
     return 0
 
