@@ -98,7 +98,7 @@ def test_compaction_keeps_numbers_data_and_a_cached_reader_right(firm_and_client
     assert (tmp_path / "received.db").read_bytes() == b"ledger 5"
     report = check_area(open_area(client_s, name))
     assert not report.problems and report.versions == [1, 2, 3, 4, 5]
-    (server.root / name / "floor" / f"{done.floor + 1:020d}").write_bytes(b"not a floor")
+    (server.root / name / "floor" / f"{done.floor + 1:020d}").write_bytes(b'{"v": 1, "kind": "floor"}')
     report = check_area(open_area(client_s, name))
     assert [p.severity for p in report.problems] == [DAMAGE]
     with pytest.raises(errors.AreaCorrupt, match="floor"):
@@ -162,5 +162,15 @@ def test_a_version_1_area_is_never_compacted(firm_and_client, tmp_path, monkeypa
     os.utime(server.root / name / "config", (then, then))
     grant = locked(area, firm)
     assert area_floor.compact(area, grant, firm, every=1) is None
+    assert area.release(grant, firm)
+    assert on_disk(server, name, "floor") == [] and on_disk(server, name, "log")[0] == 1
+
+
+def test_a_host_without_hard_links_is_not_compacted(firm_and_client, tmp_path):
+    server, firm_s, _client = firm_and_client
+    area, name, firm = format_2_area(server, firm_s, tmp_path, 2)
+    firm_s._sftp.extensions = {}  # as a host that does not advertise hardlink@openssh.com
+    grant = locked(area, firm)
+    assert area_floor.compact(area, grant, firm, every=1) is None  # a floor could be seen half-written
     assert area.release(grant, firm)
     assert on_disk(server, name, "floor") == [] and on_disk(server, name, "log")[0] == 1

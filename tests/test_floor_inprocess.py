@@ -164,7 +164,7 @@ def test_check_accepts_a_compacted_area_and_reports_a_malformed_floor(office: Of
     report = check_area(office.area())
     assert not report.problems, [p.what for p in report.problems]
     assert report.versions == [2, 3]
-    office.plant("floor", done.floor + 1, b'{"v": 1, "kind": "floor"')
+    office.plant("floor", done.floor + 1, b'{"v": 1, "kind": "floor"}')  # JSON, but no floor
     report = check_area(office.area())
     assert any(p.severity == DAMAGE and p.where == f"floor/{done.floor + 1:020d}" for p in report.problems)
     with pytest.raises(errors.AreaCorrupt, match="floor"):
@@ -242,3 +242,17 @@ def test_a_bounded_run_leaves_the_rest_for_the_next_prune(office: Office, tmp_pa
     assert names(office, "log")[0] == first.seq and names(office, "lock")[0] == first.lock
     assert area_floor.compact(area, grant, office.firm, every=10 ** 6) is None  # nothing left
     assert area.release(grant, office.firm)
+
+
+def test_a_torn_floor_is_void_and_the_next_one_is_numbered_after_it(office: Office, tmp_path: Path) -> None:
+    area = versions_and_upgrade(office, tmp_path, 3)
+    done = compact(office, area)
+    before = shown(office.area())
+    office.plant("floor", done.floor + 1, b'{"v": 1, "kind": "floor", "seq": 9')  # a writer cut off
+    fresh = office.area()
+    assert shown(fresh) == before and area_floor.current(fresh).number == done.floor
+    report = check_area(office.area())
+    assert [(p.severity, p.where) for p in report.problems] == [("warning", f"floor/{done.floor + 1:020d}")]
+    assert commit(area, office.firm, write(tmp_path / "books.db", b"ledger 4")) == 4
+    again = compact(office, office.area())
+    assert again.floor == done.floor + 2 and shown(office.area()) == [*before, shown(office.area())[-1]]

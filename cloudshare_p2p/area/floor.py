@@ -12,6 +12,7 @@ then removes log slots and lock generations below it, a bounded number per run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import weakref
 from contextlib import suppress
@@ -41,6 +42,7 @@ from ..i18n import _
 from ..localfiles import atomic_write
 from ..textsafe import printable
 from ..transport import FileTooLarge
+from ..transport.sftp import HARDLINK
 from .model import Grant, Party, Version
 from .records import (
     ENTRY_NAME,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 FOLDER = "floor"
 MAX_REMOVALS = 20_000  # log slots plus lock generations one compaction run removes
 MAX_PROBE = 1_000_000
+MAX_VOID = 16  # void (torn) floors a reader steps down over before calling the area damaged
 
 
 @dataclass
@@ -70,6 +73,7 @@ class _Known:
     floor: Floor
     checked: bool
     cache_path: Path | None
+    top: int = 0  # the highest floor number seen, void ones included
 
 
 _KNOWN: weakref.WeakKeyDictionary[AreaBase, _Known] = weakref.WeakKeyDictionary()
@@ -152,22 +156,40 @@ def top_number(area: AreaBase, known: int = 0) -> int:
     return top
 
 
-def read_floor(area: AreaBase, number: int) -> tuple[Floor, dict[str, Any]]:
-    """Floor `number`, validated; `AreaCorrupt` if it is missing, too large or malformed."""
+def read_floor(area: AreaBase, number: int) -> tuple[Floor, dict[str, Any]] | None:
+    """Floor `number`, validated. None when it is **void**: absent, or not JSON (torn: a
+    writer without hard links was cut off, or is still writing; nothing was removed below
+    it, since removal starts only once a floor is complete). `AreaCorrupt` when it is JSON
+    but malformed, or larger than `MAX_FLOOR`."""
     where = f"{FOLDER}/{_name(number)}"
     try:
         raw = area.session.read_bytes(area.p(FOLDER, _name(number)), MAX_FLOOR)
-    except (FileNotFoundError, FileTooLarge):
-        raw = b""
+    except FileNotFoundError:
+        return None
+    except FileTooLarge:
+        raw = b"[]"  # complete but too large: no writer makes one
     try:
         record = json.loads(raw)
     except (ValueError, RecursionError):
-        record = None
+        return None
     floor = parse_floor(record, number, _commit_ok) if isinstance(record, dict) else None
-    if floor is None or record is None:
+    if floor is None:
         raise errors.AreaCorrupt(_("the floor {where} of area {name} is malformed").format(
             where=where, name=area.name))
     return floor, record
+
+
+def highest_valid(area: AreaBase, top: int, known: Floor) -> tuple[Floor, dict[str, Any] | None]:
+    """The highest floor from `top` down that is not void (at most `MAX_VOID` void ones are
+    stepped over, never below `known`); `known` itself if all above it are void."""
+    for number in range(top, max(known.number, top - MAX_VOID), -1):
+        got = read_floor(area, number)
+        if got is not None:
+            return got
+    if top - MAX_VOID > known.number:
+        raise errors.AreaCorrupt(_("the floor {where} of area {name} is malformed").format(
+            where=f"{FOLDER}/{_name(top)}", name=area.name))
+    return known, None
 
 
 def refresh(area: AreaBase) -> Floor:
@@ -176,15 +198,23 @@ def refresh(area: AreaBase) -> Floor:
     if not _applies(area):
         known.checked = True
         return known.floor
-    top = top_number(area, known.floor.number)
-    if top > known.floor.number:
-        floor, record = read_floor(area, top)
+    top = top_number(area, max(known.top, known.floor.number))
+    if top > known.top:
+        floor, record = highest_valid(area, top, known.floor)
         if floor.seq < known.floor.seq or floor.lock < known.floor.lock:
             raise errors.AreaCorrupt(_("the floor {where} of area {name} is malformed").format(
-                where=f"{FOLDER}/{_name(top)}", name=area.name))
-        _adopt(area, known, floor, record)
+                where=f"{FOLDER}/{_name(floor.number)}", name=area.name))
+        if record is not None:
+            _adopt(area, known, floor, record)
+        known.top = top
     known.checked = True
     return known.floor
+
+
+def top_seen(area: AreaBase) -> int:
+    """The highest floor number seen, void ones included (the next floor is numbered after it)."""
+    known = _known(area)
+    return max(known.top, known.floor.number)
 
 
 def current(area: AreaBase) -> Floor:
@@ -299,11 +329,13 @@ def compact(area: Area, grant: Grant, party: Party, every: int = COMPACT_EVERY,
     head = area._sync_log()
     if not compaction_due(prev, head, grant.lease.generation, every):
         return _leftovers(area, grant, party, prev, most)
+    if not _publishes_whole(area):
+        return None
     config = area.session.stat(area.p("config"))
     if config is None or not compaction_allowed(area.load().get("version"), config.mtime, area.server_now()):
         return None
     area.ensure_holding(grant, party)
-    floor = _plan(area, grant, prev)
+    floor = _plan(area, grant, dataclasses.replace(prev, number=top_seen(area)))
     if floor is None:
         return None
     record = floor_record(floor, gen=grant.lease.generation, session=grant.session,
@@ -313,6 +345,15 @@ def compact(area: Area, grant: Grant, party: Party, every: int = COMPACT_EVERY,
         return None  # another floor got this number first: ours is not published; next time
     _adopt(area, _known(area), floor, record)
     return _removed(area, floor, most)
+
+
+def _publishes_whole(area: Area) -> bool:
+    """Whether a published floor appears complete: with `hardlink@openssh.com` (or over an
+    in-process store, whose publish is atomic). Without it a floor would be created empty and
+    then filled, and a compactor reading it meanwhile as void could publish a lower floor
+    above it; such hosts are not compacted."""
+    extensions = getattr(area.session, "extensions", None)
+    return extensions is None or HARDLINK in extensions
 
 
 def _leftovers(area: Area, grant: Grant, party: Party, floor: Floor, most: int) -> CompactReport | None:

@@ -93,9 +93,10 @@ def _config_problems(config: dict[str, Any]) -> list[str]:
 
 
 def _check_floor(area: Area, report: CheckReport) -> Floor | None:
-    """The floor chain (format 2): its top MUST parse (else damage, and None: stop); a missing
-    floor below the top is a warning (clients read only the top). In a version-1 area a floor
-    means nothing and is a warning."""
+    """The floor chain (format 2): the highest floor that is not void MUST be valid (else
+    damage, and None: stop); a void one above it (torn, not JSON) is a warning, as is a missing
+    floor below the top (clients read only the top). In a version-1 area a floor means nothing
+    and is a warning."""
     numbers = _numbered(area, area_floor.FOLDER, report, missing_ok=True)
     if not numbers:
         return NO_FLOOR
@@ -103,12 +104,22 @@ def _check_floor(area: Area, report: CheckReport) -> Floor | None:
         report.add(WARNING, f"{area_floor.FOLDER}/", _("a floor in a version-1 area: clients ignore it"))
         return NO_FLOOR
     top = area_floor.top_number(area, numbers[-1])
-    try:
-        floor, _record = area_floor.read_floor(area, top)
-    except errors.AreaCorrupt:
-        report.add(DAMAGE, f"{area_floor.FOLDER}/{top:020d}", _(
-            "the floor is malformed: what lies below it (the compacted log and lock) cannot be known, "
-            "so no version can be numbered"))
+    floor = NO_FLOOR
+    for number in range(top, max(0, top - area_floor.MAX_VOID), -1):
+        try:
+            got = area_floor.read_floor(area, number)
+        except errors.AreaCorrupt:
+            report.add(DAMAGE, f"{area_floor.FOLDER}/{number:020d}", _(
+                "the floor is malformed: what lies below it (the compacted log and lock) cannot be known, "
+                "so no version can be numbered"))
+            return None
+        if got is not None:
+            floor = got[0]
+            break
+        report.add(WARNING, f"{area_floor.FOLDER}/{number:020d}", _(
+            "void floor (torn or not JSON): clients use the floor below it"))
+    if floor is NO_FLOOR and top > area_floor.MAX_VOID:
+        report.add(DAMAGE, f"{area_floor.FOLDER}/", _("no floor among the highest is valid: clients stop"))
         return None
     _report_gap(report, area_floor.FOLDER, numbers, WARNING)
     return floor
