@@ -17,6 +17,8 @@ One module per job:
 - `data`: `DataStore`, chunks and manifests, commit and receive;
 - `lifecycle`: `Area`, create, unlock and delete the area as a whole;
 - `listing`: `list_areas`;
+- `floor`: the floor of format 2, where readers start the log and below which `prune`
+  compacts `log/` and `lock/`;
 - `retention`: the sealed retention policy, `prune` under the lock, pruned versions refused
   (format 2; functions over an `Area`).
 

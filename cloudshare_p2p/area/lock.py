@@ -25,6 +25,7 @@ from statemachine.lease import (
 
 from .. import errors
 from ..i18n import _
+from . import floor
 from .log import Log
 from .model import Grant, LockInfo, Party
 from .records import (
@@ -70,7 +71,7 @@ class LockFolder(Log):
         Generations are never removed, so the highest known one is a safe place to probe
         upwards from; without a hint (or if the hint is gone) the folder is listed once.
         """
-        top = self.cache.lock_top
+        top = floor.lock_hint(self)
         st = self.session.stat(self.p("lock", _name(top))) if top else None
         if st is None:
             gens = self._entries("lock")
@@ -141,6 +142,7 @@ class LockFolder(Log):
     def _publish_claim(self, tmp: str, gen: int) -> bool:
         """Publish a written claim as `lock/<gen>`; False if another party created it first."""
         won = self.session.publish(tmp, self.p("lock", _name(gen)))
+        won = won and not floor.created_generation_void(self, gen)  # below the floor: lost
         if won and gen > self.cache.lock_top:  # the next command probes upwards from here
             self.cache.lock_top = gen
             self.cache.save()

@@ -18,6 +18,7 @@ from .. import errors
 from ..i18n import _
 from ..textsafe import printable
 from ..transport import FileTooLarge
+from . import floor
 from .base import AreaBase
 from .model import Grant, Version
 from .records import (
@@ -115,9 +116,12 @@ class Log(AreaBase):
         Slots are created in order (each writer creates head + 1 exclusively), so the log
         has no gaps: probing from the known head finds every new entry without a listing.
         """
-        head = self.cache.log_head()
-        while self._read_entry(head + 1).state is not SlotState.ABSENT:
-            head += 1
+        while True:
+            start = head = floor.log_start(self)
+            while self._read_entry(head + 1).state is not SlotState.ABSENT:
+                head += 1
+            if floor.settled(self, start, head):  # new entries: no newer floor voids them
+                break
         self.cache.save()
         return head
 
@@ -132,10 +136,11 @@ class Log(AreaBase):
         head + 1 without probing: publishing is exclusive, so it lands only if that slot was
         still free, i.e. at the true head + 1 (docs/area-format.md, rule 5); a lost try reads
         on as usual."""
-        guess = head_known and grant is None and base is None and self.cache.log_head() > 0
+        guess = head_known and grant is None and base is None and floor.log_start(self) > 0
         for _try in range(MAX_APPEND_TRIES):
-            head = self.cache.log_head() if guess and _try == 0 else self._sync_log()
+            head = floor.log_start(self) if guess and _try == 0 else self._sync_log()
             if grant is not None:
+                floor.check_fence(self, grant)
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
             if base is not None:
                 newest = self.newest()
@@ -145,6 +150,8 @@ class Log(AreaBase):
             fields = entry(seq) if callable(entry) else entry
             body = dict(fields, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
+                if floor.created_slot_void(self, seq):
+                    continue  # a removed slot re-created below the floor: void; read on from the floor
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
                 return seq
@@ -169,7 +176,8 @@ class Log(AreaBase):
     def log(self) -> list[dict[str, Any]]:
         """Every readable log entry, in order (void entries left out)."""
         head = self._sync_log()
-        return [e for e in (self.cache.entries[s] for s in range(1, head + 1)) if e is not None]
+        start = floor.first_seq(self)
+        return [e for e in (self.cache.entries[s] for s in range(start, head + 1)) if e is not None]
 
     def versions(self) -> list[Version]:
         """Valid commits, numbered 1, 2, 3…
@@ -192,11 +200,9 @@ class Log(AreaBase):
         a `prune` entry also only if every number it names is a version older than the newest
         at its place (the newest version is never pruned). Others are void.
         """
-        highest_fence = 0
-        out: list[Version] = []
-        pruned: set[int] = set()
-        policies: list[tuple[int, str]] = []
-        for entry in self.log():
+        entries = self.log()  # first: reading may adopt a newer floor
+        highest_fence, out, pruned, policies = floor.view_start(self)  # the floor's state (empty without one)
+        for entry in entries:
             if not _entry_fields_ok(entry):
                 continue  # a malformed entry counts as void
             gen, kind = entry["gen"], entry["kind"]

@@ -4,8 +4,10 @@ The decisions are the core's (statemachine/retention.py: `kept_versions`, `prune
 this module reads what they need from an `Area` (the versions with their server times, the
 objects each kept version needs, the objects on the host with their mtimes) and carries out
 the plan while holding the lock: `prune` entries first (fencing-checked, never naming the
-newest version), then the removals. Binding spec: docs/format-2-design.md, "Retention and
-prune". Only areas of format version 2 or later may lose anything; version 1 forbids removal.
+newest version), then the removals, then the compaction of `log/` and `lock/` below a new
+floor when one is due (area/floor.py). Binding spec: docs/format-2-design.md, "Retention and
+prune", and docs/area-format.md, "Compaction: the floor". Only areas of format version 2 or
+later may lose anything; version 1 forbids removal.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from statemachine.floor import COMPACT_EVERY
 from statemachine.retention import (
     DEFAULT_GRACE_SECONDS,
     KeepDecision,
@@ -32,6 +35,8 @@ from statemachine.retention import (
 from .. import crypto, errors
 from ..errors import PruneNeedsFormat2, VersionPruned
 from ..i18n import _
+from . import floor
+from .floor import CompactReport
 from .model import Grant, Party, Version
 from .records import MAX_PRUNED, MAX_SEALED_POLICY, OBJECT_ID, _name
 
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 
 FANNED_FOLDERS = ("chunks", "packs")  # objects under <folder>/<id[0:2]>/<id>; packs: format 2
 RENEW_EVERY = 200  # removals between lease renewals: a prune never outlives its lock
-CHEAP_MAX_REMOVALS = 2000  # the most objects a prune run from `close` removes
+CHEAP_MAX_REMOVALS = 2000  # the most objects (and, apart, log and lock names) a prune from `close` removes
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class PruneReport:
     removed_objects: int = 0
     dry_run: bool = False
     sizes: dict[str, int] = field(default_factory=dict, repr=False)
+    compacted: CompactReport | None = None  # the floor published by this prune, if one was due
 
 
 # --- the policy ---------------------------------------------------------------------------------
@@ -130,7 +136,12 @@ def _names(area: Area, *folder: str) -> list[str]:
 
 
 def _server_time(area: Area, version: Version, now: int) -> int:
-    """When the host wrote the version's commit entry (its mtime; `now` if it cannot be seen)."""
+    """When the host wrote the version's commit entry (its mtime; `now` if it cannot be seen).
+
+    A version carried by the floor has no slot any more: the floor kept its time."""
+    carried = floor.carried_time(area, version.version)
+    if carried is not None:
+        return carried
     st = area.session.stat(area.p("log", _name(version.seq)))
     return st.mtime if st is not None else now
 
@@ -171,13 +182,16 @@ def plan_prune(area: Area, grace_seconds: int = DEFAULT_GRACE_SECONDS,
 
 
 def prune(area: Area, grant: Grant, party: Party, *, dry_run: bool = False, cheap: bool = False,
-          grace_seconds: int = DEFAULT_GRACE_SECONDS) -> PruneReport | None:
+          grace_seconds: int = DEFAULT_GRACE_SECONDS,
+          compact_every: int = COMPACT_EVERY) -> PruneReport | None:
     """Remove what the policy no longer keeps, while we hold the lock (`grant`).
 
     First the `prune` entries (fencing and base checks: a newer version or holder stops
     it), then the objects no kept version needs and older than the grace period, renewing
-    the lease as it goes. `PruneNeedsFormat2` on a version-1 area. With `cheap` (from
-    `close`): None when nothing is due, and at most `CHEAP_MAX_REMOVALS` objects removed.
+    the lease as it goes, then (when `compact_every` slots or generations lie above the
+    floor) a new floor and the removal of `log/` and `lock/` below it. `PruneNeedsFormat2`
+    on a version-1 area. With `cheap` (from `close`): None when no version is due (the
+    compaction still runs when due), and at most `CHEAP_MAX_REMOVALS` objects removed.
     """
     if not prune_allowed(area):
         raise PruneNeedsFormat2(
@@ -186,14 +200,19 @@ def prune(area: Area, grant: Grant, party: Party, *, dry_run: bool = False, chea
     area.require_keys()
     area.ensure_holding(grant, party)
     report = plan_prune(area, grace_seconds, cheap)
-    if report is None or dry_run:
+    if dry_run:
         return report
+    most = CHEAP_MAX_REMOVALS if cheap else floor.MAX_REMOVALS
+    if report is None:
+        floor.compact(area, grant, party, every=compact_every, most=most)
+        return None
     if report.plan.remove_versions:
         _append_prune(area, grant, party, report.plan.remove_versions)
     limit = CHEAP_MAX_REMOVALS if cheap else None
     removed, freed = _remove_objects(area, grant, party, report, limit)
+    compacted = floor.compact(area, grant, party, every=compact_every, most=most)
     return PruneReport(report.policy, report.decision, report.plan, freed_bytes=freed,
-                       removed_objects=removed, dry_run=False, sizes=report.sizes)
+                       removed_objects=removed, dry_run=False, sizes=report.sizes, compacted=compacted)
 
 
 def _append_prune(area: Area, grant: Grant, party: Party, numbers: tuple[int, ...]) -> None:

@@ -1,7 +1,8 @@
 """Walking one area through the public `Area` API and collecting what is wrong with it.
 
-The order is the format's: the config first (a broken one stops the walk), then the lock
-records, the log and its versions, the manifests they name, the chunks and packs, and `tmp/`.
+The order is the format's: the config first (a broken one stops the walk), the floor (format 2:
+a malformed top floor stops it too, nothing below it can be known), then the lock records above
+the floor, the log from the floor and its versions, the manifests they name, the chunks and packs, and `tmp/`.
 Versions a `prune` entry names are not checked: their removed objects are expected.
 Without keys only plaintext is checked; every read goes through the format's size limits.
 """
@@ -15,8 +16,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from statemachine.floor import NO_FLOOR, Floor
+
 from .. import crypto, errors
 from ..area import ENTRY_NAME, MAX_RECORD, OBJECT_ID, Area, Version
+from ..area import floor as area_floor
 from ..area.packs import pack_path, read_chunks
 from ..i18n import _
 from ..snapshot import CHUNK_SIZE, CHUNKER, PER_FILE, Manifest
@@ -40,9 +44,12 @@ def check_area(area: Area, read_data: bool = False) -> CheckReport:
     report = CheckReport(area.name, mode)
     if not _config_ok(area, report):
         return report
-    _check_lock(area, report)
+    floor = _check_floor(area, report)
+    if floor is None:
+        return report
+    _check_lock(area, report, floor)
     pruned = area.pruned_versions()
-    versions = [v for v in _check_log(area, report) if v.version not in pruned]
+    versions = [v for v in _check_log(area, report, floor) if v.version not in pruned]
     report.versions = [v.version for v in versions]
     manifests = _check_manifests(area, versions, report)
     if area.keys is None:
@@ -85,13 +92,47 @@ def _config_problems(config: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_lock(area: Area, report: CheckReport) -> None:
-    """Generations contiguous from 1; the top record (the one clients judge) readable, `gen` its name.
+def _check_floor(area: Area, report: CheckReport) -> Floor | None:
+    """The floor chain (format 2): the highest floor that is not void MUST be valid (else
+    damage, and None: stop); a void one above it (torn, not JSON) is a warning, as is a missing
+    floor below the top (clients read only the top). In a version-1 area a floor means nothing
+    and is a warning."""
+    numbers = _numbered(area, area_floor.FOLDER, report, missing_ok=True)
+    if not numbers:
+        return NO_FLOOR
+    if area.load().get("version") == 1:
+        report.add(WARNING, f"{area_floor.FOLDER}/", _("a floor in a version-1 area: clients ignore it"))
+        return NO_FLOOR
+    top = area_floor.top_number(area, numbers[-1])
+    floor = NO_FLOOR
+    for number in range(top, max(0, top - area_floor.MAX_VOID), -1):
+        try:
+            got = area_floor.read_floor(area, number)
+        except errors.AreaCorrupt:
+            report.add(DAMAGE, f"{area_floor.FOLDER}/{number:020d}", _(
+                "the floor is malformed: what lies below it (the compacted log and lock) cannot be known, "
+                "so no version can be numbered"))
+            return None
+        if got is not None:
+            floor = got[0]
+            break
+        report.add(WARNING, f"{area_floor.FOLDER}/{number:020d}", _(
+            "void floor (torn or not JSON): clients use the floor below it"))
+    if floor is NO_FLOOR and top > area_floor.MAX_VOID:
+        report.add(DAMAGE, f"{area_floor.FOLDER}/", _("no floor among the highest is valid: clients stop"))
+        return None
+    _report_gap(report, area_floor.FOLDER, numbers, WARNING)
+    return floor
+
+
+def _check_lock(area: Area, report: CheckReport, floor: Floor) -> None:
+    """Generations contiguous from the floor's (1 without one); the top record (the one clients
+    judge) readable, `gen` its name.
 
     Records below the top are never read by a client (renewals make thousands), so they are
-    listed, not read.
+    listed, not read. Records below the floor are compacted history or void re-creations.
     """
-    gens = _numbered(area, "lock", report)
+    gens = [g for g in _numbered(area, "lock", report) if g >= floor.lock]
     report.lock_records = len(gens)
     for gen in gens[-1:]:
         record = _read_record(area, "lock", gen)
@@ -99,20 +140,21 @@ def _check_lock(area: Area, report: CheckReport) -> None:
             report.add(WARNING, f"lock/{gen:020d}", _(
                 "void lock record (torn, too large, or not its generation): it counts as a claim "
                 "with no lease"))
-    _report_gap(report, "lock", gens, WARNING)
+    _report_gap(report, "lock", gens, WARNING, floor.lock)
 
 
-def _check_log(area: Area, report: CheckReport) -> list[Version]:
-    """Void entries and gaps in the log; returns the versions, by the validity rule."""
-    seqs = _numbered(area, "log", report)
+def _check_log(area: Area, report: CheckReport, floor: Floor) -> list[Version]:
+    """Void entries and gaps in the log from the floor on (slots below it are compacted, not
+    missing); returns the versions, by the validity rule."""
+    seqs = [s for s in _numbered(area, "log", report) if s >= floor.seq]
     report.log_entries = len(seqs)
     readable = {entry["seq"] for entry in area.log()}
-    head = _contiguous_head(seqs)
+    head = _contiguous_head(seqs, floor.seq)
     for seq in seqs:
         if seq <= head and seq not in readable:
             report.add(WARNING, f"log/{seq:020d}", _(
                 "void log entry (torn, too large or malformed): every client skips it"))
-    _report_gap(report, "log", seqs, DAMAGE)
+    _report_gap(report, "log", seqs, DAMAGE, floor.seq)
     return area.versions()
 
 
@@ -281,10 +323,10 @@ def _sealed_bound(plain: int) -> int:
     return SEAL_OVERHEAD + plain + (plain >> 8) + 128
 
 
-def _numbered(area: Area, folder: str, report: CheckReport) -> list[int]:
-    """The numbered names of `lock/` or `log/`; other names are reported and ignored."""
+def _numbered(area: Area, folder: str, report: CheckReport, missing_ok: bool = False) -> list[int]:
+    """The numbered names of `lock/`, `log/` or `floor/`; other names are reported and ignored."""
     numbers = []
-    for name in _listing(area, folder, report):
+    for name in _listing(area, folder, report, missing_ok):
         if ENTRY_NAME.fullmatch(name):
             numbers.append(int(name))
         else:
@@ -311,24 +353,27 @@ def _read_record(area: Area, folder: str, number: int) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _contiguous_head(numbers: list[int]) -> int:
-    head, present = 0, set(numbers)
+def _contiguous_head(numbers: list[int], start: int = 1) -> int:
+    head, present = start - 1, set(numbers)
     while head + 1 in present:
         head += 1
     return head
 
 
-def _report_gap(report: CheckReport, folder: str, numbers: list[int], severity: str) -> None:
-    """A missing number below the highest: clients probing upwards stop at it."""
-    head = _contiguous_head(numbers)
+def _report_gap(report: CheckReport, folder: str, numbers: list[int], severity: str, start: int = 1) -> None:
+    """A missing number below the highest (from `start`, the floor): clients probing upwards stop at it."""
+    head = _contiguous_head(numbers, start)
     hidden = [n for n in numbers if n > head]
     if not hidden:
         return
     if folder == "log":
         what = _("log slot {slot} is missing: clients stop reading there and never see what follows "
                  "({count} entries)").format(slot=head + 1, count=len(hidden))
-    else:
+    elif folder == "lock":
         what = _("lock generation {slot} is missing ({count} records follow it)").format(
+            slot=head + 1, count=len(hidden))
+    else:
+        what = _("floor {slot} is missing ({count} floors follow it; clients read only the highest)").format(
             slot=head + 1, count=len(hidden))
     report.add(severity, f"{folder}/{head + 1:020d}", what)
 
