@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .. import crypto, errors
 from ..cachedir import HELD
@@ -25,6 +26,7 @@ from ..i18n import _
 from ..localfiles import atomic_write
 from ..snapshot import LocalSnapshot, Manifest
 from ..snapshot import manifest2 as m2
+from ..snapshot.chunkids import ChunkIds, IdIndex
 from ..snapshot.restore2 import LocalChunks, restore_chunks
 from .lock import LockFolder
 from .model import Version
@@ -209,39 +211,42 @@ class Format2(LockFolder):
 
     def _patch_files(self, snap: LocalSnapshot, base: m2.Resolved | None, writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
-        lists = base.lists() if base is not None else {}
-        known = base.where if base is not None else {}
-        placed: set[str] = set()
         opened: dict[Path, BinaryIO] = {}
+        seen = IdIndex(sum(len(f.chunks) for f in snap.manifest.files))  # placed or known before
         try:
-            return self._patch_entries(snap, lists, known, placed, opened, writer, progress)
+            done = [self._patch_entry(snap, number, base, seen, opened, writer, progress)
+                    for number in range(len(snap.manifest.files))]
+            return tuple(f for f, _n in done), sum(n for _f, n in done)
         finally:
             for fh in opened.values():
                 fh.close()
 
-    def _patch_entries(self, snap: LocalSnapshot, lists: dict[str, tuple[str, ...]],
-                       known: Mapping[str, object], placed: set[str], opened: dict[Path, BinaryIO],
-                       writer: PackWriter, progress: Callable[[int], None] | None,
-                       ) -> tuple[tuple[m2.PatchFile, ...], int]:
-        files = []
-        for entry in snap.manifest.files:
-            ops, before = m2.OpsBuilder(), lists.get(entry.path, ())
-            for i, (cid, length) in enumerate(zip(entry.chunks, entry.lengths, strict=True)):
-                if i < len(before) and before[i] == cid:
-                    ops.copy(i)
-                elif cid in known or cid in placed:
-                    ops.stored(cid)
-                else:
-                    self.check_interrupt()
-                    path, data = snap.read_unverified(cid, opened)
-                    frame, offset = writer.add(data, partial(snap.verify, cid, path, data))
-                    ops.new(frame, offset, cid, length)
-                    placed.add(cid)
-                    if progress:
-                        progress(length)
-            files.append(m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker,
-                                      ops.ops()))
-        return tuple(files), len(placed)
+    def _patch_entry(self, snap: LocalSnapshot, number: int, base: m2.Resolved | None, seen: IdIndex,
+                     opened: dict[Path, BinaryIO], writer: PackWriter,
+                     progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
+        """One file's ops: the parent's same entry copied, a chunk stored before named, a new
+        one read from the file (by its place, no index of ids) and packed; and how many."""
+        entry = snap.manifest.files[number]
+        ops, ids = m2.OpsBuilder(), entry.chunks
+        before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
+        start, offset, placed = seen.append_buffer(ids.raw), 0, 0
+        for i, length in enumerate(entry.lengths):
+            key = ids.key(i)
+            first = seen.add(start + i) == start + i
+            if i < len(before) and before.key(i) == key:
+                ops.copy(i)
+            elif not first or (base is not None and base.index.find(key) >= 0):
+                ops.stored(key)
+            else:
+                self.check_interrupt()
+                path, data = snap.read_at(number, offset, length, opened)
+                frame, at = writer.add(data, partial(snap.verify, key, path, data))
+                ops.new(frame, at, key, length)
+                placed += 1
+                if progress:
+                    progress(length)
+            offset += length
+        return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()), placed
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -250,17 +255,19 @@ class Format2(LockFolder):
         """Receive a format-2 version into `target`: the local copy's chunks, then frames."""
         keys = self.require_keys()
         resolved, _chain = self.resolve_manifest(version.manifest, version.version)
+        where = cast(dict[str, m2.Loc], resolved.where)  # a read-only Mapping view, all read_chunks uses
 
         def count(n: int) -> None:
             self.stats.bytes_downloaded += n
 
-        def remote(missing: set[str]) -> Iterator[tuple[str, bytes]]:
-            for cid, data in read_chunks(self.session, self.p, keys, resolved.where, count, missing):
-                self.check_interrupt()
-                self.stats.chunks_downloaded += 1
-                if progress:
-                    progress(len(data))
-                yield cid, data
+        def remote(missing: array[int]) -> Iterator[tuple[int, bytes]]:
+            for batch in _batches(resolved, missing):
+                for cid, data in read_chunks(self.session, self.p, keys, where, count, batch):
+                    self.check_interrupt()
+                    self.stats.chunks_downloaded += 1
+                    if progress:
+                        progress(len(data))
+                    yield resolved.index.find(bytes.fromhex(cid)), data
 
         restore_chunks(resolved.manifest, target, keys, self._local_chunks(target, resolved), remote)
         self.remember_held(target, version.manifest)
@@ -301,15 +308,30 @@ class Format2(LockFolder):
         for manifest in [*layouts, wanted.manifest]:
             for entry in manifest.files:
                 path = Path(target) / entry.path if entry.path else Path(target)
-                if not path.is_file():
-                    continue  # nothing to read there (a join): no entry per chunk
-                offset = 0
-                for cid, length in zip(entry.chunks, entry.lengths, strict=True):
-                    local.setdefault(cid, (path, offset, length))
-                    offset += length
+                if path.is_file():  # else nothing to read there (a join): no entry per chunk
+                    local.add(path, entry.chunks, entry.lengths)
         return local
 
     def objects_needed_format2(self, version: Version) -> set[str]:
         """Area-relative paths of a format-2 version's manifest chain and packs."""
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
+
+
+BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)
+
+
+def _batches(resolved: m2.Resolved, positions: array[int]) -> Iterator[list[str]]:
+    """The ids at `positions` (first occurrences in `resolved`) in batches of about BATCH, a
+    frame never split between two (it would be fetched twice), frames in ascending order."""
+    by_frame: dict[int, array[int]] = {}
+    for pos in positions:
+        by_frame.setdefault(resolved.frame_of(pos), array("I")).append(pos)
+    batch: list[str] = []
+    for frame in sorted(by_frame, key=lambda n: resolved.frames[n]):
+        batch.extend(resolved.index.key_at(pos).hex() for pos in by_frame.pop(frame))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

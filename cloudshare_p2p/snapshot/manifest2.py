@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from .. import chunking, errors
 from ..i18n import _
+from .chunkids import ChunkIds, IdIndex, Lengths
 from .manifest import KINDS, MAX_MTIME, PER_FILE, FileEntry, Manifest, validate_manifest
 
 VERSION = 2
@@ -73,21 +77,89 @@ class Patch:
     files: tuple[PatchFile, ...]
 
 
-@dataclass
 class Resolved:
-    """A version's chunk lists (`manifest`) and where each chunk id is (first occurrence)."""
+    """A version's chunk lists (`manifest`) and where each chunk is (its first occurrence).
 
-    manifest: Manifest
-    where: dict[str, Loc]
-    depth: int
+    Columnar: per file, each chunk's frame (a number in `frames`) and offset in that frame's
+    plaintext, in arrays beside the manifest's ids and lengths, and one `IdIndex` from id to
+    first position; `where` is a read-only mapping view (hex id -> Loc) over them."""
 
-    def lists(self) -> dict[str, tuple[str, ...]]:
+    def __init__(self, manifest: Manifest, depth: int, frames: list[Frame], index: IdIndex,
+                 places: list[tuple[array[int], array[int], bytearray]]) -> None:
+        self.manifest, self.depth, self.frames, self.index = manifest, depth, frames, index
+        self._places = places  # per file: frame numbers, offsets, 1 where an id occurs first
+        self._starts = list(accumulate((len(f.chunks) for f in manifest.files), initial=0))
+
+    @property
+    def where(self) -> Where:
+        """Each chunk id's location (hex id -> Loc)."""
+        return Where(self)
+
+    def lists(self) -> dict[str, ChunkIds]:
         """Each path's chunk ids."""
         return {f.path: f.chunks for f in self.manifest.files}
 
     def packs(self) -> set[str]:
         """Every pack a chunk of this version is in."""
-        return {loc.pack for loc in self.where.values()}
+        used: set[int] = set()
+        for frames, _offsets, _first in self._places:
+            used.update(frames)
+        return {self.frames[n].pack for n in used}
+
+    def loc_at(self, pos: int) -> Loc:
+        """The location of the chunk at position `pos` (numbered across the files)."""
+        number = bisect_right(self._starts, pos) - 1
+        i = pos - self._starts[number]
+        frames, offsets, _first = self._places[number]
+        frame = self.frames[frames[i]]
+        return Loc(frame.pack, frame.offset, frame.length, offsets[i], self.manifest.files[number].lengths[i])
+
+    def frame_of(self, pos: int) -> int:
+        """The frame number (in `frames`) of the chunk at position `pos`."""
+        number = bisect_right(self._starts, pos) - 1
+        return self._places[number][0][pos - self._starts[number]]
+
+    def place(self, key: bytes) -> tuple[int, int, int] | None:
+        """(frame number, offset, length) of a raw id, or None if this version lacks it."""
+        pos = self.index.find(key)
+        if pos < 0:
+            return None
+        number = bisect_right(self._starts, pos) - 1
+        i = pos - self._starts[number]
+        frames, offsets, _first = self._places[number]
+        return frames[i], offsets[i], self.manifest.files[number].lengths[i]
+
+    def columns(self, number: int) -> tuple[array[int], array[int], bytearray]:
+        """File `number`'s chunks: frame numbers, offsets in the frame, 1 where an id occurs
+        first (else 0)."""
+        return self._places[number]
+
+
+class Where(Mapping[str, Loc]):
+    """A resolved version's chunk locations as a mapping (made on demand, nothing copied)."""
+
+    def __init__(self, resolved: Resolved) -> None:
+        self._r = resolved
+
+    def __getitem__(self, cid: str) -> Loc:
+        try:
+            key = bytes.fromhex(cid) if isinstance(cid, str) and len(cid) == 64 else b""
+        except ValueError:
+            key = b""
+        pos = self._r.index.find(key) if key else -1
+        if pos < 0:
+            raise KeyError(cid)
+        return self._r.loc_at(pos)
+
+    def __iter__(self) -> Iterator[str]:
+        for number, entry in enumerate(self._r.manifest.files):
+            first = self._r.columns(number)[2]
+            for i, key in enumerate(entry.chunks.digests()):
+                if first[i]:
+                    yield key.hex()
+
+    def __len__(self) -> int:
+        return self._r.index.count
 
 
 def _bad(what: str = "") -> errors.AreaCorrupt:
@@ -100,10 +172,10 @@ def _nat(v: object, limit: int, what: str, low: int = 0) -> int:
     return v
 
 
-def _ids(v: object, what: str) -> tuple[str, ...]:
+def _ids(v: object, what: str) -> ChunkIds:
     if not isinstance(v, str) or not _IDS.fullmatch(v):
         raise _bad(what)
-    return tuple(v[i : i + 64] for i in range(0, len(v), 64))
+    return ChunkIds(bytes.fromhex(v))
 
 
 # --- decoding (structure and bounds) ------------------------------------------------------
@@ -174,7 +246,7 @@ def _op(v: object, frames: int, full: bool) -> Op:
         frame = _nat(v[1], frames - 1, "op") if frames else _nat(-1, 0, "op")
         offset = _nat(v[2], MAX_CHUNK, "op")
         ids = _ids(v[3], "op")
-        lengths = tuple(_nat(n, MAX_CHUNK, "op", 1) for n in v[4])
+        lengths = Lengths(_nat(n, MAX_CHUNK, "op", 1) for n in v[4])
         if len(ids) != len(lengths) or offset + sum(lengths) > MAX_CHUNK:
             raise _bad("op")
         return ("n", frame, offset, ids, lengths)
@@ -213,13 +285,17 @@ def encode_parts(patch: Patch) -> Iterator[bytes]:
         frames.encode(), _j(patch.kind), _j(patch.parent), VERSION)
 
 
+def _hex(ids: ChunkIds | tuple[str, ...]) -> bytes:
+    return (ids.hex() if isinstance(ids, ChunkIds) else "".join(ids)).encode()
+
+
 def _op_bytes(op: Op) -> bytes:
     if op[0] == "c":
         return b'["c",%d,%d]' % (op[1], op[2])
     if op[0] == "d":
-        return b'["d","%s"]' % "".join(op[1]).encode()
+        return b'["d","%s"]' % _hex(op[1])
     lengths = ",".join(map(str, op[4])).encode()
-    return b'["n",%d,%d,"%s",[%s]]' % (op[1], op[2], "".join(op[3]).encode(), lengths)
+    return b'["n",%d,%d,"%s",[%s]]' % (op[1], op[2], _hex(op[3]), lengths)
 
 
 # --- resolving ----------------------------------------------------------------------------------
@@ -235,56 +311,93 @@ def resolve(patch: Patch, parent: Resolved | None) -> Resolved:
         raise _bad("parent")
     if parent is not None and patch.depth != parent.depth + 1:
         raise _bad("depth")
-    lists = parent.lists() if parent is not None else {}
-    where: dict[str, Loc] = {}
-    entries = tuple(_resolve_file(f, patch.frames, lists, parent, where) for f in patch.files)
+    frames = [*parent.frames, *patch.frames] if parent is not None else list(patch.frames)
+    state = _Resolving(parent, len(frames) - len(patch.frames), sum(map(_count, patch.files)))
+    entries = tuple(state.file(f) for f in patch.files)
     manifest = Manifest(kind=patch.kind, files=entries, chunker=PER_FILE)
     validate_manifest(manifest)
-    return Resolved(manifest, where, patch.depth)
+    return Resolved(manifest, patch.depth, frames, state.index, state.places)
 
 
-def _known(cid: str, parent: Resolved | None, where: dict[str, Loc]) -> Loc:
-    loc = where.get(cid) or (parent.where.get(cid) if parent is not None else None)
-    if loc is None:
-        raise _bad("op")
-    return loc
+def _count(f: PatchFile) -> int:
+    return sum(op[2] if op[0] == "c" else len(op[1] if op[0] == "d" else op[3]) for op in f.ops)
 
 
-def _resolve_file(f: PatchFile, frames: tuple[Frame, ...], lists: dict[str, tuple[str, ...]],
-                  parent: Resolved | None, where: dict[str, Loc]) -> FileEntry:
-    ids: list[str] = []
-    lengths: list[int] = []
-    for op in f.ops:
-        if op[0] == "c":
-            source = lists.get(f.path)
-            if source is None or op[1] + op[2] > len(source):
-                raise _bad("op")
-            for cid in source[op[1] : op[1] + op[2]]:
-                loc = _known(cid, parent, where)
-                where.setdefault(cid, loc)
-                ids.append(cid)
-                lengths.append(loc.length)
-        elif op[0] == "d":
-            for cid in op[1]:
-                loc = _known(cid, parent, where)
-                where.setdefault(cid, loc)
-                ids.append(cid)
-                lengths.append(loc.length)
-        else:
-            frame, offset = frames[op[1]], op[2]
-            for cid, length in zip(op[3], op[4], strict=True):
-                where.setdefault(cid, Loc(frame.pack, frame.offset, frame.length, offset, length))
-                ids.append(cid)
-                lengths.append(length)
-                offset += length
-    if sum(lengths) != f.size:
-        raise errors.AreaCorrupt(_("file {path!r}: size {written} != {size}").format(
-            path=f.path, written=sum(lengths), size=f.size))
-    return FileEntry(f.path, f.size, f.mode, f.mtime, tuple(ids), tuple(lengths), f.chunker)
+class _Resolving:
+    """One `resolve`: each file's ids, lengths and places as its ops are applied; a repeated id
+    keeps the place (and, when copied, the length) of its first occurrence."""
+
+    def __init__(self, parent: Resolved | None, frame_base: int, expected: int) -> None:
+        self.parent, self.frame_base = parent, frame_base
+        self.lists = parent.lists() if parent is not None else {}
+        self.index = IdIndex(min(expected, 1 << 24))
+        self.places: list[tuple[array[int], array[int], bytearray]] = []
+        self.lengths: list[array[int]] = []
+        self.starts: list[int] = []
+
+    def file(self, f: PatchFile) -> FileEntry:
+        self.ids, self.lens = bytearray(), array("I")
+        self.frames, self.offsets, self.first = array("I"), array("I"), bytearray()
+        self.start = self.index.append_buffer(self.ids)
+        for op in f.ops:
+            if op[0] == "c":
+                source = self.lists.get(f.path)
+                if source is None or op[1] + op[2] > len(source):
+                    raise _bad("op")
+                for k in range(op[1], op[1] + op[2]):
+                    self.known(source.key(k))
+            elif op[0] == "d":
+                for key in ChunkIds.of(op[1]).digests():
+                    self.known(key)
+            else:
+                frame, offset = self.frame_base + op[1], op[2]
+                for key, length in zip(ChunkIds.of(op[3]).digests(), op[4], strict=True):
+                    self.put(key, length, frame, offset, True)
+                    offset += length
+        total = sum(self.lens)
+        if total != f.size:
+            raise errors.AreaCorrupt(_("file {path!r}: size {written} != {size}").format(
+                path=f.path, written=total, size=f.size))
+        chunk_ids = ChunkIds(self.ids)
+        self.index.replace_last(chunk_ids.raw)
+        self.places.append((self.frames, self.offsets, self.first))
+        self.lengths.append(self.lens)
+        self.starts.append(self.start)
+        return FileEntry(f.path, f.size, f.mode, f.mtime, chunk_ids, Lengths(self.lens), f.chunker)
+
+    def known(self, key: bytes) -> None:
+        """A chunk stored before: earlier in this manifest or in the parent (else AreaCorrupt)."""
+        if self.index.find(key) >= 0:
+            self.put(key, 0, 0, 0, False)
+            return
+        place = self.parent.place(key) if self.parent is not None else None
+        if place is None:
+            raise _bad("op")
+        self.put(key, place[2], place[0], place[1], False)
+
+    def put(self, key: bytes, length: int, frame: int, offset: int, new: bool) -> None:
+        pos = self.start + len(self.lens)
+        self.ids += key
+        seen = self.index.add(pos)
+        if seen != pos:
+            if seen >= self.start:
+                frames, offsets, lens, i = self.frames, self.offsets, self.lens, seen - self.start
+            else:
+                number = bisect_right(self.starts, seen) - 1
+                (frames, offsets, _first), lens = self.places[number], self.lengths[number]
+                i = seen - self.starts[number]
+            frame, offset = frames[i], offsets[i]
+            if not new:
+                length = lens[i]
+        self.lens.append(length)
+        self.frames.append(frame)
+        self.offsets.append(offset)
+        self.first.append(seen == pos)
 
 
 class OpsBuilder:
-    """Builds one file's ops, joining neighbours into runs (amortized O(1) per chunk)."""
+    """Builds one file's ops, joining neighbours into runs (amortized O(1) per chunk); ids are
+    raw digests (hex strings are converted)."""
 
     def __init__(self) -> None:
         self._ops: list[list[Any]] = []
@@ -297,22 +410,24 @@ class OpsBuilder:
         else:
             self._ops.append(["c", index, 1])
 
-    def stored(self, cid: str) -> None:
+    def stored(self, cid: bytes | str) -> None:
         """A chunk stored before (in the parent or earlier in this manifest)."""
+        key = bytes.fromhex(cid) if isinstance(cid, str) else cid
         if self._ops and self._ops[-1][0] == "d":
-            self._ops[-1][1].append(cid)
+            self._ops[-1][1] += key
         else:
-            self._ops.append(["d", [cid]])
+            self._ops.append(["d", bytearray(key)])
 
-    def new(self, frame: int, offset: int, cid: str, length: int) -> None:
+    def new(self, frame: int, offset: int, cid: bytes | str, length: int) -> None:
         """A chunk at `offset` of frame number `frame`."""
+        key = bytes.fromhex(cid) if isinstance(cid, str) else cid
         last = self._ops[-1] if self._ops else None
         if last is not None and last[0] == "n" and last[1] == frame and last[2] + last[5] == offset:
-            last[3].append(cid)
+            last[3] += key
             last[4].append(length)
             last[5] += length
         else:
-            self._ops.append(["n", frame, offset, [cid], [length], length])
+            self._ops.append(["n", frame, offset, bytearray(key), array("I", [length]), length])
 
     def ops(self) -> tuple[Op, ...]:
         """The ops built so far."""
@@ -321,26 +436,24 @@ class OpsBuilder:
             if op[0] == "c":
                 out.append(("c", op[1], op[2]))
             elif op[0] == "d":
-                out.append(("d", tuple(op[1])))
+                out.append(("d", ChunkIds(op[1])))
             else:
-                out.append(("n", op[1], op[2], tuple(op[3]), tuple(op[4])))
+                out.append(("n", op[1], op[2], ChunkIds(op[3]), Lengths(op[4])))
         return tuple(out)
 
 
 def full_form(resolved: Resolved) -> Patch:
     """`resolved` as a full manifest (parent null): every chunk's first place as an `n` run."""
-    frames: dict[tuple[str, int, int], int] = {}
-    seen: set[str] = set()
+    frames: dict[Frame, int] = {}  # a frame of `resolved` -> its number in the full form
     files = []
-    for entry in resolved.manifest.files:
+    for number, entry in enumerate(resolved.manifest.files):
         ops = OpsBuilder()
-        for cid in entry.chunks:
-            if cid in seen:
-                ops.stored(cid)
+        numbers, offsets, firsts = resolved.columns(number)
+        for i, key in enumerate(entry.chunks.digests()):
+            if not firsts[i]:
+                ops.stored(key)
                 continue
-            seen.add(cid)
-            loc = resolved.where[cid]
-            index = frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), len(frames))
-            ops.new(index, loc.offset, cid, loc.length)
+            index = frames.setdefault(resolved.frames[numbers[i]], len(frames))
+            ops.new(index, offsets[i], key, entry.lengths[i])
         files.append(PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()))
-    return Patch(resolved.manifest.kind, None, 0, tuple(Frame(*k) for k in frames), tuple(files))
+    return Patch(resolved.manifest.kind, None, 0, tuple(frames), tuple(files))
