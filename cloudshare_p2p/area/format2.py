@@ -184,14 +184,20 @@ class Format2(LockFolder):
             raise
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
+        del files
         resolved = m2.resolve(patch, base)
+        base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
         body = m2.encode(patch)
-        if base is not None:
+        if parent_id is not None:
             full = m2.full_form(resolved)
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
+                del body
                 body, chain, resolved.depth = m2.encode(full), [], 0
+            del full
+        del patch
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
+        del body
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
             self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
         self.stats.chunks_uploaded += placed
