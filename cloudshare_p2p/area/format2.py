@@ -99,6 +99,14 @@ class Format2(LockFolder):
         crypto.verify_chunk(keys, manifest_id, body)
         return body
 
+    def _manifest_doc(self, manifest_id: str, number: int) -> object:
+        """A manifest's parsed JSON (None if it is not JSON; AreaCorrupt if it is missing)."""
+        body = self._manifest_body(manifest_id, number)
+        try:
+            return m2.load(body)
+        except errors.AreaCorrupt:
+            return None
+
     def _cache_file(self, manifest_id: str) -> Path | None:
         if self._cache_dir is None or self.config is None:
             return None
@@ -113,9 +121,12 @@ class Format2(LockFolder):
                 head = fh.readline(1 << 16)
                 body = fh.read()
             depth, *chain = head.rstrip(b"\n").decode("ascii").split(",")
-            patch = m2.decode(body)
+            doc = m2.load(body)
             del body
+            patch = m2.decode_doc(doc)
+            del doc
             resolved = m2.resolve(patch, None)
+            del patch
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
@@ -154,10 +165,11 @@ class Format2(LockFolder):
                 raise errors.AreaCorrupt(_("the manifest has a malformed file entry"))
             if patches and (base := self._cached(current)) is not None:
                 break
-            body = self._manifest_body(current, number)
-            if body_version(body) != m2.VERSION:
+            doc = self._manifest_doc(current, number)  # parsed once, the body freed before decoding
+            if not m2.is_version2(doc):
                 raise errors.AreaCorrupt(_("the manifest has a malformed file entry"))
-            patch = m2.decode(body)
+            patch = m2.decode_doc(doc)
+            del doc
             patches.append((current, patch))
             current = patch.parent
         resolved, chain = base if base is not None else (None, [])

@@ -183,10 +183,26 @@ def _ids(v: object, what: str) -> ChunkIds:
 
 def decode(body: bytes) -> Patch:
     """Parse a format-2 manifest body; AreaCorrupt on anything malformed or out of bounds."""
+    return decode_doc(load(body))
+
+
+def load(body: bytes) -> object:
+    """A manifest body's JSON document (strict UTF-8); AreaCorrupt if it is not JSON."""
     try:
-        doc = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise errors.AreaCorrupt(_("the manifest is not valid JSON")) from None
+
+
+def is_version2(doc: object) -> bool:
+    """True if `doc` is a JSON object declaring format version 2."""
+    version = doc.get("version") if isinstance(doc, dict) else None
+    return version == VERSION and not isinstance(version, bool)
+
+
+def decode_doc(doc: object) -> Patch:
+    """`decode` from the parsed JSON; each op list is emptied as it is read, so the parsed
+    strings are freed one op at a time instead of living beside the whole decoded patch."""
     if not isinstance(doc, dict):
         raise errors.AreaCorrupt(_("the manifest is not a JSON object"))
     if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
@@ -231,7 +247,11 @@ def _file(v: object, frames: int, full: bool) -> PatchFile:
         chunking.parse(chunker)
     except ValueError:
         raise _bad("chunker") from None
-    return PatchFile(path, size, mode, float(mtime), chunker, tuple(_op(o, frames, full) for o in ops))
+    decoded = []
+    for i, o in enumerate(ops):
+        decoded.append(_op(o, frames, full))
+        ops[i] = None  # this op's JSON strings and ints: freed now
+    return PatchFile(path, size, mode, float(mtime), chunker, tuple(decoded))
 
 
 def _op(v: object, frames: int, full: bool) -> Op:
