@@ -15,6 +15,7 @@ import pytest
 from cloudshare_p2p import crypto
 from cloudshare_p2p.snapshot import FileEntry, LocalSnapshot, Manifest
 from cloudshare_p2p.snapshot import manifest2 as m2
+from cloudshare_p2p.snapshot import resolve2 as r2
 from tests.format2_util import close, memory_area
 
 KEYS = crypto.keys_from_data_key(bytes(range(32)))
@@ -62,7 +63,7 @@ def _full_patch(snap: LocalSnapshot) -> m2.Patch:
     return m2.Patch(snap.manifest.kind, None, 0, frames, tuple(files))
 
 
-def _child_patch(snap: LocalSnapshot, parent: m2.Resolved) -> m2.Patch:
+def _child_patch(snap: LocalSnapshot, parent: r2.Resolved) -> m2.Patch:
     """`snap` on top of `parent`, ops chosen as a commit chooses them."""
     lists, placed, files, count = parent.lists(), set(), [], 0
     for entry in snap.manifest.files:
@@ -89,7 +90,7 @@ def test_manifests_are_the_same_bytes_as_before(tmp_path: Path) -> None:
     one = LocalSnapshot.scan(tmp_path / "set", KEYS, format=1)
     two = LocalSnapshot.scan(tmp_path / "set", KEYS, format=2)
     full = _full_patch(two)
-    parent = m2.resolve(m2.decode(m2.encode(full)), None)
+    parent = r2.resolve(m2.decode(m2.encode(full)), None)
     with open(db, "r+b") as fh:  # an edit in place, and a page appended
         fh.seek(4096 * 7)
         fh.write(b"x" * 100)
@@ -99,14 +100,14 @@ def test_manifests_are_the_same_bytes_as_before(tmp_path: Path) -> None:
     _stamp(db, other)
     edited = LocalSnapshot.scan(tmp_path / "set", KEYS, like=two.manifest)
     child = _child_patch(edited, parent)
-    resolved = m2.resolve(m2.decode(m2.encode(child)), parent)
+    resolved = r2.resolve(m2.decode(m2.encode(child)), parent)
     got = {
         "format 1 json": _digest(one.manifest.to_json_bytes()),
         "format 2 as json": _digest(two.manifest.to_json_bytes()),
         "full": _digest(m2.encode(full)),
-        "full again": _digest(m2.encode(m2.full_form(parent))),
+        "full again": _digest(m2.encode(r2.full_form(parent))),
         "patch": _digest(m2.encode(child)),
-        "patch resolved, full": _digest(m2.encode(m2.full_form(resolved))),
+        "patch resolved, full": _digest(m2.encode(r2.full_form(resolved))),
     }
     assert got == EXPECTED
 
@@ -121,7 +122,7 @@ EXPECTED = {  # from the code before compact chunk lists (and unchanged since)
 }
 
 
-def _reference_ops(snap: LocalSnapshot, parent: m2.Resolved | None) -> list[tuple[m2.Op, ...]]:
+def _reference_ops(snap: LocalSnapshot, parent: r2.Resolved | None) -> list[tuple[m2.Op, ...]]:
     """The ops a commit wrote before compact chunk lists: a dict and a set of hex ids, new
     chunks numbered as the pack writer frames them (a new frame when 1 MiB would overflow)."""
     lists = parent.lists() if parent is not None else {}

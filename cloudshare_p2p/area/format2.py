@@ -26,6 +26,7 @@ from ..i18n import _
 from ..localfiles import atomic_write
 from ..snapshot import LocalSnapshot, Manifest
 from ..snapshot import manifest2 as m2
+from ..snapshot import resolve2 as r2
 from ..snapshot.chunkids import ChunkIds, IdIndex
 from ..snapshot.restore2 import LocalChunks, restore_chunks
 from .lock import LockFolder
@@ -112,7 +113,7 @@ class Format2(LockFolder):
             return None
         return self._cache_dir / self.config["area_id"] / f"{CACHED_PREFIX}{manifest_id}"
 
-    def _cached(self, manifest_id: str) -> tuple[m2.Resolved, list[str]] | None:
+    def _cached(self, manifest_id: str) -> tuple[r2.Resolved, list[str]] | None:
         path = self._cache_file(manifest_id)
         if path is None or not path.is_file():
             return None
@@ -125,7 +126,7 @@ class Format2(LockFolder):
             del body
             patch = m2.decode_doc(doc)
             del doc
-            resolved = m2.resolve(patch, None)
+            resolved = r2.resolve(patch, None)
             del patch
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
@@ -135,12 +136,12 @@ class Format2(LockFolder):
             path.unlink(missing_ok=True)  # local damage: fetched again
             return None
 
-    def _remember(self, manifest_id: str, resolved: m2.Resolved, chain: list[str]) -> None:
+    def _remember(self, manifest_id: str, resolved: r2.Resolved, chain: list[str]) -> None:
         path = self._cache_file(manifest_id)
         if path is not None:
             head = ",".join([str(resolved.depth), *chain]).encode() + b"\n"
             with suppress(OSError):
-                _write_parts(path, [head], m2.encode_parts(m2.full_form(resolved)))
+                _write_parts(path, [head], m2.encode_parts(r2.full_form(resolved)))
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -151,14 +152,14 @@ class Format2(LockFolder):
             if old.name not in held:
                 old.unlink(missing_ok=True)
 
-    def resolve_manifest(self, manifest_id: str, number: int) -> tuple[m2.Resolved, list[str]]:
+    def resolve_manifest(self, manifest_id: str, number: int) -> tuple[r2.Resolved, list[str]]:
         """A format-2 version's chunk lists and locations, and its manifest chain (itself first):
         parents are fetched until one is cached here or full. AreaCorrupt if any is unreadable."""
         found = self._cached(manifest_id)
         if found is not None:
             return found
         patches: list[tuple[str, m2.Patch]] = []
-        base: tuple[m2.Resolved, list[str]] | None = None
+        base: tuple[r2.Resolved, list[str]] | None = None
         current: str | None = manifest_id
         while current is not None and base is None:
             if len(patches) > m2.MAX_DEPTH:
@@ -174,7 +175,7 @@ class Format2(LockFolder):
             current = patch.parent
         resolved, chain = base if base is not None else (None, [])
         for mid, patch in reversed(patches):
-            resolved, chain = m2.resolve(patch, resolved), [mid, *chain]
+            resolved, chain = r2.resolve(patch, resolved), [mid, *chain]
         assert resolved is not None
         self._remember(manifest_id, resolved, chain)
         return resolved, chain
@@ -197,11 +198,11 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
-        resolved = m2.resolve(patch, base)
+        resolved = r2.resolve(patch, base)
         base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
         body = m2.encode(patch)
         if parent_id is not None:
-            full = m2.full_form(resolved)
+            full = r2.full_form(resolved)
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
                 del body
                 body, chain, resolved.depth = m2.encode(full), [], 0
@@ -218,7 +219,7 @@ class Format2(LockFolder):
         self.remember_held(snap.root, manifest_id)
         return manifest_id
 
-    def _parent(self, parent: Version | None) -> tuple[m2.Resolved | None, list[str]]:
+    def _parent(self, parent: Version | None) -> tuple[r2.Resolved | None, list[str]]:
         """The base version resolved, when it is format 2 and readable (else a full manifest)."""
         if parent is None:
             return None, []
@@ -227,7 +228,7 @@ class Format2(LockFolder):
         except errors.AreaCorrupt:
             return None, []
 
-    def _patch_files(self, snap: LocalSnapshot, base: m2.Resolved | None, writer: PackWriter,
+    def _patch_files(self, snap: LocalSnapshot, base: r2.Resolved | None, writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
         opened: dict[Path, BinaryIO] = {}
         seen = IdIndex(sum(len(f.chunks) for f in snap.manifest.files))  # placed or known before
@@ -239,7 +240,7 @@ class Format2(LockFolder):
             for fh in opened.values():
                 fh.close()
 
-    def _patch_entry(self, snap: LocalSnapshot, number: int, base: m2.Resolved | None, seen: IdIndex,
+    def _patch_entry(self, snap: LocalSnapshot, number: int, base: r2.Resolved | None, seen: IdIndex,
                      opened: dict[Path, BinaryIO], writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
         """One file's ops: the parent's same entry copied, a chunk stored before named, a new
@@ -314,7 +315,7 @@ class Format2(LockFolder):
             return {}
         return {k: v for k, v in held.items() if isinstance(v, str)} if isinstance(held, dict) else {}
 
-    def _local_chunks(self, target: Path, wanted: m2.Resolved) -> LocalChunks:
+    def _local_chunks(self, target: Path, wanted: r2.Resolved) -> LocalChunks:
         """Where the local copy may hold each chunk: the layout of the version this computer
         holds (when its manifest is cached), else the same place in the same file. Each one is
         verified before use, so a local copy changed since costs only its chunks."""
@@ -339,7 +340,7 @@ class Format2(LockFolder):
 BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)
 
 
-def _batches(resolved: m2.Resolved, positions: array[int]) -> Iterator[list[str]]:
+def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[list[str]]:
     """The ids at `positions` (first occurrences in `resolved`) in batches of about BATCH, a
     frame never split between two (it would be fetched twice), frames in ascending order."""
     by_frame: dict[int, array[int]] = {}
