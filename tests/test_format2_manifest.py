@@ -134,3 +134,19 @@ def test_random_bytes_never_crash(body: bytes) -> None:
         r2.resolve(m2.decode(body), None)
     except errors.CloudShareError:
         pass
+
+
+def test_a_hostile_copy_count_does_not_size_the_index() -> None:
+    """A `c` op may claim 2**40 entries: refused, without a table sized for them first."""
+    import tracemalloc
+
+    parent = r2.resolve(_full([10, 20], path=""), None)
+    entry = m2.PatchFile("", 30, 0o644, 1.5, "pages-4096x1", (("c", 0, 1 << 40),))
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.AreaCorrupt):
+            r2.resolve(m2.Patch("file", "b" * 64, 1, (), (entry,)), parent)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20

@@ -143,7 +143,7 @@ class IdIndex:
         size = 16
         while size < 2 * expected:
             size *= 2
-        self._table = array("i", bytes(4 * size))
+        self._table = array("i", [0]) * size
         self._mask = size - 1
         self.count = 0  # distinct ids
 
@@ -192,7 +192,7 @@ class IdIndex:
     def _grow(self) -> None:
         old = self._table
         size = 2 * len(old)
-        self._table, self._mask = array("i", bytes(4 * size)), size - 1
+        self._table, self._mask = array("i", [0]) * size, size - 1
         table, mask = self._table, self._mask
         for entry in old:
             if entry:

@@ -135,7 +135,7 @@ class _Resolving:
         self.parent, self.frame_base = parent, frame_base
         self.lists = parent.lists() if parent is not None else {}
         self.numbers = {f.path: n for n, f in enumerate(parent.manifest.files)} if parent is not None else {}
-        self.index = IdIndex(min(expected, 1 << 24))
+        self.index = IdIndex(min(expected, 1 << 18))  # a hostile count must not size the table
         self.places: list[tuple[array[int], array[int], bytearray]] = []
         self.lengths: list[array[int]] = []
         self.starts: list[int] = []
