@@ -14,7 +14,9 @@ Figures (asserts nothing; prints every one):
 * first transfer (`share` up, `join` down) vs `zstd -3`;
 * `open` + `close` with nothing changed: bytes and wall time vs `sftp -b` with one `ls`;
 * 256 MB of random data up (`share`) / down (`join`) vs `sftp put` / `get` (MB/s);
-* `--big`: peak RSS of `close` (first, after a change) and `open` of a 1 GB file.
+* `--big`: peak RSS of `share`, `join`, `close` (after a change) and `open` of a 1 GB file;
+  `--memory-mb N` prints only these, for N MB (BENCH_RSS_PROFILE=folder: where each peaks,
+  bench/rss_profile.py).
 
 Run from the repository root:  .venv/bin/python bench/bench_format2.py [--big] [--rows 320000]
 """
