@@ -14,7 +14,9 @@ Figures (asserts nothing; prints every one):
 * first transfer (`share` up, `join` down) vs `zstd -3`;
 * `open` + `close` with nothing changed: bytes and wall time vs `sftp -b` with one `ls`;
 * 256 MB of random data up (`share`) / down (`join`) vs `sftp put` / `get` (MB/s);
-* `--big`: peak RSS of `close` (first, after a change) and `open` of a 1 GB file.
+* `--big`: peak RSS of `share`, `join`, `close` (after a change) and `open` of a 1 GB file;
+  `--memory-mb N` prints only these, for N MB (BENCH_RSS_PROFILE=folder: where each peaks,
+  bench/rss_profile.py).
 
 Run from the repository root:  .venv/bin/python bench/bench_format2.py [--big] [--rows 320000]
 """
@@ -108,6 +110,9 @@ def run(home: Path, *args: str) -> tuple[float, int]:
     peak = home.parent / f".rss-{home.name}"
     t0 = time.perf_counter()
     command = [sys.executable, "-c", LAUNCH, str(peak), CLOUDSHARE, "--home", str(home), *args]
+    if profile := os.environ.get("BENCH_RSS_PROFILE"):  # where the peak is: bench/rss_profile.py
+        report = Path(profile) / f"{home.name}-{args[0]}-{time.time():.0f}.txt"
+        command[4:5] = [sys.executable, str(REPO / "bench" / "rss_profile.py"), str(report)]
     proc = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     seconds = time.perf_counter() - t0
@@ -251,11 +256,11 @@ def throughput(tmp: Path, server, megabytes: int) -> None:
     line("  peak RSS share / join", f"{rss_up / 2**20:.0f} / {rss_down / 2**20:.0f} MiB", "")
 
 
-def memory_1gb(tmp: Path, server) -> None:
+def memory_1gb(tmp: Path, server, megabytes: int = 1024) -> None:
     data = tmp / "big" / "ledger.bin"
     data.parent.mkdir()
     with open(data, "wb") as fh:
-        for _ in range(1024):
+        for _ in range(megabytes):
             fh.write(os.urandom(1 << 20))
     relay = CountingRelay(server.port)
     pair = Pair(tmp / "mem", server, relay, "gig")
@@ -263,11 +268,11 @@ def memory_1gb(tmp: Path, server) -> None:
     _u, _d, t_join, rss_join = pair.join(tmp / "mem" / "copy.bin")
     run(pair.firm, "open", "books")
     with open(data, "r+b") as fh:
-        fh.seek(500 << 20)
+        fh.seek(megabytes << 19)
         fh.write(os.urandom(1 << 20))
     _u, _d, t_close, rss_close = measured(relay, pair.firm, "close", "books")
     _u, _d, t_open, rss_open = measured(relay, pair.client, "open", "books")
-    print("1 GB file, peak RSS (target <=150 MB):")
+    print(f"{megabytes} MB file, peak RSS (target for 1 GB <=150 MB):")
     for what, secs, rss in (("share (first close)", t_share, rss_share), ("join", t_join, rss_join),
                             ("close after a 1 MiB change", t_close, rss_close),
                             ("open receiving it", t_open, rss_open)):
@@ -279,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="also the 230 MB ledger and the 1 GB file")
     parser.add_argument("--rows", type=int, default=320_000, help="journal rows of the ledger")
     parser.add_argument("--random-mb", type=int, default=256)
+    parser.add_argument("--memory-mb", type=int, default=0,
+                        help="only the peak RSS figures, for a random file of this many MB")
     args = parser.parse_args(argv)
     if not find_sshd():
         print("sshd not found: install openssh-server", file=sys.stderr)
@@ -288,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(raw)
         proc, server = start_sshd(tmp / "sshd")
         try:
+            if args.memory_mb:
+                memory_1gb(tmp, server, args.memory_mb)
+                return 0
             relay = CountingRelay(server.port)
             pair, ledger, copy = first_and_noop(tmp, server, relay, args.rows)
             delta("day edit", pair, ledger, copy, tmp / "work",

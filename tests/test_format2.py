@@ -13,6 +13,7 @@ from cloudshare_p2p import crypto, errors
 from cloudshare_p2p.area import Area
 from cloudshare_p2p.snapshot import PER_FILE
 from cloudshare_p2p.snapshot import manifest2 as m2
+from cloudshare_p2p.snapshot import resolve2 as r2
 from cloudshare_p2p.transport import MemoryFiles
 from tests.format2_util import close, edit_ledger, make_ledger, memory_area
 from tests.parties import PASSWORD
@@ -129,7 +130,7 @@ def test_a_hostile_manifest_is_refused_cleanly(tmp_path: Path, damage: str) -> N
     ledger = make_ledger(tmp_path / "books.db", 2000)
     close(area, ledger, 0)
     version = area.versions()[0]
-    doc = json.loads(m2.encode(m2.full_form(area.resolve_manifest(version.manifest, 1)[0])))
+    doc = json.loads(m2.encode(r2.full_form(area.resolve_manifest(version.manifest, 1)[0])))
     ops = doc["files"][0]["ops"]
     if damage == "frame-out-of-range":
         ops[0][1] = 99

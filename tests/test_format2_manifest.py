@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cloudshare_p2p import errors
 from cloudshare_p2p.snapshot import manifest2 as m2
+from cloudshare_p2p.snapshot import resolve2 as r2
 
 PACK = "a" * 64
 
@@ -35,15 +36,15 @@ chunk_sizes = st.lists(st.integers(1, 4096), min_size=0, max_size=40)
 def test_full_manifest_round_trips_and_resolves(sizes: list[int]) -> None:
     patch = _full(sizes)
     assert m2.decode(m2.encode(patch)) == patch
-    resolved = m2.resolve(patch, None)
+    resolved = r2.resolve(patch, None)
     assert resolved.manifest.files[0].lengths == tuple(sizes)
-    assert m2.resolve(m2.full_form(resolved), None).manifest == resolved.manifest
+    assert r2.resolve(r2.full_form(resolved), None).manifest == resolved.manifest
 
 
 @given(chunk_sizes.filter(bool), st.data())
 @settings(max_examples=60, deadline=None)
 def test_a_patch_resolves_to_the_edited_list(sizes: list[int], data: st.DataObject) -> None:
-    parent = m2.resolve(_full(sizes), None)
+    parent = r2.resolve(_full(sizes), None)
     ids = list(parent.manifest.files[0].chunks)
     changed = data.draw(st.sets(st.integers(0, len(ids) - 1)))
     ops = m2.OpsBuilder()
@@ -65,11 +66,11 @@ def test_a_patch_resolves_to_the_edited_list(sizes: list[int], data: st.DataObje
     entry = m2.PatchFile("", sum(new_lengths), 0o600, 2.0, "pages-4096x1", ops.ops())
     patch = m2.Patch("file", "b" * 64, 1, (m2.Frame("c" * 64, 0, 50),), (entry,))
     assert m2.decode(m2.encode(patch)) == patch
-    child = m2.resolve(m2.decode(m2.encode(patch)), parent)
+    child = r2.resolve(m2.decode(m2.encode(patch)), parent)
     assert child.manifest.files[0].chunks == tuple(new_ids)
     assert child.manifest.files[0].lengths == tuple(new_lengths)
     assert child.depth == 1
-    again = m2.resolve(m2.full_form(child), None)
+    again = r2.resolve(r2.full_form(child), None)
     assert again.manifest == child.manifest and again.where == child.where
 
 
@@ -114,22 +115,38 @@ HOSTILE = [
 @pytest.mark.parametrize("body", HOSTILE)
 def test_hostile_manifests_are_refused_cleanly(body: bytes) -> None:
     with pytest.raises(errors.CloudShareError):
-        m2.resolve(m2.decode(body), None)
+        r2.resolve(m2.decode(body), None)
 
 
 def test_a_copy_needs_the_same_path_in_the_parent() -> None:
-    parent = m2.resolve(_full([10, 20], path=""), None)
+    parent = r2.resolve(_full([10, 20], path=""), None)
     entry = m2.PatchFile("", 30, 0o644, 1.0, "pages-4096x1", (("c", 1, 2),))
     with pytest.raises(errors.AreaCorrupt):
-        m2.resolve(m2.Patch("file", "b" * 64, 1, (), (entry,)), parent)
+        r2.resolve(m2.Patch("file", "b" * 64, 1, (), (entry,)), parent)
     with pytest.raises(errors.AreaCorrupt):  # depth must follow the parent's
-        m2.resolve(m2.Patch("file", "b" * 64, 3, (), (entry,)), parent)
+        r2.resolve(m2.Patch("file", "b" * 64, 3, (), (entry,)), parent)
 
 
 @given(st.binary(max_size=300))
 @settings(max_examples=100, deadline=None)
 def test_random_bytes_never_crash(body: bytes) -> None:
     try:
-        m2.resolve(m2.decode(body), None)
+        r2.resolve(m2.decode(body), None)
     except errors.CloudShareError:
         pass
+
+
+def test_a_hostile_copy_count_does_not_size_the_index() -> None:
+    """A `c` op may claim 2**40 entries: refused, without a table sized for them first."""
+    import tracemalloc
+
+    parent = r2.resolve(_full([10, 20], path=""), None)
+    entry = m2.PatchFile("", 30, 0o644, 1.5, "pages-4096x1", (("c", 0, 1 << 40),))
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.AreaCorrupt):
+            r2.resolve(m2.Patch("file", "b" * 64, 1, (), (entry,)), parent)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20

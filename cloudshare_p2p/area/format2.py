@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .. import crypto, errors
 from ..cachedir import HELD
@@ -25,6 +26,8 @@ from ..i18n import _
 from ..localfiles import atomic_write
 from ..snapshot import LocalSnapshot, Manifest
 from ..snapshot import manifest2 as m2
+from ..snapshot import resolve2 as r2
+from ..snapshot.chunkids import ChunkIds, IdIndex
 from ..snapshot.restore2 import LocalChunks, restore_chunks
 from .lock import LockFolder
 from .model import Version
@@ -97,12 +100,20 @@ class Format2(LockFolder):
         crypto.verify_chunk(keys, manifest_id, body)
         return body
 
+    def _manifest_doc(self, manifest_id: str, number: int) -> object:
+        """A manifest's parsed JSON (None if it is not JSON; AreaCorrupt if it is missing)."""
+        body = self._manifest_body(manifest_id, number)
+        try:
+            return m2.load(body)
+        except errors.AreaCorrupt:
+            return None
+
     def _cache_file(self, manifest_id: str) -> Path | None:
         if self._cache_dir is None or self.config is None:
             return None
         return self._cache_dir / self.config["area_id"] / f"{CACHED_PREFIX}{manifest_id}"
 
-    def _cached(self, manifest_id: str) -> tuple[m2.Resolved, list[str]] | None:
+    def _cached(self, manifest_id: str) -> tuple[r2.Resolved, list[str]] | None:
         path = self._cache_file(manifest_id)
         if path is None or not path.is_file():
             return None
@@ -111,9 +122,12 @@ class Format2(LockFolder):
                 head = fh.readline(1 << 16)
                 body = fh.read()
             depth, *chain = head.rstrip(b"\n").decode("ascii").split(",")
-            patch = m2.decode(body)
+            doc = m2.load(body)
             del body
-            resolved = m2.resolve(patch, None)
+            patch = m2.decode_doc(doc)
+            del doc
+            resolved = r2.resolve(patch, None)
+            del patch
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
@@ -122,12 +136,12 @@ class Format2(LockFolder):
             path.unlink(missing_ok=True)  # local damage: fetched again
             return None
 
-    def _remember(self, manifest_id: str, resolved: m2.Resolved, chain: list[str]) -> None:
+    def _remember(self, manifest_id: str, resolved: r2.Resolved, chain: list[str]) -> None:
         path = self._cache_file(manifest_id)
         if path is not None:
             head = ",".join([str(resolved.depth), *chain]).encode() + b"\n"
             with suppress(OSError):
-                _write_parts(path, [head], m2.encode_parts(m2.full_form(resolved)))
+                _write_parts(path, [head], m2.encode_parts(r2.full_form(resolved)))
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -138,29 +152,30 @@ class Format2(LockFolder):
             if old.name not in held:
                 old.unlink(missing_ok=True)
 
-    def resolve_manifest(self, manifest_id: str, number: int) -> tuple[m2.Resolved, list[str]]:
+    def resolve_manifest(self, manifest_id: str, number: int) -> tuple[r2.Resolved, list[str]]:
         """A format-2 version's chunk lists and locations, and its manifest chain (itself first):
         parents are fetched until one is cached here or full. AreaCorrupt if any is unreadable."""
         found = self._cached(manifest_id)
         if found is not None:
             return found
         patches: list[tuple[str, m2.Patch]] = []
-        base: tuple[m2.Resolved, list[str]] | None = None
+        base: tuple[r2.Resolved, list[str]] | None = None
         current: str | None = manifest_id
         while current is not None and base is None:
             if len(patches) > m2.MAX_DEPTH:
                 raise errors.AreaCorrupt(_("the manifest has a malformed file entry"))
             if patches and (base := self._cached(current)) is not None:
                 break
-            body = self._manifest_body(current, number)
-            if body_version(body) != m2.VERSION:
+            doc = self._manifest_doc(current, number)  # parsed once, the body freed before decoding
+            if not m2.is_version2(doc):
                 raise errors.AreaCorrupt(_("the manifest has a malformed file entry"))
-            patch = m2.decode(body)
+            patch = m2.decode_doc(doc)
+            del doc
             patches.append((current, patch))
             current = patch.parent
         resolved, chain = base if base is not None else (None, [])
         for mid, patch in reversed(patches):
-            resolved, chain = m2.resolve(patch, resolved), [mid, *chain]
+            resolved, chain = r2.resolve(patch, resolved), [mid, *chain]
         assert resolved is not None
         self._remember(manifest_id, resolved, chain)
         return resolved, chain
@@ -182,14 +197,20 @@ class Format2(LockFolder):
             raise
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
-        resolved = m2.resolve(patch, base)
+        del files
+        resolved = r2.resolve(patch, base)
+        base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
         body = m2.encode(patch)
-        if base is not None:
-            full = m2.full_form(resolved)
+        if parent_id is not None:
+            full = r2.full_form(resolved)
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
+                del body
                 body, chain, resolved.depth = m2.encode(full), [], 0
+            del full
+        del patch
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
+        del body
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
             self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
         self.stats.chunks_uploaded += placed
@@ -198,7 +219,7 @@ class Format2(LockFolder):
         self.remember_held(snap.root, manifest_id)
         return manifest_id
 
-    def _parent(self, parent: Version | None) -> tuple[m2.Resolved | None, list[str]]:
+    def _parent(self, parent: Version | None) -> tuple[r2.Resolved | None, list[str]]:
         """The base version resolved, when it is format 2 and readable (else a full manifest)."""
         if parent is None:
             return None, []
@@ -207,41 +228,44 @@ class Format2(LockFolder):
         except errors.AreaCorrupt:
             return None, []
 
-    def _patch_files(self, snap: LocalSnapshot, base: m2.Resolved | None, writer: PackWriter,
+    def _patch_files(self, snap: LocalSnapshot, base: r2.Resolved | None, writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
-        lists = base.lists() if base is not None else {}
-        known = base.where if base is not None else {}
-        placed: set[str] = set()
         opened: dict[Path, BinaryIO] = {}
+        seen = IdIndex(sum(len(f.chunks) for f in snap.manifest.files))  # placed or known before
         try:
-            return self._patch_entries(snap, lists, known, placed, opened, writer, progress)
+            done = [self._patch_entry(snap, number, base, seen, opened, writer, progress)
+                    for number in range(len(snap.manifest.files))]
+            return tuple(f for f, _n in done), sum(n for _f, n in done)
         finally:
             for fh in opened.values():
                 fh.close()
 
-    def _patch_entries(self, snap: LocalSnapshot, lists: dict[str, tuple[str, ...]],
-                       known: Mapping[str, object], placed: set[str], opened: dict[Path, BinaryIO],
-                       writer: PackWriter, progress: Callable[[int], None] | None,
-                       ) -> tuple[tuple[m2.PatchFile, ...], int]:
-        files = []
-        for entry in snap.manifest.files:
-            ops, before = m2.OpsBuilder(), lists.get(entry.path, ())
-            for i, (cid, length) in enumerate(zip(entry.chunks, entry.lengths, strict=True)):
-                if i < len(before) and before[i] == cid:
-                    ops.copy(i)
-                elif cid in known or cid in placed:
-                    ops.stored(cid)
-                else:
-                    self.check_interrupt()
-                    path, data = snap.read_unverified(cid, opened)
-                    frame, offset = writer.add(data, partial(snap.verify, cid, path, data))
-                    ops.new(frame, offset, cid, length)
-                    placed.add(cid)
-                    if progress:
-                        progress(length)
-            files.append(m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker,
-                                      ops.ops()))
-        return tuple(files), len(placed)
+    def _patch_entry(self, snap: LocalSnapshot, number: int, base: r2.Resolved | None, seen: IdIndex,
+                     opened: dict[Path, BinaryIO], writer: PackWriter,
+                     progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
+        """One file's ops: the parent's same entry copied, a chunk stored before named, a new
+        one read from the file (by its place, no index of ids) and packed; and how many."""
+        entry = snap.manifest.files[number]
+        ops, ids = m2.OpsBuilder(), entry.chunks
+        before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
+        start, offset, placed = seen.append_buffer(ids.raw), 0, 0
+        for i, length in enumerate(entry.lengths):
+            key = ids.key(i)
+            first = seen.add(start + i) == start + i
+            if i < len(before) and before.key(i) == key:
+                ops.copy(i)
+            elif not first or (base is not None and base.index.find(key) >= 0):
+                ops.stored(key)
+            else:
+                self.check_interrupt()
+                path, data = snap.read_at(number, offset, length, opened)
+                frame, at = writer.add(data, partial(snap.verify, key, path, data))
+                ops.new(frame, at, key, length)
+                placed += 1
+                if progress:
+                    progress(length)
+            offset += length
+        return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()), placed
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -250,17 +274,19 @@ class Format2(LockFolder):
         """Receive a format-2 version into `target`: the local copy's chunks, then frames."""
         keys = self.require_keys()
         resolved, _chain = self.resolve_manifest(version.manifest, version.version)
+        where = cast(dict[str, m2.Loc], resolved.where)  # a read-only Mapping view, all read_chunks uses
 
         def count(n: int) -> None:
             self.stats.bytes_downloaded += n
 
-        def remote(missing: set[str]) -> Iterator[tuple[str, bytes]]:
-            for cid, data in read_chunks(self.session, self.p, keys, resolved.where, count, missing):
-                self.check_interrupt()
-                self.stats.chunks_downloaded += 1
-                if progress:
-                    progress(len(data))
-                yield cid, data
+        def remote(missing: array[int]) -> Iterator[tuple[int, bytes]]:
+            for batch in _batches(resolved, missing):
+                for cid, data in read_chunks(self.session, self.p, keys, where, count, batch):
+                    self.check_interrupt()
+                    self.stats.chunks_downloaded += 1
+                    if progress:
+                        progress(len(data))
+                    yield resolved.index.find(bytes.fromhex(cid)), data
 
         restore_chunks(resolved.manifest, target, keys, self._local_chunks(target, resolved), remote)
         self.remember_held(target, version.manifest)
@@ -289,7 +315,7 @@ class Format2(LockFolder):
             return {}
         return {k: v for k, v in held.items() if isinstance(v, str)} if isinstance(held, dict) else {}
 
-    def _local_chunks(self, target: Path, wanted: m2.Resolved) -> LocalChunks:
+    def _local_chunks(self, target: Path, wanted: r2.Resolved) -> LocalChunks:
         """Where the local copy may hold each chunk: the layout of the version this computer
         holds (when its manifest is cached), else the same place in the same file. Each one is
         verified before use, so a local copy changed since costs only its chunks."""
@@ -301,15 +327,30 @@ class Format2(LockFolder):
         for manifest in [*layouts, wanted.manifest]:
             for entry in manifest.files:
                 path = Path(target) / entry.path if entry.path else Path(target)
-                if not path.is_file():
-                    continue  # nothing to read there (a join): no entry per chunk
-                offset = 0
-                for cid, length in zip(entry.chunks, entry.lengths, strict=True):
-                    local.setdefault(cid, (path, offset, length))
-                    offset += length
+                if path.is_file():  # else nothing to read there (a join): no entry per chunk
+                    local.add(path, entry.chunks, entry.lengths)
         return local
 
     def objects_needed_format2(self, version: Version) -> set[str]:
         """Area-relative paths of a format-2 version's manifest chain and packs."""
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
+
+
+BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)
+
+
+def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[list[str]]:
+    """The ids at `positions` (first occurrences in `resolved`) in batches of about BATCH, a
+    frame never split between two (it would be fetched twice), frames in ascending order."""
+    by_frame: dict[int, array[int]] = {}
+    for pos in positions:
+        by_frame.setdefault(resolved.frame_of(pos), array("I")).append(pos)
+    batch: list[str] = []
+    for frame in sorted(by_frame, key=lambda n: resolved.frames[n]):
+        batch.extend(resolved.index.key_at(pos).hex() for pos in by_frame.pop(frame))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

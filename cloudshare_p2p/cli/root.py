@@ -49,8 +49,10 @@ def main(ctx: click.Context, home: Path | None, no_remember: bool, remember_logi
       cloudshare join books ~/books.db --remote firm --area yamada-books
       cloudshare run books -- accounting-app ~/books.db
     """
+    from ..malloc import tune
     from ..registry import default_home
 
+    tune()  # before any thread: freed transfer buffers go back to the system (malloc.py)
     tolerant_streams()
     spare_invoke()
     obj = ctx.ensure_object(dict)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeGuard
 
 from .. import errors
 from ..i18n import _
+from .chunkids import ChunkIds, Lengths
 from .names import _case_clash, safe_relpath
 
 CHUNK_SIZE = 1 << 20
@@ -18,19 +20,34 @@ PER_FILE = "per-file"  # format 2: each file entry names its chunker and chunk l
 MANIFEST_VERSION = 1
 KINDS = ("file", "folder")
 _CHUNK_ID_RE = re.compile(r"[0-9a-f]{64}")
+ID_RUN = 4096  # chunk ids per piece of `Manifest.json_parts`
+
+
+def _j(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+NO_LENGTHS = Lengths()
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of a version; `path` is "" for a single-file data set."""
+    """One file of a version; `path` is "" for a single-file data set.
+
+    `chunks` reads as hex ids and `lengths` as ints (tuples given are converted): held as one
+    buffer and one array, a few dozen bytes per chunk (chunkids)."""
 
     path: str
     size: int
     mode: int
     mtime: float
-    chunks: tuple[str, ...]
-    lengths: tuple[int, ...] = ()  # format 2: each chunk's length (format 1: all CHUNK_SIZE)
+    chunks: ChunkIds
+    lengths: Lengths = NO_LENGTHS  # format 2: each chunk's length (format 1: all CHUNK_SIZE)
     chunker: str = ""  # format 2: this file's chunker (format 1: the manifest's)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunks", ChunkIds.of(self.chunks))
+        object.__setattr__(self, "lengths", Lengths.of(self.lengths))
 
     def to_dict(self) -> dict:
         return {
@@ -58,13 +75,24 @@ class Manifest:
 
     def to_json_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, compact, UTF-8)."""
-        doc = {
-            "version": MANIFEST_VERSION,
-            "kind": self.kind,
-            "chunker": self.chunker,
-            "files": [f.to_dict() for f in self.files],
-        }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"".join(self.json_parts())
+
+    def json_parts(self) -> Iterator[bytes]:
+        """`to_json_bytes()` in pieces (their concatenation is exactly it; a piece holds at most
+        ID_RUN ids), so a manifest of 200,000 chunks is hashed or written without one big string.
+
+        Equal to ``json.dumps({"version", "kind", "chunker", "files": [f.to_dict()...]},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False)``."""
+        yield b'{"chunker":%s,"files":[' % _j(self.chunker)
+        for i, f in enumerate(self.files):
+            yield b'{"chunks":[' if i == 0 else b',{"chunks":['
+            for k in range(0, len(f.chunks), ID_RUN):
+                text = f.chunks[k : k + ID_RUN].hex()
+                run = '","'.join(text[j : j + 64] for j in range(0, len(text), 64))
+                yield (b',"' if k else b'"') + run.encode() + b'"'
+            yield b'],"mode":%s,"mtime":%s,"path":%s,"size":%s}' % (
+                _j(f.mode), _j(f.mtime), _j(f.path), _j(f.size))
+        yield b'],"kind":%s,"version":%s}' % (_j(self.kind), _j(MANIFEST_VERSION))
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> Manifest:
@@ -115,7 +143,7 @@ def _entry_from_dict(d: object) -> FileEntry:
         raise bad
     if not all(isinstance(c, str) and _CHUNK_ID_RE.fullmatch(c) for c in chunks):
         raise bad
-    return FileEntry(path=path, size=size, mode=mode, mtime=float(mtime), chunks=tuple(chunks))
+    return FileEntry(path=path, size=size, mode=mode, mtime=float(mtime), chunks=ChunkIds.of(chunks))
 
 
 def validate_manifest(m: Manifest) -> None:

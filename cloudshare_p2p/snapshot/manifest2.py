@@ -1,4 +1,5 @@
-"""Format 2 manifests as data: decode with bounds, encode, resolve a patch against its parent.
+"""Format 2 manifests as data: decode with bounds, encode, ops built in runs (resolving a
+patch against its parent: resolve2).
 
 Pure (no I/O). A manifest read from the host is untrusted: anything malformed or out of
 bounds raises `errors.AreaCorrupt` (never another exception), so the version built on it is
@@ -10,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import chunking, errors
 from ..i18n import _
-from .manifest import KINDS, MAX_MTIME, PER_FILE, FileEntry, Manifest, validate_manifest
+from .chunkids import ChunkIds, Lengths
+from .manifest import KINDS, MAX_MTIME
 
 VERSION = 2
 MAX_CHUNK = 1 << 20  # a chunk, and a frame's plaintext
@@ -73,23 +76,6 @@ class Patch:
     files: tuple[PatchFile, ...]
 
 
-@dataclass
-class Resolved:
-    """A version's chunk lists (`manifest`) and where each chunk id is (first occurrence)."""
-
-    manifest: Manifest
-    where: dict[str, Loc]
-    depth: int
-
-    def lists(self) -> dict[str, tuple[str, ...]]:
-        """Each path's chunk ids."""
-        return {f.path: f.chunks for f in self.manifest.files}
-
-    def packs(self) -> set[str]:
-        """Every pack a chunk of this version is in."""
-        return {loc.pack for loc in self.where.values()}
-
-
 def _bad(what: str = "") -> errors.AreaCorrupt:
     return errors.AreaCorrupt(_("the manifest has a malformed file entry") + (f" ({what})" if what else ""))
 
@@ -100,10 +86,10 @@ def _nat(v: object, limit: int, what: str, low: int = 0) -> int:
     return v
 
 
-def _ids(v: object, what: str) -> tuple[str, ...]:
+def _ids(v: object, what: str) -> ChunkIds:
     if not isinstance(v, str) or not _IDS.fullmatch(v):
         raise _bad(what)
-    return tuple(v[i : i + 64] for i in range(0, len(v), 64))
+    return ChunkIds(bytes.fromhex(v))
 
 
 # --- decoding (structure and bounds) ------------------------------------------------------
@@ -111,10 +97,26 @@ def _ids(v: object, what: str) -> tuple[str, ...]:
 
 def decode(body: bytes) -> Patch:
     """Parse a format-2 manifest body; AreaCorrupt on anything malformed or out of bounds."""
+    return decode_doc(load(body))
+
+
+def load(body: bytes) -> object:
+    """A manifest body's JSON document (strict UTF-8); AreaCorrupt if it is not JSON."""
     try:
-        doc = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise errors.AreaCorrupt(_("the manifest is not valid JSON")) from None
+
+
+def is_version2(doc: object) -> bool:
+    """True if `doc` is a JSON object declaring format version 2."""
+    version = doc.get("version") if isinstance(doc, dict) else None
+    return version == VERSION and not isinstance(version, bool)
+
+
+def decode_doc(doc: object) -> Patch:
+    """`decode` from the parsed JSON; each op list is emptied as it is read, so the parsed
+    strings are freed one op at a time instead of living beside the whole decoded patch."""
     if not isinstance(doc, dict):
         raise errors.AreaCorrupt(_("the manifest is not a JSON object"))
     if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
@@ -159,7 +161,11 @@ def _file(v: object, frames: int, full: bool) -> PatchFile:
         chunking.parse(chunker)
     except ValueError:
         raise _bad("chunker") from None
-    return PatchFile(path, size, mode, float(mtime), chunker, tuple(_op(o, frames, full) for o in ops))
+    decoded = []
+    for i, o in enumerate(ops):
+        decoded.append(_op(o, frames, full))
+        ops[i] = None  # this op's JSON strings and ints: freed now
+    return PatchFile(path, size, mode, float(mtime), chunker, tuple(decoded))
 
 
 def _op(v: object, frames: int, full: bool) -> Op:
@@ -174,7 +180,7 @@ def _op(v: object, frames: int, full: bool) -> Op:
         frame = _nat(v[1], frames - 1, "op") if frames else _nat(-1, 0, "op")
         offset = _nat(v[2], MAX_CHUNK, "op")
         ids = _ids(v[3], "op")
-        lengths = tuple(_nat(n, MAX_CHUNK, "op", 1) for n in v[4])
+        lengths = Lengths(_nat(n, MAX_CHUNK, "op", 1) for n in v[4])
         if len(ids) != len(lengths) or offset + sum(lengths) > MAX_CHUNK:
             raise _bad("op")
         return ("n", frame, offset, ids, lengths)
@@ -213,78 +219,22 @@ def encode_parts(patch: Patch) -> Iterator[bytes]:
         frames.encode(), _j(patch.kind), _j(patch.parent), VERSION)
 
 
+def _hex(ids: ChunkIds | tuple[str, ...]) -> bytes:
+    return (ids.hex() if isinstance(ids, ChunkIds) else "".join(ids)).encode()
+
+
 def _op_bytes(op: Op) -> bytes:
     if op[0] == "c":
         return b'["c",%d,%d]' % (op[1], op[2])
     if op[0] == "d":
-        return b'["d","%s"]' % "".join(op[1]).encode()
+        return b'["d","%s"]' % _hex(op[1])
     lengths = ",".join(map(str, op[4])).encode()
-    return b'["n",%d,%d,"%s",[%s]]' % (op[1], op[2], "".join(op[3]).encode(), lengths)
-
-
-# --- resolving ----------------------------------------------------------------------------------
-
-
-def resolve(patch: Patch, parent: Resolved | None) -> Resolved:
-    """The chunk lists and locations `patch` describes on top of `parent` (None for a full one).
-
-    AreaCorrupt if the patch needs a parent it was not given, copies entries the parent's
-    same path does not have, names an id stored nowhere, or its lengths do not sum to a size.
-    """
-    if (patch.parent is None) != (parent is None):
-        raise _bad("parent")
-    if parent is not None and patch.depth != parent.depth + 1:
-        raise _bad("depth")
-    lists = parent.lists() if parent is not None else {}
-    where: dict[str, Loc] = {}
-    entries = tuple(_resolve_file(f, patch.frames, lists, parent, where) for f in patch.files)
-    manifest = Manifest(kind=patch.kind, files=entries, chunker=PER_FILE)
-    validate_manifest(manifest)
-    return Resolved(manifest, where, patch.depth)
-
-
-def _known(cid: str, parent: Resolved | None, where: dict[str, Loc]) -> Loc:
-    loc = where.get(cid) or (parent.where.get(cid) if parent is not None else None)
-    if loc is None:
-        raise _bad("op")
-    return loc
-
-
-def _resolve_file(f: PatchFile, frames: tuple[Frame, ...], lists: dict[str, tuple[str, ...]],
-                  parent: Resolved | None, where: dict[str, Loc]) -> FileEntry:
-    ids: list[str] = []
-    lengths: list[int] = []
-    for op in f.ops:
-        if op[0] == "c":
-            source = lists.get(f.path)
-            if source is None or op[1] + op[2] > len(source):
-                raise _bad("op")
-            for cid in source[op[1] : op[1] + op[2]]:
-                loc = _known(cid, parent, where)
-                where.setdefault(cid, loc)
-                ids.append(cid)
-                lengths.append(loc.length)
-        elif op[0] == "d":
-            for cid in op[1]:
-                loc = _known(cid, parent, where)
-                where.setdefault(cid, loc)
-                ids.append(cid)
-                lengths.append(loc.length)
-        else:
-            frame, offset = frames[op[1]], op[2]
-            for cid, length in zip(op[3], op[4], strict=True):
-                where.setdefault(cid, Loc(frame.pack, frame.offset, frame.length, offset, length))
-                ids.append(cid)
-                lengths.append(length)
-                offset += length
-    if sum(lengths) != f.size:
-        raise errors.AreaCorrupt(_("file {path!r}: size {written} != {size}").format(
-            path=f.path, written=sum(lengths), size=f.size))
-    return FileEntry(f.path, f.size, f.mode, f.mtime, tuple(ids), tuple(lengths), f.chunker)
+    return b'["n",%d,%d,"%s",[%s]]' % (op[1], op[2], _hex(op[3]), lengths)
 
 
 class OpsBuilder:
-    """Builds one file's ops, joining neighbours into runs (amortized O(1) per chunk)."""
+    """Builds one file's ops, joining neighbours into runs (amortized O(1) per chunk); ids are
+    raw digests (hex strings are converted)."""
 
     def __init__(self) -> None:
         self._ops: list[list[Any]] = []
@@ -297,22 +247,24 @@ class OpsBuilder:
         else:
             self._ops.append(["c", index, 1])
 
-    def stored(self, cid: str) -> None:
+    def stored(self, cid: bytes | str) -> None:
         """A chunk stored before (in the parent or earlier in this manifest)."""
+        key = bytes.fromhex(cid) if isinstance(cid, str) else cid
         if self._ops and self._ops[-1][0] == "d":
-            self._ops[-1][1].append(cid)
+            self._ops[-1][1] += key
         else:
-            self._ops.append(["d", [cid]])
+            self._ops.append(["d", bytearray(key)])
 
-    def new(self, frame: int, offset: int, cid: str, length: int) -> None:
+    def new(self, frame: int, offset: int, cid: bytes | str, length: int) -> None:
         """A chunk at `offset` of frame number `frame`."""
+        key = bytes.fromhex(cid) if isinstance(cid, str) else cid
         last = self._ops[-1] if self._ops else None
         if last is not None and last[0] == "n" and last[1] == frame and last[2] + last[5] == offset:
-            last[3].append(cid)
+            last[3] += key
             last[4].append(length)
             last[5] += length
         else:
-            self._ops.append(["n", frame, offset, [cid], [length], length])
+            self._ops.append(["n", frame, offset, bytearray(key), array("I", [length]), length])
 
     def ops(self) -> tuple[Op, ...]:
         """The ops built so far."""
@@ -321,26 +273,7 @@ class OpsBuilder:
             if op[0] == "c":
                 out.append(("c", op[1], op[2]))
             elif op[0] == "d":
-                out.append(("d", tuple(op[1])))
+                out.append(("d", ChunkIds(op[1])))
             else:
-                out.append(("n", op[1], op[2], tuple(op[3]), tuple(op[4])))
+                out.append(("n", op[1], op[2], ChunkIds(op[3]), Lengths(op[4])))
         return tuple(out)
-
-
-def full_form(resolved: Resolved) -> Patch:
-    """`resolved` as a full manifest (parent null): every chunk's first place as an `n` run."""
-    frames: dict[tuple[str, int, int], int] = {}
-    seen: set[str] = set()
-    files = []
-    for entry in resolved.manifest.files:
-        ops = OpsBuilder()
-        for cid in entry.chunks:
-            if cid in seen:
-                ops.stored(cid)
-                continue
-            seen.add(cid)
-            loc = resolved.where[cid]
-            index = frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), len(frames))
-            ops.new(index, loc.offset, cid, loc.length)
-        files.append(PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()))
-    return Patch(resolved.manifest.kind, None, 0, tuple(Frame(*k) for k in frames), tuple(files))

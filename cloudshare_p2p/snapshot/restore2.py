@@ -9,55 +9,60 @@ version needs it, then the missing ones are asked for all at once and written as
 from __future__ import annotations
 
 import os
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from .. import crypto, errors
 from ..i18n import _
+from .chunkids import ChunkIds, IdIndex, Lengths
 from .diskerrors import _FetchFailed
 from .manifest import FileEntry, Manifest
 from .restore import _OPEN_FLAGS, _inside, restore_with
 
 WRITE_BATCH = 1 << 20  # neighbouring chunks are written to the file in runs of this size
-_OFFSET_BITS = 44  # a place is file number << 44 | offset (files up to 16 TiB)
-_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
-_LENGTH_BITS = 27  # a chunk's length (format 2 chunks are at most 1 MiB)
-_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
 
 
 class LocalChunks:
-    """Where the local copy may hold each chunk id: (file, offset, length), kept as one packed
-    int per id (a 1 GB file has some 200,000 chunks: no tuple per chunk)."""
+    """Where the local copy may hold each chunk id: layouts (a file and its chunk list) with
+    one `IdIndex` over all of them; the first layout added that has an id wins. A few dozen
+    bytes per chunk (a 1 GB file has some 200,000), nothing per id beyond that."""
 
     def __init__(self) -> None:
-        self._paths: list[Path] = []
-        self._numbers: dict[Path, int] = {}
-        self._where: dict[str, int] = {}
+        self._index = IdIndex()
+        self._layouts: list[tuple[Path, array[int], Lengths]] = []
+        self._starts: list[int] = []
 
-    def setdefault(self, chunk_id: str, where: tuple[Path, int, int]) -> None:
-        """Record `where` for `chunk_id` unless it has a place already."""
-        if chunk_id in self._where:
-            return
-        path, offset, length = where
-        number = self._numbers.setdefault(path, len(self._paths))
-        if number == len(self._paths):
-            self._paths.append(path)
-        self._where[chunk_id] = ((number << _OFFSET_BITS | offset) << _LENGTH_BITS) | length
+    def add(self, path: Path, ids: ChunkIds, lengths: Lengths) -> None:
+        """`path` holds (or held) the chunks `ids` one after another."""
+        start = self._index.append_buffer(ids.raw)
+        offsets, offset = array("Q"), 0
+        for i, length in enumerate(lengths):
+            self._index.add(start + i)
+            offsets.append(offset)
+            offset += length
+        self._layouts.append((path, offsets, lengths))
+        self._starts.append(start)
 
-    def get(self, chunk_id: str) -> tuple[Path, int, int] | None:
-        """(file, offset, length) of `chunk_id`, or None if the local copy has no place for it."""
-        packed = self._where.get(chunk_id)
-        if packed is None:
+    def get(self, key: bytes) -> tuple[Path, int, int] | None:
+        """(file, offset, length) of the raw id `key`, or None if no layout has it."""
+        pos = self._index.find(key)
+        if pos < 0:
             return None
-        length, rest = packed & _LENGTH_MASK, packed >> _LENGTH_BITS
-        return self._paths[rest >> _OFFSET_BITS], rest & _OFFSET_MASK, length
+        number = bisect_right(self._starts, pos) - 1
+        path, offsets, lengths = self._layouts[number]
+        i = pos - self._starts[number]
+        return path, offsets[i], lengths[i]
 
     def __len__(self) -> int:
-        return len(self._where)
+        return self._index.count
 
 
-Remote = Callable[[set[str]], Iterator[tuple[str, bytes]]]  # missing ids -> (id, bytes verified by id)
+Remote = Callable[["array[int]"], Iterator[tuple[int, bytes]]]
+"""Given the positions (numbered across the manifest's files) of the chunks missing locally,
+each one's (position, bytes verified by its id) as they arrive."""
 
 
 class _Files:
@@ -105,26 +110,33 @@ class _Files:
         self._close_all()
 
 
-def _places(manifest: Manifest) -> dict[str, int | list[int]]:
-    """Every place each chunk id goes to, as `file number << 44 | offset` (a list only for
-    ids that occur more than once: one small int per chunk, not a list of tuples)."""
-    places: dict[str, int | list[int]] = {}
-    for number, entry in enumerate(manifest.files):
-        offset, base = 0, number << _OFFSET_BITS
-        for cid, length in zip(entry.chunks, entry.lengths, strict=True):
-            spot = places.setdefault(cid, base | offset)
-            if spot != base | offset:
-                if isinstance(spot, int):
-                    places[cid] = [spot, base | offset]
-                else:
-                    spot.append(base | offset)
-            offset += length
-    return places
+class _Layout:
+    """Where each position of a manifest goes (file number, offset), its first occurrence and
+    the later positions of the same id: arrays and one index, nothing per chunk id."""
 
+    def __init__(self, manifest: Manifest) -> None:
+        total = sum(len(f.chunks) for f in manifest.files)
+        self.index = IdIndex(total)
+        self.numbers, self.offsets, self.lengths = array("I"), array("Q"), array("I")
+        self.firsts = bytearray()
+        self.dups: dict[int, list[int]] = {}  # first position -> the later ones
+        for number, entry in enumerate(manifest.files):
+            start, offset = self.index.append_buffer(entry.chunks.raw), 0
+            for i, length in enumerate(entry.lengths):
+                pos = start + i
+                first = self.index.add(pos)
+                if first != pos:
+                    self.dups.setdefault(first, []).append(pos)
+                self.numbers.append(number)
+                self.offsets.append(offset)
+                self.lengths.append(length)
+                self.firsts.append(first == pos)
+                offset += length
 
-def _spots(place: int | list[int]) -> Iterator[tuple[int, int]]:
-    for spot in (place,) if isinstance(place, int) else place:
-        yield spot >> _OFFSET_BITS, spot & _OFFSET_MASK
+    def spots(self, pos: int) -> Iterator[tuple[int, int]]:
+        """(file number, offset) of `pos` and of each later position of its id."""
+        for at in (pos, *self.dups.get(pos, ())):
+            yield self.numbers[at], self.offsets[at]
 
 
 class _LocalReader:
@@ -186,32 +198,41 @@ def _finish(paths: list[Path], entries: tuple[FileEntry, ...]) -> None:
 
 def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: LocalChunks,
           remote: Remote) -> None:
-    places = _places(manifest)
+    layout = _Layout(manifest)
     files, reader = _Files(paths), _LocalReader()
     try:
-        missing: set[str] = set()
-        for cid, spots in places.items():
-            where = local.get(cid)
-            data = reader.read(where) if where is not None else None
-            if data is None or crypto.chunk_id(keys, data) != cid:
-                missing.add(cid)
+        missing = array("I")
+        for pos, first in enumerate(layout.firsts):
+            if not first:
                 continue
-            for number, offset in _spots(spots):
+            key = layout.index.key_at(pos)
+            where = local.get(key)
+            data = reader.read(where) if where is not None else None
+            if data is None or crypto.chunk_digest(keys, data) != key:
+                missing.append(pos)
+                continue
+            for number, offset in layout.spots(pos):
                 files.write(number, offset, data)
         files.flush()
+        wanted = bytearray(len(layout.firsts))
+        for pos in missing:
+            wanted[pos] = 1
+        left = len(missing)
         try:
-            for cid, data in remote(set(missing)):  # verified by `remote`
-                if cid not in missing or len(data) == 0:
+            for pos, data in remote(missing):  # verified by `remote`
+                if not 0 <= pos < len(wanted) or not wanted[pos] or len(data) == 0:
                     continue
-                for number, offset in _spots(places[cid]):
+                for number, offset in layout.spots(pos):
                     files.write(number, offset, data)
-                missing.discard(cid)
+                wanted[pos] = 0
+                left -= 1
             files.flush()
         except OSError as exc:
             raise _FetchFailed(exc) from exc
-        if missing:
+        if left:
+            first_missing = min(layout.index.key_at(p).hex() for p in missing if wanted[p])
             raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
-                chunk_id=min(missing)[:12]))
+                chunk_id=first_missing[:12]))
     finally:
         files.close()
         reader.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import BinaryIO
 
 from .. import chunking, crypto, errors
 from ..i18n import _
+from .chunkids import ChunkIds, Lengths
 from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
 
@@ -107,16 +109,17 @@ def _fingerprint_header(h: hashlib._Hash, rel: str, size: int) -> None:
 class LocalSnapshot:
     """A scanned data set: its manifest and where each chunk's bytes live on disk.
 
-    Nothing but the chunk index is kept in memory (one int per chunk id: file number, offset
-    and length packed, see `_pack`); `read_chunk` rereads the bytes and re-verifies them, so a
-    file changed after the scan is detected, never uploaded.
+    Nothing but the manifest is kept in memory (ids and lengths as compact columns); a chunk
+    is found by its file number and offset (`read_at`), or by id through an index built on
+    first use (`chunk_location`). Reads are re-verified (`verify`), so a file changed after
+    the scan is detected, never uploaded.
     """
 
     root: Path
     manifest: Manifest
     fingerprint: str  # equals local_fingerprint(root) at scan time
     skipped: tuple[str, ...] = ()
-    _index: dict[str, int | tuple[int, int, int]] = field(default_factory=dict, repr=False)
+    _index: dict[str, int | tuple[int, int, int]] | None = field(default=None, repr=False)
     _keys: crypto.Keys | None = field(default=None, repr=False)
     _paths: list[Path] = field(default_factory=list, repr=False)
 
@@ -134,7 +137,6 @@ class LocalSnapshot:
         per_file = (format or write_format()) == 2
         root = Path(path)
         skipped: list[str] = []
-        index: dict[str, int | tuple[int, int, int]] = {}
         paths: list[Path] = []
         entries: list[FileEntry] = []
         fp = hashlib.sha256()
@@ -143,17 +145,18 @@ class LocalSnapshot:
         if kind == "folder":
             _check_names(root, [rel for rel, _p, _st in walk])
         for rel, file_path, st in walk:
-            where = _Where(index, len(paths))
             paths.append(file_path)
             if per_file:
-                entries.append(_scan_file2(rel, file_path, st, keys, where, fp, cutters.get(rel)))
+                entries.append(_scan_file2(rel, file_path, st, keys, fp, cutters.get(rel)))
             else:
-                entries.append(_scan_file(rel, file_path, st, keys, where, fp))
+                entries.append(_scan_file(rel, file_path, st, keys, fp))
         manifest = Manifest(kind, tuple(entries), PER_FILE) if per_file else Manifest(kind, tuple(entries))
-        return cls(root, manifest, fp.hexdigest(), tuple(skipped), index, keys, paths)
+        return cls(root, manifest, fp.hexdigest(), tuple(skipped), None, keys, paths)
 
     def chunk_location(self, chunk_id: str) -> tuple[Path, int, int]:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
+        if self._index is None:
+            self._index = _index_of(self.manifest)
         packed = self._index[chunk_id]
         if isinstance(packed, tuple):
             return self._paths[packed[0]], packed[1], packed[2]
@@ -168,48 +171,61 @@ class LocalSnapshot:
         self.verify(chunk_id, file_path, data)
         return data
 
-    def verify(self, chunk_id: str, file_path: Path, data: bytes) -> None:
-        """InvalidState unless `data` (read from `file_path`) still is chunk `chunk_id`.
-        Thread-safe: the sealing threads of a format-2 commit call it."""
-        if self._keys is not None and crypto.chunk_id(self._keys, data) != chunk_id:
+    def verify(self, chunk_id: str | bytes, file_path: Path, data: bytes) -> None:
+        """InvalidState unless `data` (read from `file_path`) still is chunk `chunk_id` (hex, or
+        the raw digest). Thread-safe: the sealing threads of a format-2 commit call it."""
+        if self._keys is None:
+            return
+        digest = crypto.chunk_digest(self._keys, data)
+        if (digest if isinstance(chunk_id, bytes) else digest.hex()) != chunk_id:
             raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
 
     def read_unverified(self, chunk_id: str, files: dict[Path, BinaryIO] | None = None,
                         ) -> tuple[Path, bytes]:
         """(file, bytes) of one chunk as the file holds them now; the caller must `verify` them."""
         file_path, offset, length = self.chunk_location(chunk_id)
-        if files is None:
-            with open(file_path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(length)
-        else:
-            if file_path not in files:
-                for old in files.values():
-                    old.close()
-                files.clear()
-                files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
-            kept = files[file_path]
-            kept.seek(offset)
-            data = kept.read(length)
-        return file_path, data
+        return file_path, _read(file_path, offset, length, files)
+
+    def read_at(self, number: int, offset: int, length: int, files: dict[Path, BinaryIO] | None = None,
+                ) -> tuple[Path, bytes]:
+        """(file, bytes) at `offset` of file number `number` (manifest order), unverified."""
+        file_path = self._paths[number]
+        return file_path, _read(file_path, offset, length, files)
+
+
+def _read(file_path: Path, offset: int, length: int, files: dict[Path, BinaryIO] | None) -> bytes:
+    if files is None:
+        with open(file_path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+    if file_path not in files:
+        for old in files.values():
+            old.close()
+        files.clear()
+        files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
+    kept = files[file_path]
+    kept.seek(offset)
+    return kept.read(length)
 
 
 _LENGTH_BITS, _OFFSET_BITS = 27, 45  # a chunk of up to 64 MiB at an offset below 32 TiB
 _LENGTH_MASK, _OFFSET_MASK = (1 << _LENGTH_BITS) - 1, (1 << _OFFSET_BITS) - 1
 
 
-class _Where:
-    """Fills the snapshot's index for one file: each new id -> file number, offset, length."""
-
-    def __init__(self, index: dict[str, int | tuple[int, int, int]], number: int) -> None:
-        self.index, self.number = index, number
-        self.base = number << (_LENGTH_BITS + _OFFSET_BITS)
-
-    def add(self, chunk_id: str, offset: int, length: int) -> None:
-        if offset > _OFFSET_MASK or length > _LENGTH_MASK:  # beyond any real file: kept unpacked
-            self.index.setdefault(chunk_id, (self.number, offset, length))
-        else:
-            self.index.setdefault(chunk_id, self.base | offset << _LENGTH_BITS | length)
+def _index_of(manifest: Manifest) -> dict[str, int | tuple[int, int, int]]:
+    """Each chunk id's first place: file number, offset and length packed in one int."""
+    index: dict[str, int | tuple[int, int, int]] = {}
+    for number, entry in enumerate(manifest.files):
+        base, offset = number << (_LENGTH_BITS + _OFFSET_BITS), 0
+        lengths = entry.lengths if entry.lengths else [CHUNK_SIZE] * len(entry.chunks)
+        for cid, length in zip(entry.chunks, lengths, strict=True):
+            length = min(length, entry.size - offset)  # format 1: the last chunk is short
+            if offset > _OFFSET_MASK or length > _LENGTH_MASK:  # beyond any real file: unpacked
+                index.setdefault(cid, (number, offset, length))
+            else:
+                index.setdefault(cid, base | offset << _LENGTH_BITS | length)
+            offset += length
+    return index
 
 
 def _scan_file(
@@ -217,43 +233,38 @@ def _scan_file(
     file_path: Path,
     st: os.stat_result,
     keys: crypto.Keys,
-    index: _Where,
     fp: hashlib._Hash,
 ) -> FileEntry:
-    """Chunk one file, filling the index; the size is what was actually read."""
-    ids: list[str] = []
+    """Chunk one file; the size is what was actually read."""
+    ids = bytearray()
     offset = 0
     body = hashlib.sha256()
     for chunk in _read_chunks(file_path):
-        cid = crypto.chunk_id(keys, chunk)
-        index.add(cid, offset, len(chunk))
-        ids.append(cid)
+        ids += crypto.chunk_digest(keys, chunk)
         body.update(chunk)
         offset += len(chunk)
     _fingerprint_header(fp, rel, offset)
     fp.update(body.digest())
-    return FileEntry(rel, offset, stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime, tuple(ids))
+    return FileEntry(rel, offset, stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime, ChunkIds(ids))
 
 
 def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
-                index: _Where, fp: hashlib._Hash, name: str | None) -> FileEntry:
+                fp: hashlib._Hash, name: str | None) -> FileEntry:
     """Format 2: chunk one file with its own chunker (`name`, else the one it calls for)."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
-    ids: list[str] = []
-    lengths: list[int] = []
+    ids = bytearray()
+    lengths = array("I")
     size = 0
     body = hashlib.sha256()
     with open(file_path, "rb") as fh:
         for offset, chunk in chunking.chunks(_Hashing(fh, body), cutter):  # chunks cover every byte read
-            cid = crypto.chunk_id(keys, chunk)
-            index.add(cid, offset, len(chunk))
-            ids.append(cid)
+            ids += crypto.chunk_digest(keys, chunk)
             lengths.append(len(chunk))
             size = offset + len(chunk)
     _fingerprint_header(fp, rel, size)
     fp.update(body.digest())
     mode = stat.S_IMODE(st.st_mode) & 0o777
-    return FileEntry(rel, size, mode, st.st_mtime, tuple(ids), tuple(lengths), cutter.name)
+    return FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
 
 
 class _Hashing:

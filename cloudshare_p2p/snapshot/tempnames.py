@@ -35,5 +35,8 @@ def _temp_path(target: Path, kind: str) -> Path:
 
 
 def _pending_path(target: Path, manifest: Manifest) -> Path:
-    digest = hashlib.sha256(manifest.to_json_bytes()).hexdigest()[:12]
+    h = hashlib.sha256()
+    for part in manifest.json_parts():  # the manifest's JSON, never held whole
+        h.update(part)
+    digest = h.hexdigest()[:12]
     return target.with_name(f"{TEMP_PREFIX}p{_tag(target)}-{digest}")
