@@ -26,6 +26,8 @@ def same_content(a: Manifest, b: Manifest) -> bool:
 class DataStore(Format2):
     """The area's snapshots: chunks and manifests up and down, versions committed to the log."""
 
+    _body_read: tuple[str, bytes] | None = None  # a manifest body read_manifest hands to resolving
+
     # --- sending ---------------------------------------------------------------------------
 
     def upload_snapshot(self, snap: LocalSnapshot, cache: ChunkCache | None = None,
@@ -78,21 +80,23 @@ class DataStore(Format2):
         A retry after a commit that was published but not recorded returns that version.
         """
         note = check_note(note)
+        won = self.claims_won
         self.ensure_holding(grant, party)
-        sent = self._check_base(base, snap.manifest)
+        renewed = self.claims_won > won
+        newest = self.newest()
+        sent = self._check_base(base, snap.manifest, newest)
         if sent is not None:
             return sent
         if snap.manifest.chunker == PER_FILE and not self.format2_ready():
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
-        parent = self.newest() if base else None
-        manifest_id = self.upload_snapshot(snap, cache, progress, parent=parent)
-        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
+        manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
+        if not (renewed and grant.lease.valid(self._clock())):  # renewed just now, still ours: no need
+            self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
         return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
 
-    def _check_base(self, base: int, manifest: Manifest) -> int | None:
+    def _check_base(self, base: int, manifest: Manifest, newest: Version | None) -> int | None:
         """None if `base` is the newest version; the newest version's number if our copy
         already is it (sent by an interrupted close); else `StaleBase`."""
-        newest = self.newest()
         if (newest.version if newest else 0) == base:
             return None
         if newest is not None and same_content(self.read_manifest(newest), manifest):
@@ -116,7 +120,7 @@ class DataStore(Format2):
             "note": note, "restored_from": restored_from, "base": base,
         }
         seq = self._append(entry, grant, base)
-        version = next((v.version for v in self.versions() if v.seq == seq), None)
+        version = next((v.version for v in self.view_upto(seq).versions if v.seq == seq), None)
         if version is None:  # only a forged or out-of-order fence can make it invalid
             raise errors.Fenced(_("a newer holder fenced the log; your version does not count"))
         return version
@@ -130,8 +134,19 @@ class DataStore(Format2):
             return found[0].manifest
         body = self._manifest_body(version.manifest, version.version)
         if body_version(body) == 2:
-            return self.resolve_manifest(version.manifest, version.version)[0].manifest
+            self._body_read = (version.manifest, body)  # resolving starts from it: not read twice
+            try:
+                return self.resolve_manifest(version.manifest, version.version)[0].manifest
+            finally:
+                self._body_read = None
         return Manifest.from_json_bytes(body)
+
+    def _manifest_body(self, manifest_id: str, number: int) -> bytes:
+        """A manifest's verified plaintext; the one `read_manifest` just read is not read again."""
+        if self._body_read is not None and self._body_read[0] == manifest_id:
+            body, self._body_read = self._body_read[1], None
+            return body
+        return super()._manifest_body(manifest_id, number)
 
     def objects_needed(self, version: Version) -> set[str]:
         """Area-relative paths of every manifest, pack and version-1 chunk `version` needs."""

@@ -30,11 +30,13 @@ from .model import Grant, LockInfo, Party
 from .records import (
     MAX_APPEND_TRIES,
     MAX_LEASE,
+    MAX_RECORD,
     MAX_TIME,
     RECORD_VERSION,
     _dict,
     _entry_time,
     _int,
+    _json_object,
     _lock_fields_ok,
     _name,
     _note,
@@ -42,6 +44,8 @@ from .records import (
     check_lease,
     check_note,
 )
+
+LOCK_PROBE = 4  # lock generations read at once upwards from the highest known one
 
 
 def new_session_id(party: Party) -> str:
@@ -68,27 +72,42 @@ class LockFolder(Log):
         """The highest lock generation and its record (server mtime included).
 
         Generations are never removed, so the highest known one is a safe place to probe
-        upwards from; without a hint (or if the hint is gone) the folder is listed once.
+        upwards from: it and the next few are read at once (two round trips), again from the
+        highest found while all of them exist. Without a hint (or if the hint is gone) the
+        folder is listed once.
         """
-        top = self.cache.lock_top
-        st = self.session.stat(self.p("lock", _name(top))) if top else None
-        if st is None:
-            gens = self._entries("lock")
-            if not gens:
+        top, listed = self.cache.lock_top, False
+        if not top:
+            top, listed = self._listed_top(), True
+            if not top:
                 return LockObservation(0, LockKind.NONE), {}
-            top = gens[-1]
-            st = self.session.stat(self.p("lock", _name(top)))
         for _try in range(1_000_000):
-            nxt = self.session.stat(self.p("lock", _name(top + 1)))
-            if nxt is None:
-                break
-            top, st = top + 1, nxt
-        if st is None:
-            raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
-        self.cache.lock_top = top
-        self.cache.save()
-        record = self._read_json(self.p("lock", _name(top))) or {}
-        return self._observation(top, record, st.mtime), record
+            paths = [self.p("lock", _name(top + i)) for i in range(LOCK_PROBE)]
+            found = self.session.read_many(paths, MAX_RECORD)
+            if found[0] is None:  # the hint (or the listed top) is gone
+                if listed:
+                    raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+                top, listed = self._listed_top(), True
+                if not top:
+                    return LockObservation(0, LockKind.NONE), {}
+                continue
+            present = next((i for i, f in enumerate(found) if f is None), LOCK_PROBE)
+            if present == LOCK_PROBE:
+                top += LOCK_PROBE - 1
+                continue
+            top += present - 1
+            newest = found[present - 1]
+            assert newest is not None
+            self.cache.lock_top = top
+            self.cache.save()
+            record = (_json_object(newest.data) if newest.data is not None else None) or {}
+            return self._observation(top, record, newest.stat.mtime), record
+        raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+
+    def _listed_top(self) -> int:
+        """The highest generation in a listing of `lock/` (0: none)."""
+        gens = self._entries("lock")
+        return gens[-1] if gens else 0
 
     @staticmethod
     def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
@@ -123,24 +142,29 @@ class LockFolder(Log):
         return json.dumps(record, sort_keys=True).encode()
 
     def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
-               since: int | None, note: str = "") -> tuple[bool, HolderLease]:
-        tmp, lease = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
-        return self._publish_claim(tmp, gen), lease
+               since: int | None, note: str = "") -> tuple[bool, HolderLease, int]:
+        """Write and publish generation `gen`: won?, the lease counted here, the record's mtime."""
+        tmp, lease, mtime = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
+        return self._publish_claim(tmp, gen), lease, mtime
 
     def _write_claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
-                     since: int | None, note: str = "") -> tuple[str, HolderLease]:
-        """Write the record of generation `gen` to a private temp file, not yet published."""
+                     since: int | None, note: str = "") -> tuple[str, HolderLease, int]:
+        """Write the record of generation `gen` to a private temp file, not yet published; its
+        mtime on the server's clock comes back with the write (the published file keeps it:
+        a hard link; without hard links the published file is younger, so a lease counted
+        from it ends no later than the readers' count)."""
         body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
         # Counted from before the temp file is written: the published file keeps the temp
         # file's mtime (hard link), so the server's lease never starts before ours.
         lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
-        self.session.upload(tmp, body)
-        return tmp, lease
+        mtime = self.session.write_record(tmp, body)
+        return tmp, lease, mtime
 
     def _publish_claim(self, tmp: str, gen: int) -> bool:
         """Publish a written claim as `lock/<gen>`; False if another party created it first."""
         won = self.session.publish(tmp, self.p("lock", _name(gen)))
+        self.claims_won += won
         if won and gen > self.cache.lock_top:  # the next command probes upwards from here
             self.cache.lock_top = gen
             self.cache.save()
@@ -157,7 +181,10 @@ class LockFolder(Log):
         still be this session's claim or renewal" (Renew, Release) held, two round trips of
         observing fewer.
         """
-        won, lease = self._claim(kind, grant.lease.generation + 1, grant.session, party, lease_seconds, since)
+        won, lease, mtime = self._claim(kind, grant.lease.generation + 1, grant.session, party,
+                                        lease_seconds, since)
+        if won:
+            self._claimed_at = mtime
         return lease if won else None
 
     def acquire(self, party: Party, lease_seconds: int, note: str = "",
@@ -170,13 +197,7 @@ class LockFolder(Log):
         gen = obs.generation + 1
         # The claim's temp file, written after the top was observed, is the clock probe: its
         # mtime is the server's "now, read after P" (docs/area-format.md, "Judging the lock").
-        tmp, lease = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
-        try:
-            now = self._mtime(tmp)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                self.session.remove(tmp)
-            raise
+        tmp, lease, now = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
         status = judge(obs, session, now)
         if not status.claimable:
             with suppress(FileNotFoundError):
@@ -185,7 +206,7 @@ class LockFolder(Log):
         if not self._publish_claim(tmp, gen):  # another party created this generation first
             return self.lock_info(session)
         try:
-            since = self._mtime(self.p("lock", _name(gen)))
+            since = now  # the claim's mtime: the temp file's (see `_write_claim`)
             fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
                                       "writer": party.as_dict()}, None, head_known=_ours_released(obs, party))
         except BaseException:
@@ -227,8 +248,8 @@ class LockFolder(Log):
             ours, obs = self.holding(grant)
             if not ours:
                 raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
-            won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
-                                     int(grant.lease.lease_seconds), grant.since)
+            won, lease, self._claimed_at = self._claim(LockKind.RENEW, obs.generation + 1, grant.session,
+                                                       party, int(grant.lease.lease_seconds), grant.since)
             if not won:
                 raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
         return self._renewed(grant, lease)
@@ -240,8 +261,8 @@ class LockFolder(Log):
         ours, obs = self.holding(grant)
         if not ours:
             raise errors.Fenced(self._lost_how(grant) + _("; your version was not sent"))
-        if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
-                not grant.lease.valid(self._clock()):
+        if not grant.lease.valid(self._clock()) or \
+                judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED:
             self.renew(grant, party)
 
     def _renewed_after(self, grant: Grant, party: Party) -> bool:
@@ -253,8 +274,9 @@ class LockFolder(Log):
         return True
 
     def _renewed(self, grant: Grant, lease: HolderLease) -> Grant:
-        """Record a won renewal in the grant: the new lease runs from the new file's mtime."""
-        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
+        """Record a won renewal in the grant: the new lease runs from the new file's mtime (the
+        one its write reported, see `_write_claim`)."""
+        until = self._claimed_at + int(lease.lease_seconds)
         grant.lease, grant.until = lease, until
         return grant
 
@@ -276,7 +298,7 @@ class LockFolder(Log):
         ours, obs = self.holding(grant)
         if not ours:
             return False
-        won, _rest = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
+        won, _lease, _mtime = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
         return won
 
     def break_lock(self, party: Party, reason: str = "") -> int:
@@ -286,7 +308,7 @@ class LockFolder(Log):
             obs, record = self.observe_lock()
             gen = obs.generation + 1
             session = new_session_id(party)
-            won, _rest = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
+            won, _lease, _mtime = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
             if won:
                 broken = _dict(record.get("holder")).get("name")
                 self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),

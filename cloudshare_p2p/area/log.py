@@ -17,7 +17,7 @@ from typing import Any
 from .. import errors
 from ..i18n import _
 from ..textsafe import printable
-from ..transport import FileTooLarge
+from ..transport import FileTooLarge, SmallFile
 from .base import AreaBase
 from .model import Grant, Version
 from .records import (
@@ -35,6 +35,8 @@ from .records import (
     _note,
     _nowiso_utc,
 )
+
+LOG_PROBE = 8  # log slots read at once when looking for new entries
 
 
 class SlotState(Enum):
@@ -90,6 +92,29 @@ def _version(entry: dict[str, Any], number: int) -> Version:
     )
 
 
+def _walk(entries: list[dict[str, Any]]) -> LogView:
+    """The versions, pruned numbers and policies that `entries` (in order) make valid."""
+    highest_fence = 0
+    out: list[Version] = []
+    pruned: set[int] = set()
+    policies: list[tuple[int, str]] = []
+    for entry in entries:
+        if not _entry_fields_ok(entry):
+            continue  # a malformed entry counts as void
+        gen, kind = entry["gen"], entry["kind"]
+        if kind in FENCING_KINDS:
+            highest_fence = max(highest_fence, gen)
+        elif _commit_counts(entry, highest_fence, len(out)):
+            out.append(_version(entry, len(out) + 1))
+        elif gen < highest_fence:
+            continue  # a fenced prune or policy counts as nothing
+        elif kind == "prune" and max(entry["pruned"]) < len(out):
+            pruned.update(entry["pruned"])
+        elif kind == "policy":
+            policies.append((entry["seq"], entry["sealed"]))
+    return LogView(out, frozenset(pruned), tuple(policies))
+
+
 class Log(AreaBase):
     """The area's commit log: entries, appends refused when fenced or stale, versions."""
 
@@ -103,6 +128,10 @@ class Log(AreaBase):
             return ABSENT_SLOT
         except FileTooLarge:
             raw = b""  # oversized: void, like a torn entry
+        return self._remember_slot(seq, raw)
+
+    def _remember_slot(self, seq: int, raw: bytes) -> Slot:
+        """A created slot's bytes checked (void unless a well-formed entry of this seq), remembered."""
         entry = _json_object(raw)
         if entry is None or entry.get("seq") != seq or not _entry_fields_ok(entry):
             entry = None
@@ -113,12 +142,33 @@ class Log(AreaBase):
         """Read the entries appended since last time; return the head (highest seq).
 
         Slots are created in order (each writer creates head + 1 exclusively), so the log
-        has no gaps: probing from the known head finds every new entry without a listing.
+        has no gaps: probing from the known head finds every new entry without a listing;
+        the next LOG_PROBE slots are read at once (two round trips), again while all exist.
         """
-        head = self.cache.log_head()
-        while self._read_entry(head + 1).state is not SlotState.ABSENT:
+        head = self._take_slots(self.cache.log_head(), None)
+        while head is None:
+            head = self._take_slots(self.cache.log_head(), None)
+        return head
+
+    def _log_paths(self, head: int) -> list[str]:
+        """The LOG_PROBE slots after `head`, read at once when looking for new entries."""
+        return [self.p("log", _name(seq)) for seq in range(head + 1, head + 1 + LOG_PROBE)]
+
+    def _take_slots(self, head: int, found: list[SmallFile | None] | None) -> int | None:
+        """Remember the slots after `head` as read (`found`; read now if None): the new head,
+        or None when every slot asked for exists (read on)."""
+        if found is None:
+            found = self.session.read_many(self._log_paths(head), MAX_RECORD)
+        for got in found:
+            if got is None:
+                break
             head += 1
+            self._remember_slot(head, got.data if got.data is not None else b"")  # oversized: void
+        else:
+            self.cache.save()
+            return None
         self.cache.save()
+        self._head_read = head
         return head
 
     def _append(self, entry: dict[str, Any] | Callable[[int], dict[str, Any]], grant: Grant | None,
@@ -127,27 +177,31 @@ class Log(AreaBase):
         base, refuse (`StaleBase`) if a newer version than `base` exists. `entry` may be a
         function of the slot's seq (a sealed record bound to it is made per try).
 
-        With `head_known` (the caller has reason to think the log has not moved since this
-        computer last read it), an entry with neither check is first tried at the remembered
-        head + 1 without probing: publishing is exclusive, so it lands only if that slot was
-        still free, i.e. at the true head + 1 (docs/area-format.md, rule 5); a lost try reads
-        on as usual."""
-        guess = head_known and grant is None and base is None and self.cache.log_head() > 0
+        The first try is made at the head this object last read or appended, without probing
+        again, and so, with `head_known` (the caller has reason to think the log has not moved
+        since this computer last read it), is an entry with neither check at the remembered
+        head: publishing is exclusive, so it lands only if that slot was still free, i.e. at
+        the true head + 1, and the checks ran over every entry before it (docs/area-format.md,
+        rule 5); a lost try reads on as usual."""
+        known = self.cache.log_head()
+        guess = known > 0 and (self._head_read == known or (head_known and grant is None and base is None))
         for _try in range(MAX_APPEND_TRIES):
-            head = self.cache.log_head() if guess and _try == 0 else self._sync_log()
+            head = known if guess and _try == 0 else self._sync_log()
             if grant is not None:
                 self._check_not_fenced(grant, range(grant.fence_seq + 1, head + 1))
             if base is not None:
-                newest = self.newest()
-                if (newest.version if newest else 0) != base:
-                    raise errors.StaleBase(base, newest.version if newest else 0)
+                versions = self.view_upto(head).versions
+                if len(versions) != base:
+                    raise errors.StaleBase(base, len(versions))
             seq = head + 1
             fields = entry(seq) if callable(entry) else entry
             body = dict(fields, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
+                self._head_read = seq  # slot `seq` was free: the log ended there
                 return seq
+            self._head_read = None
         raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
@@ -168,8 +222,11 @@ class Log(AreaBase):
 
     def log(self) -> list[dict[str, Any]]:
         """Every readable log entry, in order (void entries left out)."""
-        head = self._sync_log()
-        return [e for e in (self.cache.entries[s] for s in range(1, head + 1)) if e is not None]
+        return self._log_upto(self._sync_log())
+
+    def _log_upto(self, head: int) -> list[dict[str, Any]]:
+        """The readable entries up to `head` as this computer knows them (no I/O)."""
+        return [e for e in (self.cache.entries.get(s) for s in range(1, head + 1)) if e is not None]
 
     def versions(self) -> list[Version]:
         """Valid commits, numbered 1, 2, 3…
@@ -192,25 +249,12 @@ class Log(AreaBase):
         a `prune` entry also only if every number it names is a version older than the newest
         at its place (the newest version is never pruned). Others are void.
         """
-        highest_fence = 0
-        out: list[Version] = []
-        pruned: set[int] = set()
-        policies: list[tuple[int, str]] = []
-        for entry in self.log():
-            if not _entry_fields_ok(entry):
-                continue  # a malformed entry counts as void
-            gen, kind = entry["gen"], entry["kind"]
-            if kind in FENCING_KINDS:
-                highest_fence = max(highest_fence, gen)
-            elif _commit_counts(entry, highest_fence, len(out)):
-                out.append(_version(entry, len(out) + 1))
-            elif gen < highest_fence:
-                continue  # a fenced prune or policy counts as nothing
-            elif kind == "prune" and max(entry["pruned"]) < len(out):
-                pruned.update(entry["pruned"])
-            elif kind == "policy":
-                policies.append((entry["seq"], entry["sealed"]))
-        return LogView(out, frozenset(pruned), tuple(policies))
+        return _walk(self.log())
+
+    def view_upto(self, head: int) -> LogView:
+        """`log_view` of the entries up to `head` as already read (no I/O): what the log said
+        when its head was `head` (validity depends only on earlier entries)."""
+        return _walk(self._log_upto(head))
 
     def newest(self) -> Version | None:
         """The newest version, None when nothing was committed yet."""
