@@ -19,6 +19,8 @@ from .cache import AreaCache
 from .model import TransferStats
 from .records import ENTRY_NAME, MAX_CONFIG, MAX_RECORD, _json_object, parse_config, validate_area_name
 
+CLOCK_REUSE = 60.0  # seconds a reading of the host's clock is carried forward (see `server_now`)
+
 
 class AreaBase:
     """One share area (a folder on the host) reached through a `RemoteFiles` connection: the shared state."""
@@ -37,7 +39,8 @@ class AreaBase:
         self._expected_id: str | None = None
         self.interrupted: Callable[[], bool] = lambda: False  # a Ctrl-C waiting for a safe point
         self._claimed_at = 0  # server mtime of the lock generation this object last won
-        self.claims_won = 0  # lock generations this object has published
+        self._held_checked = 0  # the generation whose lease this object last checked or renewed
+        self._clock_seen: tuple[float, int] | None = None  # (our clock, the server's) read together
         self._head_read: int | None = None  # the log's head as this object last read or appended it
 
     def check_interrupt(self) -> None:
@@ -102,8 +105,20 @@ class AreaBase:
         return st.mtime
 
     def server_now(self) -> int:
-        """The host's clock (the mtime of a file it has just created)."""
-        return self.session.server_now(self.p("tmp"))
+        """The host's clock (the mtime of a file it has just created). A reading this object made
+        less than CLOCK_REUSE seconds ago (a probe, or a claim's write) is carried forward by our
+        own clock instead of probing again: counted from after its answer arrived and rounded
+        down, it never runs ahead of the host's clock (it may lag by a round trip and a second)."""
+        if self._clock_seen is not None:
+            elapsed = self._clock() - self._clock_seen[0]
+            if 0 <= elapsed < CLOCK_REUSE:
+                return self._clock_seen[1] + int(elapsed)
+        return self._saw_server_time(self.session.server_now(self.p("tmp")))
+
+    def _saw_server_time(self, mtime: int) -> int:
+        """Note a reading of the host's clock that has just arrived; returns it."""
+        self._clock_seen = (self._clock(), mtime)
+        return mtime
 
     # --- the config and keys --------------------------------------------------------------
 
@@ -117,7 +132,7 @@ class AreaBase:
         self.config = parse_config(raw)
         if self._cache_dir is not None:
             self.use_cache(self._cache_dir)
-            if stamp is not None and self._expected_id == self.config["area_id"]:
+            if stamp is not None:  # kept under the id it names: only a command expecting that id uses it
                 self.cache.remember_config(raw, stamp.size, stamp.mtime)
                 self.cache.save()
         return self.config

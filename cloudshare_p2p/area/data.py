@@ -80,9 +80,7 @@ class DataStore(Format2):
         A retry after a commit that was published but not recorded returns that version.
         """
         note = check_note(note)
-        won = self.claims_won
         self.ensure_holding(grant, party)
-        renewed = self.claims_won > won
         newest = self.newest()
         sent = self._check_base(base, snap.manifest, newest)
         if sent is not None:
@@ -90,8 +88,7 @@ class DataStore(Format2):
         if snap.manifest.chunker == PER_FILE and not self.format2_ready():
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
         manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
-        if not (renewed and grant.lease.valid(self._clock())):  # renewed just now, still ours: no need
-            self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
+        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
         return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
 
     def _check_base(self, base: int, manifest: Manifest, newest: Version | None) -> int | None:

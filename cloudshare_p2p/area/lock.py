@@ -28,12 +28,14 @@ from ..i18n import _
 from .log import Log
 from .model import Grant, LockInfo, Party
 from .records import (
+    FENCING_KINDS,
     MAX_APPEND_TRIES,
     MAX_LEASE,
     MAX_RECORD,
     MAX_TIME,
     RECORD_VERSION,
     _dict,
+    _entry_fields_ok,
     _entry_time,
     _int,
     _json_object,
@@ -68,32 +70,43 @@ def _ours_released(obs: LockObservation, party: Party) -> bool:
 class LockFolder(Log):
     """The area's lease lock with fencing tokens (generations)."""
 
-    def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
-        """The highest lock generation and its record (server mtime included).
+    def observe_lock(self, log_too: bool = False) -> tuple[LockObservation, dict[str, Any]]:
+        """The highest lock generation and its record (server mtime included); with `log_too`,
+        the log's next slots are read in the same requests (`acquire` appends a fence next).
 
         Generations are never removed, so the highest known one is a safe place to probe
         upwards from: it and the next few are read at once (two round trips), again from the
-        highest found while all of them exist. Without a hint (or if the hint is gone) the
-        folder is listed once.
+        highest found while all of them exist. The highest known is the one this computer
+        saw last, else the highest generation a fence or break in the log names (it was
+        published before that entry), else 1 (generations are contiguous from 1: none there,
+        none at all). A hint that is gone, or far behind, is replaced by a listing.
         """
-        top, listed = self.cache.lock_top, False
-        if not top:
-            top, listed = self._listed_top(), True
-            if not top:
-                return LockObservation(0, LockKind.NONE), {}
+        hint = self.cache.lock_top or self._top_from_log()
+        top, listed, full = hint or 1, False, 0
         for _try in range(1_000_000):
             paths = [self.p("lock", _name(top + i)) for i in range(LOCK_PROBE)]
-            found = self.session.read_many(paths, MAX_RECORD)
-            if found[0] is None:  # the hint (or the listed top) is gone
+            head = self.cache.log_head()
+            extra = self._log_paths(head) if log_too else []
+            found = self.session.read_many(paths + extra, MAX_RECORD)
+            if extra:
+                self._take_slots(head, found[LOCK_PROBE:])
+                log_too, found = False, found[:LOCK_PROBE]
+            if found[0] is None:  # the hint (or the listed top) is gone, or nothing is there
                 if listed:
                     raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+                if not hint:  # generations are contiguous from 1: none at all
+                    return LockObservation(0, LockKind.NONE), {}
                 top, listed = self._listed_top(), True
                 if not top:
                     return LockObservation(0, LockKind.NONE), {}
                 continue
             present = next((i for i, f in enumerate(found) if f is None), LOCK_PROBE)
-            if present == LOCK_PROBE:
-                top += LOCK_PROBE - 1
+            if present == LOCK_PROBE:  # read on once (the log just read may name a later one),
+                full += 1  # then list: many generations since the hint
+                if listed or full < 2:
+                    top = max(top + LOCK_PROBE - 1, self._top_from_log())
+                else:
+                    top, listed = self._listed_top(), True
                 continue
             top += present - 1
             newest = found[present - 1]
@@ -103,6 +116,12 @@ class LockFolder(Log):
             record = (_json_object(newest.data) if newest.data is not None else None) or {}
             return self._observation(top, record, newest.stat.mtime), record
         raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+
+    def _top_from_log(self) -> int:
+        """The highest generation a fence or break this computer read in the log names (0: none)."""
+        gens = [e["gen"] for e in self.cache.entries.values()
+                if e is not None and e.get("kind") in FENCING_KINDS and _entry_fields_ok(e)]
+        return max(gens, default=0)
 
     def _listed_top(self) -> int:
         """The highest generation in a listing of `lock/` (0: none)."""
@@ -158,13 +177,17 @@ class LockFolder(Log):
         # file's mtime (hard link), so the server's lease never starts before ours.
         lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
-        mtime = self.session.write_record(tmp, body)
+        try:
+            mtime = self._saw_server_time(self.session.write_record(tmp, body))
+        except FileNotFoundError:
+            self.check_present()  # AreaGone when the area was deleted meanwhile
+            raise errors.AreaCorrupt(_("area {name} lacks its {folder}/ folder").format(
+                name=self.name, folder="tmp")) from None
         return tmp, lease, mtime
 
     def _publish_claim(self, tmp: str, gen: int) -> bool:
         """Publish a written claim as `lock/<gen>`; False if another party created it first."""
         won = self.session.publish(tmp, self.p("lock", _name(gen)))
-        self.claims_won += won
         if won and gen > self.cache.lock_top:  # the next command probes upwards from here
             self.cache.lock_top = gen
             self.cache.save()
@@ -193,7 +216,7 @@ class LockFolder(Log):
         check_lease(lease_seconds)
         note = check_note(note)
         session = session or new_session_id(party)
-        obs, record = self.observe_lock()
+        obs, record = self.observe_lock(log_too=True)
         gen = obs.generation + 1
         # The claim's temp file, written after the top was observed, is the clock probe: its
         # mtime is the server's "now, read after P" (docs/area-format.md, "Judging the lock").
@@ -255,8 +278,15 @@ class LockFolder(Log):
         return self._renewed(grant, lease)
 
     def ensure_holding(self, grant: Grant, party: Party) -> None:
-        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
+        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`.
+
+        A lease this object has already checked or renewed (the same generation) needs no
+        second look while our own clock holds it (e.g. after a close's upload): the deadline's
+        margin covers the server's clock, and the log's fencing check refuses a late commit."""
+        if self._held_checked == grant.lease.generation and grant.lease.valid(self._clock()):
+            return
         if not grant.lease.valid(self._clock()) and self._renewed_after(grant, party):
+            self._held_checked = grant.lease.generation
             return  # ran out on our clock (always, in a later process): renewed at once
         ours, obs = self.holding(grant)
         if not ours:
@@ -264,6 +294,7 @@ class LockFolder(Log):
         if not grant.lease.valid(self._clock()) or \
                 judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED:
             self.renew(grant, party)
+        self._held_checked = grant.lease.generation
 
     def _renewed_after(self, grant: Grant, party: Party) -> bool:
         """Renew by claiming the generation right after the grant's (see `_claim_after`)."""
