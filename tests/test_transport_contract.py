@@ -298,6 +298,19 @@ def test_write_record_gives_the_server_mtime(files: RemoteFiles, area: str) -> N
         files.write_record(f"{area}/nope/r", b"x")
 
 
+def test_write_records_writes_each_with_its_mtime(files: RemoteFiles, area: str) -> None:
+    items = [(f"{area}/a", b"alpha"), (f"{area}/b", os.urandom(300_000)), (f"{area}/c", b"")]
+    mtimes = files.write_records(items)
+    for (path, data), mtime in zip(items, mtimes, strict=True):
+        found = files.stat(path)
+        assert found is not None and found.mtime == mtime
+        assert files.read_bytes(path) == data
+    with pytest.raises(FileNotFoundError):
+        files.write_records([(f"{area}/d", b"x"), (f"{area}/nope/e", b"y")])
+    files.stat(f"{area}/settle")  # an answered request: the removals not waited for are done
+    assert files.stat(f"{area}/d") is None
+
+
 # --- publish (records) --------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ class AreaBase:
         self._held_checked = 0  # the generation whose lease this object last checked or renewed
         self._clock_seen: tuple[float, int] | None = None  # (our clock, the server's) read together
         self._head_read: int | None = None  # the log's head as this object last read or appended it
+        self._appended = False  # this object has just won an append (see `Log._sync_log`)
 
     def check_interrupt(self) -> None:
         """Stop at a safe point (between chunks) when the person pressed Ctrl-C."""

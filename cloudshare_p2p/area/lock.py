@@ -47,7 +47,7 @@ from .records import (
     check_note,
 )
 
-LOCK_PROBE = 4  # lock generations read at once upwards from the highest known one
+LOCK_PROBE = 8  # lock generations read at once upwards from the highest known one (a day: 3 or 4 new)
 
 
 def new_session_id(party: Party) -> str:

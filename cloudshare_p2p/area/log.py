@@ -144,7 +144,14 @@ class Log(AreaBase):
         Slots are created in order (each writer creates head + 1 exclusively), so the log
         has no gaps: probing from the known head finds every new entry without a listing;
         the next LOG_PROBE slots are read at once (two round trips), again while all exist.
+        The first read after this object won an append takes the log as that append found it
+        (the slot was free, so the log ended there): e.g. an `open` chooses the version to
+        receive from the log as it was when its fence landed, which is what rule 3 asks.
         """
+        if self._appended:
+            self._appended = False
+            if self._head_read == self.cache.log_head():
+                return self._head_read
         head = self._take_slots(self.cache.log_head(), None)
         while head is None:
             head = self._take_slots(self.cache.log_head(), None)
@@ -199,7 +206,7 @@ class Log(AreaBase):
             if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
                 self.cache.remember_entry(seq, json.loads(json.dumps(body)))
                 self.cache.save()
-                self._head_read = seq  # slot `seq` was free: the log ended there
+                self._head_read, self._appended = seq, True  # slot `seq` was free: the log ended there
                 return seq
             self._head_read = None
         raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))

@@ -11,6 +11,7 @@ in the order sent.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 from stat import S_ISDIR
@@ -152,31 +153,47 @@ def _gathered(answers: Answers, reads: list[int], pieces: list[tuple[int, int]],
 
 
 def write_small(sftp: SFTPClient, path: str, data: bytes, *, exclusive: bool = False) -> int | None:
-    """Create (truncate) `path` holding `data`, in two round trips: open; then the writes, an
-    fstat and the close. Returns the file's mtime on the server's clock, read after the last
-    write on that handle (None if the host's answer leaves times out: ask `stat`). On an
-    error the caller removes `path`."""
+    """Create (truncate) `path` holding `data`, in two round trips (see `write_many`)."""
+    return write_many(sftp, [(path, data)], exclusive=exclusive)[0]
+
+
+def write_many(sftp: SFTPClient, items: Sequence[tuple[str, bytes]], *,
+               exclusive: bool = False) -> list[int | None]:
+    """Create (truncate) each path holding its data, in two round trips: open all; then each
+    one's writes, an fstat and the close. Returns each file's mtime on the server's clock, read
+    after the last write on its handle (None if the host's answer leaves times out: ask
+    `stat`). On an error (raised once every answer is in) the caller removes the paths."""
     answers, errs = Answers(sftp), _Errors()
     flags = WRITE_FLAGS | (SFTP_FLAG_EXCL if exclusive else 0)
-    handle = answers.checked(answers.send(CMD_OPEN, path, flags, SFTPAttributes()), CMD_HANDLE).get_binary()
-    view = memoryview(data)
-    writes = [answers.send(CMD_WRITE, handle, int64(o), bytes(view[o : o + REQUEST_SIZE]))
-              for o in range(0, len(data), REQUEST_SIZE)]
-    fstat, close = answers.send(CMD_FSTAT, handle), answers.send(CMD_CLOSE, handle)
-    mtime: int | None = None
-    for num in writes:
+    handles = open_many(answers, [path for path, _data in items], flags, errs)
+    if None in handles:  # a failed open (noted) or a missing folder: close the others, then raise
+        answers.drop([answers.send(CMD_CLOSE, h) for h in handles if h is not None])
+        errs.raise_first()
+        raise FileNotFoundError(errno.ENOENT, "No such folder", items[handles.index(None)][0])
+    asked = []
+    for handle, (_path, data) in zip(handles, items, strict=True):
+        assert handle is not None
+        view = memoryview(data)
+        writes = [answers.send(CMD_WRITE, handle, int64(o), bytes(view[o : o + REQUEST_SIZE]))
+                  for o in range(0, len(data), REQUEST_SIZE)]
+        asked.append((writes, answers.send(CMD_FSTAT, handle), answers.send(CMD_CLOSE, handle)))
+    mtimes: list[int | None] = []
+    for writes, fstat, close in asked:
+        for num in writes:
+            try:
+                answers.checked(num)
+            except ANSWER_ERRORS as e:
+                errs.note(e)
+        mtime = None
         try:
-            answers.checked(num)
+            found = answers.attrs(fstat).st_mtime
+            mtime = None if found is None else int(found)
         except ANSWER_ERRORS as e:
             errs.note(e)
-    try:
-        found = answers.attrs(fstat).st_mtime
-        mtime = None if found is None else int(found)
-    except ANSWER_ERRORS as e:
-        errs.note(e)
-    try:
-        answers.checked(close)
-    except ANSWER_ERRORS as e:
-        errs.note(e)
+        try:
+            answers.checked(close)
+        except ANSWER_ERRORS as e:
+            errs.note(e)
+        mtimes.append(mtime)
     errs.raise_first()
-    return mtime
+    return mtimes

@@ -108,6 +108,11 @@ class RemoteFiles(Protocol):
         trips on SFTP). On an error nothing usable is left under `path`."""
         ...
 
+    def write_records(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """`write_record` of each `(path, data)`, all at once (two round trips on SFTP); their
+        mtimes, in order. On an error none of them is left usable."""
+        ...
+
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of each `(offset, length)` range of `path` (ascending, not overlapping), in
         that order, with many requests in flight. A range past the end of the file gives fewer

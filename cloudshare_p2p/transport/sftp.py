@@ -381,19 +381,27 @@ class SftpConnection:
 
     def write_record(self, path: str, data: bytes) -> int:
         """Create/truncate `path` with small `data` in two round trips; its server mtime."""
+        return self.write_records([(path, data)])[0]
+
+    def write_records(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Create/truncate each path with its small data, all in two round trips; their mtimes."""
         with self._guard("upload"):
             try:
-                mtime = batch.write_small(self._sftp, path, data)
+                found = batch.write_many(self._sftp, items)
             except BaseException:
-                self._forget_remove(path)
+                for path, _data in items:
+                    self._forget_remove(path)
                 raise
-        self.bytes_sent += len(data)
-        if mtime is None:  # a host whose fstat answer leaves times out
-            found = self.stat(path)
-            if found is None:
-                raise FileNotFoundError(errno.ENOENT, "vanished after writing", path)
-            mtime = found.mtime
-        return mtime
+        self.bytes_sent += sum(len(data) for _path, data in items)
+        mtimes = []
+        for (path, _data), mtime in zip(items, found, strict=True):
+            if mtime is None:  # a host whose fstat answer leaves times out
+                st = self.stat(path)
+                if st is None:
+                    raise FileNotFoundError(errno.ENOENT, "vanished after writing", path)
+                mtime = st.mtime
+            mtimes.append(mtime)
+        return mtimes
 
     def read_many(self, paths: Sequence[str], max_size: int) -> list[SmallFile | None]:
         """Each small file (None: missing; `data` None: over `max_size`) in two round trips."""
