@@ -23,7 +23,7 @@ from tests.sftp_waves import counting
 pytestmark = pytest.mark.server
 
 CLOSE_WAVES = 18  # 2026-11: 16 (45 before the batch requests)
-OPEN_WAVES = 20  # 2026-11: 17 (49 before)
+OPEN_WAVES = 16  # 2026-11: 12 (49 before)
 
 
 def _ledger(path: Path, rows: int) -> Path:

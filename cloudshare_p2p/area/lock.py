@@ -81,6 +81,7 @@ class LockFolder(Log):
         published before that entry), else 1 (generations are contiguous from 1: none there,
         none at all). A hint that is gone, or far behind, is replaced by a listing.
         """
+        self._appended = False  # looking at the lock again: the log is read afresh too
         hint = self.cache.lock_top or self._top_from_log()
         top, listed, full = hint or 1, False, 0
         for _try in range(1_000_000):
@@ -167,18 +168,19 @@ class LockFolder(Log):
         return self._publish_claim(tmp, gen), lease, mtime
 
     def _write_claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
-                     since: int | None, note: str = "") -> tuple[str, HolderLease, int]:
+                     since: int | None, note: str = "",
+                     extra: tuple[tuple[str, bytes], ...] = ()) -> tuple[str, HolderLease, int]:
         """Write the record of generation `gen` to a private temp file, not yet published; its
         mtime on the server's clock comes back with the write (the published file keeps it:
         a hard link; without hard links the published file is younger, so a lease counted
-        from it ends no later than the readers' count)."""
+        from it ends no later than the readers' count). `extra` temp files are written with it."""
         body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
         # Counted from before the temp file is written: the published file keeps the temp
         # file's mtime (hard link), so the server's lease never starts before ours.
         lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
         try:
-            mtime = self._saw_server_time(self.session.write_record(tmp, body))
+            mtime = self._saw_server_time(self.session.write_records([(tmp, body), *extra])[0])
         except FileNotFoundError:
             self.check_present()  # AreaGone when the area was deleted meanwhile
             raise errors.AreaCorrupt(_("area {name} lacks its {folder}/ folder").format(
@@ -218,20 +220,27 @@ class LockFolder(Log):
         session = session or new_session_id(party)
         obs, record = self.observe_lock(log_too=True)
         gen = obs.generation + 1
+        fence = {"kind": "fence", "gen": gen, "session": session, "writer": party.as_dict()}
+        head, prepared = self.cache.log_head(), None
+        if self._head_read == head:  # the log was read with the lock: the fence's slot is known
+            prepared = (head + 1, self._tmp(), self._entry_bytes(fence, head + 1))
         # The claim's temp file, written after the top was observed, is the clock probe: its
         # mtime is the server's "now, read after P" (docs/area-format.md, "Judging the lock").
-        tmp, lease, now = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
+        # The fence entry's temp file is written with it; it is published only after the claim.
+        tmp, lease, now = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note,
+                                            extra=((prepared[1], prepared[2]),) if prepared else ())
         status = judge(obs, session, now)
         if not status.claimable:
             with suppress(FileNotFoundError):
                 self.session.remove(tmp)
+            self._drop_tmp(prepared)
             return _lock_info(status, record, now)
         if not self._publish_claim(tmp, gen):  # another party created this generation first
+            self._drop_tmp(prepared)
             return self.lock_info(session)
         try:
             since = now  # the claim's mtime: the temp file's (see `_write_claim`)
-            fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
-                                      "writer": party.as_dict()}, None, head_known=_ours_released(obs, party))
+            fence_seq = self._append(fence, None, head_known=_ours_released(obs, party), prepared=prepared)
         except BaseException:
             # Half-acquired: let go at once rather than block everyone for the whole lease.
             with suppress(Exception):
@@ -313,6 +322,7 @@ class LockFolder(Log):
 
     def _lost_how(self, grant: Grant) -> str:
         """Why a grant is no longer ours, in words: broken by NAME at TIME, or taken over."""
+        self._appended = False
         for entry in reversed(self.log()):
             if entry.get("seq", 0) <= grant.fence_seq:
                 break

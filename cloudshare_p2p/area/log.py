@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -144,9 +145,10 @@ class Log(AreaBase):
         Slots are created in order (each writer creates head + 1 exclusively), so the log
         has no gaps: probing from the known head finds every new entry without a listing;
         the next LOG_PROBE slots are read at once (two round trips), again while all exist.
-        The first read after this object won an append takes the log as that append found it
-        (the slot was free, so the log ended there): e.g. an `open` chooses the version to
-        receive from the log as it was when its fence landed, which is what rule 3 asks.
+        The first read after this object won an append (unless it looked at the lock since)
+        takes the log as that append found it (the slot was free, so the log ended there):
+        e.g. an `open` chooses the version to receive from the log as it was when its fence
+        landed, which is what rule 3 asks.
         """
         if self._appended:
             self._appended = False
@@ -178,8 +180,15 @@ class Log(AreaBase):
         self._head_read = head
         return head
 
+    @staticmethod
+    def _entry_bytes(fields: dict[str, Any], seq: int) -> bytes:
+        """The entry `fields` as slot `seq` holds it."""
+        body = dict(fields, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
+        return json.dumps(body, sort_keys=True).encode()
+
     def _append(self, entry: dict[str, Any] | Callable[[int], dict[str, Any]], grant: Grant | None,
-                base: int | None = None, head_known: bool = False) -> int:
+                base: int | None = None, head_known: bool = False,
+                prepared: tuple[int, str, bytes] | None = None) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced; with a
         base, refuse (`StaleBase`) if a newer version than `base` exists. `entry` may be a
         function of the slot's seq (a sealed record bound to it is made per try).
@@ -189,7 +198,9 @@ class Log(AreaBase):
         since this computer last read it), is an entry with neither check at the remembered
         head: publishing is exclusive, so it lands only if that slot was still free, i.e. at
         the true head + 1, and the checks ran over every entry before it (docs/area-format.md,
-        rule 5); a lost try reads on as usual."""
+        rule 5); a lost try reads on as usual. `prepared` (seq, temp file, its bytes): the entry
+        already written for that slot (with the claim it follows), published as it is when the
+        first try is at that slot."""
         known = self.cache.log_head()
         guess = known > 0 and (self._head_read == known or (head_known and grant is None and base is None))
         for _try in range(MAX_APPEND_TRIES):
@@ -201,15 +212,28 @@ class Log(AreaBase):
                 if len(versions) != base:
                     raise errors.StaleBase(base, len(versions))
             seq = head + 1
-            fields = entry(seq) if callable(entry) else entry
-            body = dict(fields, v=RECORD_VERSION, seq=seq, time=_nowiso_utc())
-            if self._publish(self.p("log", _name(seq)), json.dumps(body, sort_keys=True).encode()):
-                self.cache.remember_entry(seq, json.loads(json.dumps(body)))
+            if prepared is not None and prepared[0] == seq:
+                raw = prepared[2]
+                won = self.session.publish(prepared[1], self.p("log", _name(seq)))
+            else:
+                self._drop_tmp(prepared)
+                fields = entry(seq) if callable(entry) else entry
+                raw = self._entry_bytes(fields, seq)
+                won = self._publish(self.p("log", _name(seq)), raw)
+            prepared = None
+            if won:
+                self.cache.remember_entry(seq, json.loads(raw))
                 self.cache.save()
                 self._head_read, self._appended = seq, True  # slot `seq` was free: the log ended there
                 return seq
             self._head_read = None
         raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))
+
+    def _drop_tmp(self, prepared: tuple[int, str, bytes] | None) -> None:
+        """Remove a prepared temp file that will not be published."""
+        if prepared is not None:
+            with suppress(FileNotFoundError):
+                self.session.remove(prepared[1])
 
     def _check_not_fenced(self, grant: Grant, later: Iterable[int]) -> None:
         for seq in later:
