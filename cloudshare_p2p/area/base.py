@@ -43,6 +43,8 @@ class AreaBase:
         self._clock_seen: tuple[float, int] | None = None  # (our clock, the server's) read together
         self._head_read: int | None = None  # the log's head as this object last read or appended it
         self._appended = False  # this object has just won an append (see `Log._sync_log`)
+        self._release_wanted = False  # see `LockFolder.prepare_release`
+        self._release_ready: tuple[int, str] | None = None  # (generation, temp file) written ahead
 
     def check_interrupt(self) -> None:
         """Stop at a safe point (between chunks) when the person pressed Ctrl-C."""

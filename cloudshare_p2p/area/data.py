@@ -81,7 +81,7 @@ class DataStore(Format2):
         """
         note = check_note(note)
         self.ensure_holding(grant, party)
-        newest = self.newest()
+        newest = self._newest_known(grant)
         sent = self._check_base(base, snap.manifest, newest)
         if sent is not None:
             return sent
@@ -89,7 +89,24 @@ class DataStore(Format2):
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
         manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
-        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+        try:
+            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+        except errors.StaleBase:  # the log had moved on: our copy may be the newest already
+            sent = self._check_base(base, snap.manifest, self.newest())
+            if sent is None:
+                raise
+            return sent
+
+    def _newest_known(self, grant: Grant) -> Version | None:
+        """The newest version as this computer knows the log, when it knows it up to the grant's
+        own fence at least (nobody else appends while we hold the lock; the append's checks
+        decide anyway): no round trip. Else the log is read."""
+        head = self.cache.log_head()
+        if not 0 < grant.fence_seq <= head:
+            return self.newest()
+        self._head_read = head  # the append's first try goes to head + 1
+        versions = self.view_upto(head).versions
+        return versions[-1] if versions else None
 
     def _check_base(self, base: int, manifest: Manifest, newest: Version | None) -> int | None:
         """None if `base` is the newest version; the newest version's number if our copy
