@@ -105,7 +105,7 @@ class SftpConnection:
             if is_sftp_error(e) and self._transport.is_active():
                 raise
             raise self._down(what, e) from None
-        except (EOFError, paramiko.SSHException) as e:
+        except (EOFError, paramiko.SSHException, paramiko.SFTPError) as e:  # SFTPError: a garbled answer
             raise self._down(what, e) from None
 
     def _down(self, what: str, e: BaseException) -> errors.NetworkDown:
