@@ -375,6 +375,23 @@ def test_put_object_new_present_torn(files: RemoteFiles, area: str) -> None:
     assert files.listdir(f"{area}/tmp") == []
 
 
+def test_publish_object_places_a_written_temp_file(files: RemoteFiles, area: str) -> None:
+    data = os.urandom(1000)
+    tmp = _tmp(area)
+    files.write_records([(tmp, data)])
+    assert files.publish_object(tmp, f"{area}/obj", len(data)) is True
+    again = _tmp(area)
+    files.write_records([(again, data)])
+    assert files.publish_object(again, f"{area}/obj", len(data)) is False  # a complete one is there
+    short = _tmp(area)
+    files.write_records([(short, data[:10])])
+    with pytest.raises(errors.TransferError):
+        files.publish_object(short, f"{area}/obj2", len(data))
+    assert files.stat(f"{area}/obj2") is None
+    assert files.read_bytes(f"{area}/obj") == data
+    assert files.listdir(f"{area}/tmp") == []
+
+
 def test_put_object_makes_its_folder(files: RemoteFiles, area: str) -> None:
     data = os.urandom(1000)
     final = f"{area}/packs/ab/obj"

@@ -23,10 +23,15 @@ def same_content(a: Manifest, b: Manifest) -> bool:
     return a.kind == b.kind and [(f.path, f.chunks) for f in a.files] == [(f.path, f.chunks) for f in b.files]
 
 
+HELD_MANIFEST_MAX = 1 << 20  # a manifest up to this size travels with its commit entry
+
+
 class DataStore(Format2):
     """The area's snapshots: chunks and manifests up and down, versions committed to the log."""
 
     _body_read: tuple[str, bytes] | None = None  # a manifest body read_manifest hands to resolving
+    _manifest_held: tuple[str, bytes] | None = None  # a commit's manifest, placed with its entry
+    _holding_manifest = False
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -87,10 +92,16 @@ class DataStore(Format2):
             return sent
         if snap.manifest.chunker == PER_FILE and not self.format2_ready():
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
-        manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
+        self._holding_manifest, self._manifest_held = True, None
+        try:
+            manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
+        finally:
+            self._holding_manifest = False
+        held, self._manifest_held = self._manifest_held, None
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
         try:
-            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base,
+                                      held)
         except errors.StaleBase:  # the log had moved on: our copy may be the newest already
             sent = self._check_base(base, snap.manifest, self.newest())
             if sent is None:
@@ -126,14 +137,23 @@ class DataStore(Format2):
         base = newest.version if newest else 0
         return self._commit_entry(grant, party, old.manifest, old.size, note, old.version, base)
 
+    def _place_manifest(self, manifest_id: str, blob: bytes) -> None:
+        """During a commit, a small manifest is held back and placed by the entry's first try,
+        its temp file written with the entry's (two round trips fewer); else placed now."""
+        if self._holding_manifest and len(blob) <= HELD_MANIFEST_MAX:
+            self._manifest_held = (manifest_id, blob)
+        else:
+            super()._place_manifest(manifest_id, blob)
+
     def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
-                      restored_from: int | None, base: int) -> int:
+                      restored_from: int | None, base: int, held: tuple[str, bytes] | None = None) -> int:
         entry = {
             "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
             "writer": party.as_dict(), "manifest": manifest_id, "size": size,
             "note": note, "restored_from": restored_from, "base": base,
         }
-        seq = self._append(entry, grant, base)
+        with_object = (self.p("manifests", held[0]), held[1]) if held is not None else None
+        seq = self._append(entry, grant, base, with_object=with_object)
         version = next((v.version for v in self.view_upto(seq).versions if v.seq == seq), None)
         if version is None:  # only a forged or out-of-order fence can make it invalid
             raise errors.Fenced(_("a newer holder fenced the log; your version does not count"))

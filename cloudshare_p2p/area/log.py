@@ -188,7 +188,8 @@ class Log(AreaBase):
 
     def _append(self, entry: dict[str, Any] | Callable[[int], dict[str, Any]], grant: Grant | None,
                 base: int | None = None, head_known: bool = False,
-                prepared: tuple[int, str, bytes] | None = None) -> int:
+                prepared: tuple[int, str, bytes] | None = None,
+                with_object: tuple[str, bytes] | None = None) -> int:
         """Exclusively create the next log slot; with a grant, refuse if fenced; with a
         base, refuse (`StaleBase`) if a newer version than `base` exists. `entry` may be a
         function of the slot's seq (a sealed record bound to it is made per try).
@@ -200,7 +201,10 @@ class Log(AreaBase):
         the true head + 1, and the checks ran over every entry before it (docs/area-format.md,
         rule 5); a lost try reads on as usual. `prepared` (seq, temp file, its bytes): the entry
         already written for that slot (with the claim it follows), published as it is when the
-        first try is at that slot."""
+        first try is at that slot. `with_object` (final path, bytes): an object the entry names
+        (its manifest), written with the entry's temp file on the first try and placed before
+        the entry is published (docs/area-format.md, rule 2); nothing is placed if the checks
+        refuse the entry."""
         known = self.cache.log_head()
         guess = known > 0 and (self._head_read == known or (head_known and grant is None and base is None))
         for _try in range(MAX_APPEND_TRIES):
@@ -215,12 +219,16 @@ class Log(AreaBase):
             if prepared is not None and prepared[0] == seq:
                 raw = prepared[2]
                 won = self.session.publish(prepared[1], self.p("log", _name(seq)))
+            elif with_object is not None:
+                fields = entry(seq) if callable(entry) else entry
+                raw = self._entry_bytes(fields, seq)
+                won = self._publish_after(with_object, raw, self.p("log", _name(seq)))
             else:
                 self._drop_tmp(prepared)
                 fields = entry(seq) if callable(entry) else entry
                 raw = self._entry_bytes(fields, seq)
                 won = self._publish(self.p("log", _name(seq)), raw)
-            prepared = None
+            prepared = with_object = None
             if won:
                 self.cache.remember_entry(seq, json.loads(raw))
                 self.cache.save()
@@ -228,6 +236,19 @@ class Log(AreaBase):
                 return seq
             self._head_read = None
         raise errors.KeepsChanging(_("the commit log kept moving; gave up"), hint=_("try again"))
+
+    def _publish_after(self, first: tuple[str, bytes], raw: bytes, final: str) -> bool:
+        """Write the object `first` and the record `raw` to temp files at once, place the object,
+        then publish the record at `final` (only once the object's placing was answered)."""
+        obj_tmp, tmp = self._tmp(), self._tmp()
+        self.session.write_records([(obj_tmp, first[1]), (tmp, raw)])
+        try:
+            self.session.publish_object(obj_tmp, first[0], len(first[1]))
+        except BaseException:
+            with suppress(Exception):
+                self.session.remove(tmp)
+            raise
+        return self.session.publish(tmp, final)
 
     def _drop_tmp(self, prepared: tuple[int, str, bytes] | None) -> None:
         """Remove a prepared temp file that will not be published."""

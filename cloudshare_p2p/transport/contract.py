@@ -144,6 +144,13 @@ class RemoteFiles(Protocol):
         folder too), on SFTP in the same round trip as the temp file."""
         ...
 
+    def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
+        """`put_object`'s second half for a temp file already written: place it as an object
+        if it holds `size` bytes (else TransferError, nothing placed). True if this call created
+        or repaired `final_path`, False if a complete one was there. The temp file is removed
+        in every case."""
+        ...
+
     def object_complete(self, final_path: str, size: int) -> bool | None:
         """None if nothing is under `final_path`; True if a file of exactly `size` bytes is
         (the whole size check: content is verified by its reader); False for a file of any

@@ -306,6 +306,26 @@ class MemoryFiles:
             finally:
                 self.folder.nodes.pop(_key(tmp_path), None)
 
+    def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
+        """Place the temp file of `size` bytes at final unless a complete copy is there."""
+        with self._op("publish", staged=True) as fault:
+            try:
+                data = self.folder.file(tmp_path)
+                if len(data) != size:
+                    raise errors.TransferError(_("the temporary file {path} holds {got}, not {size} bytes: "
+                                                 "not published").format(
+                        path=tmp_path, got=_("{size} bytes").format(size=len(data)), size=size))
+                self._during(fault, "publish")
+                found = self.folder.nodes.get(_key(final_path))
+                if found is not None and found.data is not None and len(found.data) == size:
+                    return False
+                if found is not None and found.data is None:
+                    raise IsADirectoryError(errno.EISDIR, "Is a folder", final_path)
+                self.folder.put(final_path, _Node(data, self.folder.now()))
+                return True
+            finally:
+                self.folder.nodes.pop(_key(tmp_path), None)
+
     def object_complete(self, final_path: str, size: int) -> bool | None:
         """None: nothing there; True: a file of exactly `size` bytes; False: anything else."""
         found = self.stat(final_path)

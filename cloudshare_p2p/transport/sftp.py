@@ -64,6 +64,7 @@ class SftpConnection:
         self._transport = transport
         self._sftp = sftp
         self._forgotten = Forgotten(sftp)
+        self._written: dict[str, int] = {}  # temp files write_records wrote whole (every answer checked)
 
     def __enter__(self) -> SftpConnection:
         return self
@@ -233,6 +234,7 @@ class SftpConnection:
                             raise
             return self.create_exclusive(final_path, self.read_bytes(tmp_path, max_size=1 << 40))
         finally:
+            self._written.pop(tmp_path, None)
             self._forget_remove(tmp_path)
 
     # -- immutable content-addressed objects (chunks, manifests) --
@@ -265,7 +267,8 @@ class SftpConnection:
         under the name of another size is torn: it is removed and replaced. The temp file is
         removed in every case. True if we created or replaced `final_path`, False if a file of
         `size` bytes was already there."""
-        return self._publish_object(tmp_path, final_path, size, check_tmp=True)
+        known = self._written.pop(tmp_path, None) == size  # written whole here: no stat needed
+        return self._publish_object(tmp_path, final_path, size, check_tmp=not known)
 
     def _publish_object(self, tmp_path: str, final_path: str, size: int, *, check_tmp: bool) -> bool:
         try:
@@ -393,6 +396,7 @@ class SftpConnection:
                     self._forget_remove(path)
                 raise
         self.bytes_sent += sum(len(data) for _path, data in items)
+        self._written.update((path, len(data)) for path, data in items)
         mtimes = []
         for (path, _data), mtime in zip(items, found, strict=True):
             if mtime is None:  # a host whose fstat answer leaves times out
