@@ -50,7 +50,6 @@ from tests.fixtures_sshd import (  # noqa: E402
 
 CLI_IP, SRV_IP, PREFIX = "10.233.0.1", "10.233.0.2", 30
 TBF = ["burst", "32kb", "latency", "50ms"]  # after "rate <--rate>"
-CLOUDSHARE = str(Path(sys.executable).parent / "cloudshare")
 PASSWORD = "office-link-password"
 LOGIN = "root@127.0.0.1"  # the proxy, in the client namespace
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
@@ -357,6 +356,25 @@ class Sample:
     up: int
     down: int
     requests: int | None
+    waves: int | None = None  # sequential waits for the host's answers, counted in the CLI process
+
+
+# The CLI with every SFTP request and wave counted (tests/sftp_waves.py), written at exit to the
+# file named by OFFICE_LINK_WAVES: "requests waves".
+COUNTED_CLI = f"""
+import atexit, os, sys
+sys.path.insert(0, {str(REPO)!r})
+from tests.sftp_waves import counting
+counter = counting()  # kept: a dropped context manager would undo the counting
+waves = counter.__enter__()
+def done():
+    with open(os.environ["OFFICE_LINK_WAVES"], "w") as out:
+        out.write(f"{{waves.requests}} {{waves.waves}}")
+atexit.register(done)
+sys.argv[0] = "cloudshare"
+from cloudshare_p2p.cli import main
+main()
+"""
 
 
 def count_requests(files: list[Path]) -> int:
@@ -375,12 +393,14 @@ class Bench:
     def __init__(self, proxy: DelayProxy, server: Server) -> None:
         self.proxy, self.server = proxy, server
         self.samples: dict[str, list[Sample]] = {}
+        self.waves: int | None = None  # of the last cloudshare command
 
     def measure(self, label: str, fn: Callable[[], object]) -> None:
         logs = self.server.logs
         before = set(logs.iterdir()) if logs else set()
         self.proxy.wait_idle(10)
         self.proxy.reset()
+        self.waves = None
         t0 = time.perf_counter()
         fn()
         secs = time.perf_counter() - t0
@@ -394,14 +414,17 @@ class Bench:
                 time.sleep(0.02)
             requests = count_requests(new) if new else None  # no session: not SFTP (rsync)
         up, down = self.proxy.bytes
-        self.samples.setdefault(label, []).append(Sample(secs, up, down, requests))
+        self.samples.setdefault(label, []).append(Sample(secs, up, down, requests, self.waves))
 
     def cloudshare(self, home: Path, name: str, *args: str) -> None:
-        env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=name, CLOUDSHARE_LANG="en")
-        proc = subprocess.run([CLOUDSHARE, "--home", str(home), *args], env=env, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=600)
+        counted = home.with_name(f"{home.name}.waves")
+        env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=name, CLOUDSHARE_LANG="en",
+                   OFFICE_LINK_WAVES=str(counted))
+        proc = subprocess.run([sys.executable, "-c", COUNTED_CLI, "--home", str(home), *args], env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"cloudshare {' '.join(args)} exited {proc.returncode}: {proc.stderr[-800:]}")
+        self.waves = int(counted.read_text().split()[1])
 
     def sftp(self, batch: Path) -> None:
         s = self.server
@@ -423,10 +446,11 @@ def median(samples: list[Sample], field: str) -> float | None:
 
 def cells(samples: list[Sample] | None) -> str:
     if not samples:
-        return f"{'—':>2} {'—':>7} {'—':>9} {'—':>9} {'—':>6}"
-    reqs, up, down = (median(samples, f) for f in ("requests", "up", "down"))
+        return f"{'—':>2} {'—':>7} {'—':>9} {'—':>9} {'—':>6} {'—':>5}"
+    reqs, up, down, waves = (median(samples, f) for f in ("requests", "up", "down", "waves"))
     return (f"{len(samples):2d} {median(samples, 'secs') or 0:7.2f} {(up or 0) / 1e3:9.1f} "
-            f"{(down or 0) / 1e3:9.1f} {'—' if reqs is None else f'{reqs:.0f}':>6}")
+            f"{(down or 0) / 1e3:9.1f} {'—' if reqs is None else f'{reqs:.0f}':>6} "
+            f"{'—' if waves is None else f'{waves:.0f}':>5}")
 
 
 ROWS_OUT = [  # (our command, its peer)
@@ -440,7 +464,7 @@ ROWS_OUT = [  # (our command, its peer)
 
 
 def report(bench: Bench) -> None:
-    head = f"{'n':>2} {'median s':>7} {'up kB':>9} {'down kB':>9} {'SFTP':>6}"
+    head = f"{'n':>2} {'median s':>7} {'up kB':>9} {'down kB':>9} {'SFTP':>6} {'waves':>5}"
     print(f"\n{'command':40} {head} | {'peer':34} {head} | {'× peer':>6}")
     for ours, peer in ROWS_OUT:
         a, b = bench.samples.get(ours), bench.samples.get(peer)
@@ -448,7 +472,8 @@ def report(bench: Bench) -> None:
         print(f"{ours:40} {cells(a)} | {peer:34} {cells(b)} | {ratio:>6}")
     print("kB = 1000 B of TCP payload through the proxy (the SSH stream, key exchange included; no TCP/IP "
           "headers); up = client → server.\nSFTP = requests counted in sftp-server's DEBUG3 log "
-          "(—: not SFTP, or not counted).")
+          "(—: not SFTP, or not counted); waves = sequential waits for the host's answers, counted in the "
+          "cloudshare process (each costs a round trip).")
 
 
 class Office:

@@ -52,8 +52,8 @@ def die_at(step: str, area: Area, session) -> None:
     session.publish = publish_then_maybe_die
     put_object = session.put_object
 
-    def put_then_maybe_die(tmp: str, final: str, data: bytes) -> bool:  # chunks, packs, manifests
-        done = put_object(tmp, final, data)
+    def put_then_maybe_die(tmp: str, final: str, data: bytes, folder: str | None = None) -> bool:
+        done = put_object(tmp, final, data, folder)  # chunks, packs, manifests
         if "/chunks/" in final or "/packs/" in final:
             seen["chunks"] += 2 if "/packs/" in final else 1  # a pack holds many chunks
             if step == "chunks" and seen["chunks"] >= 2:

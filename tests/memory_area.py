@@ -224,21 +224,21 @@ def race_for_lock(office: Office, parties: int, collide: bool) -> tuple[list[Gra
 
     def run(i: int) -> None:
         session = office.handle()
-        upload, publish, waited = session.upload, session.publish, []
+        write_records, publish, waited = session.write_records, session.publish, []
 
-        def upload_then_wait(path: str, src: bytes) -> int:
+        def write_then_wait(items: list[tuple[str, bytes]]) -> list[int]:
             """The claim's temp file is written after the lock was observed: wait there."""
-            sent = upload(path, src)
+            mtimes = write_records(items)
             if collide and not waited:
                 waited.append(seen.wait(10))
-            return sent
+            return mtimes
 
         def publish_counted(tmp: str, final: str) -> bool:
             won = publish(tmp, final)
             claims.append(won)
             return won
 
-        session.upload = upload_then_wait  # type: ignore[method-assign]
+        session.write_records = write_then_wait  # type: ignore[method-assign]
         session.publish = publish_counted  # type: ignore[method-assign]
         area = Area(session, office.name, clock=office.clock)
         start.wait(10)

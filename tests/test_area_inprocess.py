@@ -278,7 +278,7 @@ def test_a_commit_cut_at_any_operation_leaves_the_area_whole(office: Office, tmp
         retry.download(retry.versions()[-1], target(tmp_path / "after" / f"{after}"))
         assert read_tree(tmp_path / "after" / f"{after}") == v2
         assert retry.release(again, host.firm)
-    assert total > 10 and felt == total
+    assert total >= 6 and felt == total  # the close has this many operations to cut (7 in 2026-11)
 
 
 def test_a_cut_after_a_failed_operation_drops_the_connection() -> None:

@@ -394,3 +394,18 @@ def test_exclusive_create_race(openssh_server, session: SftpConnection, area: st
     assert [o for o in outcomes if o[0] == -1] == []
     for r in range(ROUNDS):
         assert sum(1 for rr, won in outcomes if rr == r and won is True) == 1, r
+
+
+@pytest.mark.server
+def test_a_garbled_answer_is_network_down_not_a_crash(session: SftpConnection, area: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer of the wrong kind (paramiko's SFTPError) from a batch of requests is said like a
+    broken connection, never an unexpected error."""
+    from cloudshare_p2p.transport import batch
+
+    def garbled(*_args: object, **_kwargs: object) -> None:
+        raise paramiko.SFTPError("unexpected answer 101 to request 7")
+
+    monkeypatch.setattr(batch, "read_many", garbled)
+    with pytest.raises(errors.NetworkDown, match="unexpected answer"):
+        session.read_many([f"{area}/x"], 100)

@@ -160,6 +160,8 @@ def _race(
 
     with ThreadPoolExecutor(RACERS) as pool:
         per_racer = list(pool.map(racer, range(RACERS), timeout=120))
+    for conn in conns:  # one answered request each: the temp removals not waited for are done
+        conn.stat(conn.path("settle"))
     return [[per_racer[i][r] for i in range(RACERS)] for r in range(ROUNDS)]
 
 
@@ -210,6 +212,15 @@ def test_stat_file_folder_and_nothing(backend: Backend, files: RemoteFiles, area
     assert files.stat(f"{area}/f").mtime == 1_000_000_000  # type: ignore[union-attr]
 
 
+def test_stat_many_in_order(files: RemoteFiles, area: str) -> None:
+    files.upload(f"{area}/f", b"abc")
+    got = files.stat_many([f"{area}/nope", f"{area}/f", f"{area}/tmp"])
+    assert got[0] is None
+    assert got[1] is not None and (got[1].size, got[1].is_dir) == (3, False)
+    assert got[2] is not None and got[2].is_dir
+    assert files.stat_many([]) == []
+
+
 def test_listdir(files: RemoteFiles, area: str) -> None:
     files.upload(f"{area}/f", b"")
     files.mkdir(f"{area}/d")
@@ -251,6 +262,53 @@ def test_read_bytes_missing_and_too_large(files: RemoteFiles, area: str) -> None
     with pytest.raises(FileTooLarge) as caught:
         files.read_bytes(f"{area}/f", 999)
     assert isinstance(caught.value, errors.AreaCorrupt)
+
+
+def test_read_many_missing_small_empty_large_and_oversized(files: RemoteFiles, area: str) -> None:
+    big = os.urandom(300_000)  # more than one SFTP read
+    files.upload(f"{area}/a", b"record")
+    files.upload(f"{area}/e", b"")
+    files.upload(f"{area}/big", big)
+    files.upload(f"{area}/over", b"x" * 1001)
+    names = ["a", "nope", "e", "over", "big"]
+    got = files.read_many([f"{area}/{n}" for n in names], 400_000)
+    assert got[1] is None
+    assert [(g.data, g.stat.size) for g in (got[0], got[2])] == [(b"record", 6), (b"", 0)]
+    assert got[4] is not None and got[4].data == big
+    stamp = files.stat(f"{area}/a")
+    assert stamp is not None and got[0] is not None and got[0].stat.mtime == stamp.mtime
+    capped = files.read_many([f"{area}/over", f"{area}/a"], 1000)
+    assert capped[0] is not None and capped[0].data is None and capped[0].stat.size == 1001
+    assert capped[1] is not None and capped[1].data == b"record"
+
+
+def test_read_many_of_a_folder_is_an_oserror(files: RemoteFiles, area: str) -> None:
+    with pytest.raises(OSError):
+        files.read_many([f"{area}/tmp"], 1000)
+
+
+def test_write_record_gives_the_server_mtime(files: RemoteFiles, area: str) -> None:
+    before = files.server_now(f"{area}/tmp")
+    mtime = files.write_record(f"{area}/r", b"first record")
+    found = files.stat(f"{area}/r")
+    assert found is not None and found.mtime == mtime and before <= mtime
+    assert files.write_record(f"{area}/r", b"two") >= mtime  # truncates
+    assert files.read_bytes(f"{area}/r") == b"two"
+    with pytest.raises(FileNotFoundError):
+        files.write_record(f"{area}/nope/r", b"x")
+
+
+def test_write_records_writes_each_with_its_mtime(files: RemoteFiles, area: str) -> None:
+    items = [(f"{area}/a", b"alpha"), (f"{area}/b", os.urandom(300_000)), (f"{area}/c", b"")]
+    mtimes = files.write_records(items)
+    for (path, data), mtime in zip(items, mtimes, strict=True):
+        found = files.stat(path)
+        assert found is not None and found.mtime == mtime
+        assert files.read_bytes(path) == data
+    with pytest.raises(FileNotFoundError):
+        files.write_records([(f"{area}/d", b"x"), (f"{area}/nope/e", b"y")])
+    files.stat(f"{area}/settle")  # an answered request: the removals not waited for are done
+    assert files.stat(f"{area}/d") is None
 
 
 # --- publish (records) --------------------------------------------------------------------------
@@ -314,6 +372,34 @@ def test_put_object_new_present_torn(files: RemoteFiles, area: str) -> None:
     files.upload(final, data[:1234])  # a torn copy under the final name
     assert files.put_object(_tmp(area), final, data) is True  # replaced
     assert files.read_bytes(final) == data
+    assert files.listdir(f"{area}/tmp") == []
+
+
+def test_publish_object_places_a_written_temp_file(files: RemoteFiles, area: str) -> None:
+    data = os.urandom(1000)
+    tmp = _tmp(area)
+    files.write_records([(tmp, data)])
+    assert files.publish_object(tmp, f"{area}/obj", len(data)) is True
+    again = _tmp(area)
+    files.write_records([(again, data)])
+    assert files.publish_object(again, f"{area}/obj", len(data)) is False  # a complete one is there
+    short = _tmp(area)
+    files.write_records([(short, data[:10])])
+    with pytest.raises(errors.TransferError):
+        files.publish_object(short, f"{area}/obj2", len(data))
+    assert files.stat(f"{area}/obj2") is None
+    assert files.read_bytes(f"{area}/obj") == data
+    assert files.listdir(f"{area}/tmp") == []
+
+
+def test_put_object_makes_its_folder(files: RemoteFiles, area: str) -> None:
+    data = os.urandom(1000)
+    final = f"{area}/packs/ab/obj"
+    assert files.put_object(_tmp(area), final, data, folder=f"{area}/packs/ab") is True
+    assert files.read_bytes(final) == data
+    again = f"{area}/packs/ab/obj2"  # the folder exists now: fine too
+    assert files.put_object(_tmp(area), again, data, folder=f"{area}/packs/ab") is True
+    assert files.read_bytes(again) == data
     assert files.listdir(f"{area}/tmp") == []
 
 

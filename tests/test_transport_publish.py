@@ -167,7 +167,8 @@ def test_cut_mid_upload_never_leaves_a_torn_object(
         _hide(session, mode)
         session.put_object(_tmp(area), final, data)
         assert session.read_bytes(final, max_size=len(data)) == data
-    assert relay.cuts >= 6 and outcomes.count("NetworkDown") >= 6, outcomes
+    # a cut in the temp file's removal, which is not waited for, is not felt by put_object
+    assert relay.cuts >= 6 and outcomes.count("NetworkDown") >= 5, outcomes
 
 
 @pytest.mark.server

@@ -14,10 +14,12 @@ from typing import Any
 
 from .. import crypto, errors
 from ..i18n import _
-from ..transport import FileTooLarge, RemoteFiles
+from ..transport import FileTooLarge, RemoteFiles, Stat
 from .cache import AreaCache
 from .model import TransferStats
 from .records import ENTRY_NAME, MAX_CONFIG, MAX_RECORD, _json_object, parse_config, validate_area_name
+
+CLOCK_REUSE = 60.0  # seconds a reading of the host's clock is carried forward (see `server_now`)
 
 
 class AreaBase:
@@ -36,6 +38,13 @@ class AreaBase:
         self._cache_dir: Path | None = None
         self._expected_id: str | None = None
         self.interrupted: Callable[[], bool] = lambda: False  # a Ctrl-C waiting for a safe point
+        self._claimed_at = 0  # server mtime of the lock generation this object last won
+        self._held_checked = 0  # the generation whose lease this object last checked or renewed
+        self._clock_seen: tuple[float, int] | None = None  # (our clock, the server's) read together
+        self._head_read: int | None = None  # the log's head as this object last read or appended it
+        self._appended = False  # this object has just won an append (see `Log._sync_log`)
+        self._release_wanted = False  # see `LockFolder.prepare_release`
+        self._release_ready: tuple[int, str] | None = None  # (generation, temp file) written ahead
 
     def check_interrupt(self) -> None:
         """Stop at a safe point (between chunks) when the person pressed Ctrl-C."""
@@ -99,8 +108,20 @@ class AreaBase:
         return st.mtime
 
     def server_now(self) -> int:
-        """The host's clock (the mtime of a file it has just created)."""
-        return self.session.server_now(self.p("tmp"))
+        """The host's clock (the mtime of a file it has just created). A reading this object made
+        less than CLOCK_REUSE seconds ago (a probe, or a claim's write) is carried forward by our
+        own clock instead of probing again: counted from after its answer arrived and rounded
+        down, it never runs ahead of the host's clock (it may lag by a round trip and a second)."""
+        if self._clock_seen is not None:
+            elapsed = self._clock() - self._clock_seen[0]
+            if 0 <= elapsed < CLOCK_REUSE:
+                return self._clock_seen[1] + int(elapsed)
+        return self._saw_server_time(self.session.server_now(self.p("tmp")))
+
+    def _saw_server_time(self, mtime: int) -> int:
+        """Note a reading of the host's clock that has just arrived; returns it."""
+        self._clock_seen = (self._clock(), mtime)
+        return mtime
 
     # --- the config and keys --------------------------------------------------------------
 
@@ -108,25 +129,26 @@ class AreaBase:
         """Read and check the config; AreaGone if the area was deleted or emptied."""
         if self.config is not None:
             return self.config
-        raw = self._kept_config()
-        fresh = raw is None
+        raw, stamp = self._kept_config(), None
         if raw is None:
-            raw = self._read_config()
+            raw, stamp = self._read_config()
         self.config = parse_config(raw)
         if self._cache_dir is not None:
             self.use_cache(self._cache_dir)
-            if fresh and self._expected_id == self.config["area_id"]:
-                self._keep_config(raw)
+            if stamp is not None:  # kept under the id it names: only a command expecting that id uses it
+                self.cache.remember_config(raw, stamp.size, stamp.mtime)
+                self.cache.save()
         return self.config
 
-    def _read_config(self) -> bytes:
-        try:
-            return self.session.read_bytes(self.p("config"), MAX_CONFIG)
-        except FileNotFoundError:
-            raise self._gone() from None
-        except FileTooLarge:
-            raise errors.AreaCorrupt(_("the config of area {name} is too large").format(
-                name=self.name)) from None
+    def _read_config(self) -> tuple[bytes, Stat]:
+        """The config's bytes and the stat read with them (the size and mtime that `_kept_config`
+        compares next time)."""
+        found = self.session.read_many([self.p("config")], MAX_CONFIG)[0]
+        if found is None:
+            raise self._gone()
+        if found.data is None:
+            raise errors.AreaCorrupt(_("the config of area {name} is too large").format(name=self.name))
+        return found.data, found.stat
 
     def _kept_config(self) -> bytes | None:
         """The config as this computer last read it, if one `stat` shows it unchanged.
@@ -145,13 +167,6 @@ class AreaBase:
         if st is None:
             raise self._gone()
         return None if st.is_dir else kept.config_if(st.size, st.mtime)
-
-    def _keep_config(self, raw: bytes) -> None:
-        """Remember the config just read, with its size and mtime, for `_kept_config`."""
-        st = self.session.stat(self.p("config"))
-        if st is not None and not st.is_dir:
-            self.cache.remember_config(raw, st.size, st.mtime)
-            self.cache.save()
 
     def _gone(self) -> errors.AreaGone:
         what = "emptied" if self.session.stat(self.root) is not None else "deleted"

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import crypto, errors
 from ..i18n import _
 from ..snapshot import CHUNK_SIZE, PER_FILE, ChunkCache, LocalSnapshot, Manifest, restore
+from . import floor
 from .format2 import Format2, body_version
 from .model import Grant, Party, Version
 from .records import check_note
@@ -23,8 +24,15 @@ def same_content(a: Manifest, b: Manifest) -> bool:
     return a.kind == b.kind and [(f.path, f.chunks) for f in a.files] == [(f.path, f.chunks) for f in b.files]
 
 
+HELD_MANIFEST_MAX = 1 << 20  # a manifest up to this size travels with its commit entry
+
+
 class DataStore(Format2):
     """The area's snapshots: chunks and manifests up and down, versions committed to the log."""
+
+    _body_read: tuple[str, bytes] | None = None  # a manifest body read_manifest hands to resolving
+    _manifest_held: tuple[str, bytes] | None = None  # a commit's manifest, placed with its entry
+    _holding_manifest = False
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -79,20 +87,42 @@ class DataStore(Format2):
         """
         note = check_note(note)
         self.ensure_holding(grant, party)
-        sent = self._check_base(base, snap.manifest)
+        newest = self._newest_known(grant)
+        sent = self._check_base(base, snap.manifest, newest)
         if sent is not None:
             return sent
         if snap.manifest.chunker == PER_FILE and not self.format2_ready():
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
-        parent = self.newest() if base else None
-        manifest_id = self.upload_snapshot(snap, cache, progress, parent=parent)
+        self._holding_manifest, self._manifest_held = True, None
+        try:
+            manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
+        finally:
+            self._holding_manifest = False
+        held, self._manifest_held = self._manifest_held, None
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
-        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base)
+        try:
+            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base,
+                                      held)
+        except errors.StaleBase:  # the log had moved on: our copy may be the newest already
+            sent = self._check_base(base, snap.manifest, self.newest())
+            if sent is None:
+                raise
+            return sent
 
-    def _check_base(self, base: int, manifest: Manifest) -> int | None:
+    def _newest_known(self, grant: Grant) -> Version | None:
+        """The newest version as this computer knows the log, when it knows it up to the grant's
+        own fence at least (nobody else appends while we hold the lock; the append's checks
+        decide anyway): no round trip. Else the log is read."""
+        head = floor.log_start(self)
+        if not 0 < grant.fence_seq <= head:
+            return self.newest()
+        self._head_read = head  # the append's first try goes to head + 1
+        versions = self.view_upto(head).versions
+        return versions[-1] if versions else None
+
+    def _check_base(self, base: int, manifest: Manifest, newest: Version | None) -> int | None:
         """None if `base` is the newest version; the newest version's number if our copy
         already is it (sent by an interrupted close); else `StaleBase`."""
-        newest = self.newest()
         if (newest.version if newest else 0) == base:
             return None
         if newest is not None and same_content(self.read_manifest(newest), manifest):
@@ -108,15 +138,24 @@ class DataStore(Format2):
         base = newest.version if newest else 0
         return self._commit_entry(grant, party, old.manifest, old.size, note, old.version, base)
 
+    def _place_manifest(self, manifest_id: str, blob: bytes) -> None:
+        """During a commit, a small manifest is held back and placed by the entry's first try,
+        its temp file written with the entry's (two round trips fewer); else placed now."""
+        if self._holding_manifest and len(blob) <= HELD_MANIFEST_MAX:
+            self._manifest_held = (manifest_id, blob)
+        else:
+            super()._place_manifest(manifest_id, blob)
+
     def _commit_entry(self, grant: Grant, party: Party, manifest_id: str, size: int, note: str,
-                      restored_from: int | None, base: int) -> int:
+                      restored_from: int | None, base: int, held: tuple[str, bytes] | None = None) -> int:
         entry = {
             "kind": "commit", "gen": grant.lease.generation, "session": grant.session,
             "writer": party.as_dict(), "manifest": manifest_id, "size": size,
             "note": note, "restored_from": restored_from, "base": base,
         }
-        seq = self._append(entry, grant, base)
-        version = next((v.version for v in self.versions() if v.seq == seq), None)
+        with_object = (self.p("manifests", held[0]), held[1]) if held is not None else None
+        seq = self._append(entry, grant, base, with_object=with_object)
+        version = next((v.version for v in self.view_upto(seq).versions if v.seq == seq), None)
         if version is None:  # only a forged or out-of-order fence can make it invalid
             raise errors.Fenced(_("a newer holder fenced the log; your version does not count"))
         return version
@@ -130,8 +169,19 @@ class DataStore(Format2):
             return found[0].manifest
         body = self._manifest_body(version.manifest, version.version)
         if body_version(body) == 2:
-            return self.resolve_manifest(version.manifest, version.version)[0].manifest
+            self._body_read = (version.manifest, body)  # resolving starts from it: not read twice
+            try:
+                return self.resolve_manifest(version.manifest, version.version)[0].manifest
+            finally:
+                self._body_read = None
         return Manifest.from_json_bytes(body)
+
+    def _manifest_body(self, manifest_id: str, number: int) -> bytes:
+        """A manifest's verified plaintext; the one `read_manifest` just read is not read again."""
+        if self._body_read is not None and self._body_read[0] == manifest_id:
+            body, self._body_read = self._body_read[1], None
+            return body
+        return super()._manifest_body(manifest_id, number)
 
     def objects_needed(self, version: Version) -> set[str]:
         """Area-relative paths of every manifest, pack and version-1 chunk `version` needs."""

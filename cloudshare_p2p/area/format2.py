@@ -211,13 +211,16 @@ class Format2(LockFolder):
         manifest_id = crypto.chunk_id(keys, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         del body
-        if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
-            self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
+        self._place_manifest(manifest_id, blob)
         self.stats.chunks_uploaded += placed
         self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
         self._remember(manifest_id, resolved, [manifest_id, *chain])
         self.remember_held(snap.root, manifest_id)
         return manifest_id
+
+    def _place_manifest(self, manifest_id: str, blob: bytes) -> None:
+        """Publish a sealed manifest as an object (put_object checks a name already there)."""
+        self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
 
     def _parent(self, parent: Version | None) -> tuple[r2.Resolved | None, list[str]]:
         """The base version resolved, when it is format 2 and readable (else a full manifest)."""

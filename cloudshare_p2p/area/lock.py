@@ -29,13 +29,17 @@ from . import floor
 from .log import Log
 from .model import Grant, LockInfo, Party
 from .records import (
+    FENCING_KINDS,
     MAX_APPEND_TRIES,
     MAX_LEASE,
+    MAX_RECORD,
     MAX_TIME,
     RECORD_VERSION,
     _dict,
+    _entry_fields_ok,
     _entry_time,
     _int,
+    _json_object,
     _lock_fields_ok,
     _name,
     _note,
@@ -43,6 +47,8 @@ from .records import (
     check_lease,
     check_note,
 )
+
+LOCK_PROBE = 8  # lock generations read at once upwards from the highest known one (a day: 3 or 4 new)
 
 
 def new_session_id(party: Party) -> str:
@@ -65,31 +71,67 @@ def _ours_released(obs: LockObservation, party: Party) -> bool:
 class LockFolder(Log):
     """The area's lease lock with fencing tokens (generations)."""
 
-    def observe_lock(self) -> tuple[LockObservation, dict[str, Any]]:
-        """The highest lock generation and its record (server mtime included).
+    def observe_lock(self, log_too: bool = False) -> tuple[LockObservation, dict[str, Any]]:
+        """The highest lock generation and its record (server mtime included); with `log_too`,
+        the log's next slots are read in the same requests (`acquire` appends a fence next).
 
-        Generations are never removed, so the highest known one is a safe place to probe
-        upwards from; without a hint (or if the hint is gone) the folder is listed once.
+        Generations are removed only below a floor, so the highest known one is a safe place
+        to probe upwards from: it and the next few are read at once (two round trips), again
+        from the highest found while all of them exist. The highest known is the one this
+        computer saw last or the floor's generation, else the highest generation a fence or
+        break in the log names (it was published before that entry), else 1 (without a floor,
+        generations are contiguous from 1: none there, none at all). A hint that is gone, or
+        far behind, is replaced by a listing.
         """
-        top = floor.lock_hint(self)
-        st = self.session.stat(self.p("lock", _name(top))) if top else None
-        if st is None:
-            gens = self._entries("lock")
-            if not gens:
-                return LockObservation(0, LockKind.NONE), {}
-            top = gens[-1]
-            st = self.session.stat(self.p("lock", _name(top)))
+        self._appended = False  # looking at the lock again: the log is read afresh too
+        hint = floor.lock_hint(self) or self._top_from_log()
+        top, listed, full = hint or 1, False, 0
         for _try in range(1_000_000):
-            nxt = self.session.stat(self.p("lock", _name(top + 1)))
-            if nxt is None:
-                break
-            top, st = top + 1, nxt
-        if st is None:
-            raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
-        self.cache.lock_top = top
-        self.cache.save()
-        record = self._read_json(self.p("lock", _name(top))) or {}
-        return self._observation(top, record, st.mtime), record
+            paths = [self.p("lock", _name(top + i)) for i in range(LOCK_PROBE)]
+            head = floor.log_start(self)
+            extra = self._log_paths(head) if log_too else []
+            found = self.session.read_many(paths + extra, MAX_RECORD)
+            if extra:
+                self._take_slots(head, found[LOCK_PROBE:])
+                if not floor.settled(self, head, floor.log_start(self)):
+                    self._head_read = None  # a newer floor voids what was read: the log is probed again
+                log_too, found = False, found[:LOCK_PROBE]
+            if found[0] is None:  # the hint (or the listed top) is gone, or nothing is there
+                if listed:
+                    raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+                if not hint:  # without a floor, generations are contiguous from 1: none at all
+                    return LockObservation(0, LockKind.NONE), {}
+                top, listed = self._listed_top(), True
+                if not top:
+                    return LockObservation(0, LockKind.NONE), {}
+                continue
+            present = next((i for i, f in enumerate(found) if f is None), LOCK_PROBE)
+            if present == LOCK_PROBE:  # read on once (the log just read may name a later one),
+                full += 1  # then list: many generations since the hint
+                if listed or full < 2:
+                    top = max(top + LOCK_PROBE - 1, self._top_from_log())
+                else:
+                    top, listed = self._listed_top(), True
+                continue
+            top += present - 1
+            newest = found[present - 1]
+            assert newest is not None
+            self.cache.lock_top = top
+            self.cache.save()
+            record = (_json_object(newest.data) if newest.data is not None else None) or {}
+            return self._observation(top, record, newest.stat.mtime), record
+        raise errors.AreaCorrupt(_("the lock of area {name} vanished").format(name=self.name))
+
+    def _top_from_log(self) -> int:
+        """The highest generation a fence or break this computer read in the log names (0: none)."""
+        gens = [e["gen"] for e in self.cache.entries.values()
+                if e is not None and e.get("kind") in FENCING_KINDS and _entry_fields_ok(e)]
+        return max(gens, default=0)
+
+    def _listed_top(self) -> int:
+        """The highest generation in a listing of `lock/` (0: none)."""
+        gens = self._entries("lock")
+        return gens[-1] if gens else 0
 
     @staticmethod
     def _observation(top: int, record: dict[str, Any], mtime: int) -> LockObservation:
@@ -124,20 +166,30 @@ class LockFolder(Log):
         return json.dumps(record, sort_keys=True).encode()
 
     def _claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
-               since: int | None, note: str = "") -> tuple[bool, HolderLease]:
-        tmp, lease = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
-        return self._publish_claim(tmp, gen), lease
+               since: int | None, note: str = "") -> tuple[bool, HolderLease, int]:
+        """Write and publish generation `gen`: won?, the lease counted here, the record's mtime."""
+        tmp, lease, mtime = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
+        return self._publish_claim(tmp, gen), lease, mtime
 
     def _write_claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
-                     since: int | None, note: str = "") -> tuple[str, HolderLease]:
-        """Write the record of generation `gen` to a private temp file, not yet published."""
+                     since: int | None, note: str = "",
+                     extra: tuple[tuple[str, bytes], ...] = ()) -> tuple[str, HolderLease, int]:
+        """Write the record of generation `gen` to a private temp file, not yet published; its
+        mtime on the server's clock comes back with the write (the published file keeps it:
+        a hard link; without hard links the published file is younger, so a lease counted
+        from it ends no later than the readers' count). `extra` temp files are written with it."""
         body = self._lock_record(kind, gen, session, party, lease_seconds, since, note)
         # Counted from before the temp file is written: the published file keeps the temp
         # file's mtime (hard link), so the server's lease never starts before ours.
         lease = claim_lease(gen, lease_seconds, self._clock)
         tmp = self._tmp()
-        self.session.upload(tmp, body)
-        return tmp, lease
+        try:
+            mtime = self._saw_server_time(self.session.write_records([(tmp, body), *extra])[0])
+        except FileNotFoundError:
+            self.check_present()  # AreaGone when the area was deleted meanwhile
+            raise errors.AreaCorrupt(_("area {name} lacks its {folder}/ folder").format(
+                name=self.name, folder="tmp")) from None
+        return tmp, lease, mtime
 
     def _publish_claim(self, tmp: str, gen: int) -> bool:
         """Publish a written claim as `lock/<gen>`; False if another party created it first."""
@@ -159,8 +211,34 @@ class LockFolder(Log):
         still be this session's claim or renewal" (Renew, Release) held, two round trips of
         observing fewer.
         """
-        won, lease = self._claim(kind, grant.lease.generation + 1, grant.session, party, lease_seconds, since)
+        gen = grant.lease.generation + 1
+        extra: tuple[tuple[str, bytes], ...] = ()
+        if kind is LockKind.RENEW and self._release_wanted:  # the release after it, written now too
+            release = (gen + 1, self._tmp())
+            body = self._lock_record(LockKind.RELEASE, gen + 1, grant.session, party, 0, None)
+            extra = ((release[1], body),)
+        tmp, lease, mtime = self._write_claim(kind, gen, grant.session, party, lease_seconds, since,
+                                              extra=extra)
+        if extra:
+            self.drop_prepared_release()
+            self._release_ready = release
+        won = self._publish_claim(tmp, gen)
+        if won:
+            self._claimed_at = mtime
         return lease if won else None
+
+    def prepare_release(self) -> None:
+        """This command will release the lock: a renewal made meanwhile writes the release
+        record's temp file with its own (two round trips fewer at `release`). Call
+        `drop_prepared_release` when the release does not happen."""
+        self._release_wanted = True
+
+    def drop_prepared_release(self) -> None:
+        """Remove a release record written ahead and not published."""
+        ready, self._release_ready = self._release_ready, None
+        if ready is not None:
+            with suppress(FileNotFoundError):
+                self.session.remove(ready[1])
 
     def acquire(self, party: Party, lease_seconds: int, note: str = "",
                 session: str | None = None) -> Grant | LockInfo:
@@ -168,28 +246,29 @@ class LockFolder(Log):
         check_lease(lease_seconds)
         note = check_note(note)
         session = session or new_session_id(party)
-        obs, record = self.observe_lock()
+        obs, record = self.observe_lock(log_too=True)
         gen = obs.generation + 1
+        fence = {"kind": "fence", "gen": gen, "session": session, "writer": party.as_dict()}
+        head, prepared = floor.log_start(self), None
+        if self._head_read == head:  # the log was read with the lock: the fence's slot is known
+            prepared = (head + 1, self._tmp(), self._entry_bytes(fence, head + 1))
         # The claim's temp file, written after the top was observed, is the clock probe: its
         # mtime is the server's "now, read after P" (docs/area-format.md, "Judging the lock").
-        tmp, lease = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note)
-        try:
-            now = self._mtime(tmp)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                self.session.remove(tmp)
-            raise
+        # The fence entry's temp file is written with it; it is published only after the claim.
+        tmp, lease, now = self._write_claim(LockKind.CLAIM, gen, session, party, lease_seconds, None, note,
+                                            extra=((prepared[1], prepared[2]),) if prepared else ())
         status = judge(obs, session, now)
         if not status.claimable:
             with suppress(FileNotFoundError):
                 self.session.remove(tmp)
+            self._drop_tmp(prepared)
             return _lock_info(status, record, now)
         if not self._publish_claim(tmp, gen):  # another party created this generation first
+            self._drop_tmp(prepared)
             return self.lock_info(session)
         try:
-            since = self._mtime(self.p("lock", _name(gen)))
-            fence_seq = self._append({"kind": "fence", "gen": gen, "session": session,
-                                      "writer": party.as_dict()}, None, head_known=_ours_released(obs, party))
+            since = now  # the claim's mtime: the temp file's (see `_write_claim`)
+            fence_seq = self._append(fence, None, head_known=_ours_released(obs, party), prepared=prepared)
         except BaseException:
             # Half-acquired: let go at once rather than block everyone for the whole lease.
             with suppress(Exception):
@@ -229,22 +308,30 @@ class LockFolder(Log):
             ours, obs = self.holding(grant)
             if not ours:
                 raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
-            won, lease = self._claim(LockKind.RENEW, obs.generation + 1, grant.session, party,
-                                     int(grant.lease.lease_seconds), grant.since)
+            won, lease, self._claimed_at = self._claim(LockKind.RENEW, obs.generation + 1, grant.session,
+                                                       party, int(grant.lease.lease_seconds), grant.since)
             if not won:
                 raise errors.Fenced(_("the lock was taken by someone else after your lease ran out"))
         return self._renewed(grant, lease)
 
     def ensure_holding(self, grant: Grant, party: Party) -> None:
-        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`."""
+        """Still ours? Renew first if our lease ran out on either clock; else `Fenced`.
+
+        A lease this object has already checked or renewed (the same generation) needs no
+        second look while our own clock holds it (e.g. after a close's upload): the deadline's
+        margin covers the server's clock, and the log's fencing check refuses a late commit."""
+        if self._held_checked == grant.lease.generation and grant.lease.valid(self._clock()):
+            return
         if not grant.lease.valid(self._clock()) and self._renewed_after(grant, party):
+            self._held_checked = grant.lease.generation
             return  # ran out on our clock (always, in a later process): renewed at once
         ours, obs = self.holding(grant)
         if not ours:
             raise errors.Fenced(self._lost_how(grant) + _("; your version was not sent"))
-        if judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED or \
-                not grant.lease.valid(self._clock()):
+        if not grant.lease.valid(self._clock()) or \
+                judge(obs, grant.session, self.server_now()).verdict is Verdict.EXPIRED:
             self.renew(grant, party)
+        self._held_checked = grant.lease.generation
 
     def _renewed_after(self, grant: Grant, party: Party) -> bool:
         """Renew by claiming the generation right after the grant's (see `_claim_after`)."""
@@ -255,13 +342,15 @@ class LockFolder(Log):
         return True
 
     def _renewed(self, grant: Grant, lease: HolderLease) -> Grant:
-        """Record a won renewal in the grant: the new lease runs from the new file's mtime."""
-        until = self._mtime(self.p("lock", _name(lease.generation))) + int(lease.lease_seconds)
+        """Record a won renewal in the grant: the new lease runs from the new file's mtime (the
+        one its write reported, see `_write_claim`)."""
+        until = self._claimed_at + int(lease.lease_seconds)
         grant.lease, grant.until = lease, until
         return grant
 
     def _lost_how(self, grant: Grant) -> str:
         """Why a grant is no longer ours, in words: broken by NAME at TIME, or taken over."""
+        self._appended = False
         for entry in reversed(self.log()):
             if entry.get("seq", 0) <= grant.fence_seq:
                 break
@@ -273,12 +362,19 @@ class LockFolder(Log):
 
     def release(self, grant: Grant, party: Party) -> bool:
         """Let go; False when the lock was no longer ours (nothing to release)."""
+        ready, self._release_ready, self._release_wanted = self._release_ready, None, False
+        if ready is not None and ready[0] == grant.lease.generation + 1:  # written with the renewal
+            if self._publish_claim(ready[1], ready[0]):
+                return True
+        elif ready is not None:
+            with suppress(FileNotFoundError):
+                self.session.remove(ready[1])
         if self._claim_after(grant, LockKind.RELEASE, party, 0, None) is not None:
             return True
         ours, obs = self.holding(grant)
         if not ours:
             return False
-        won, _rest = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
+        won, _lease, _mtime = self._claim(LockKind.RELEASE, obs.generation + 1, grant.session, party, 0, None)
         return won
 
     def break_lock(self, party: Party, reason: str = "") -> int:
@@ -288,7 +384,7 @@ class LockFolder(Log):
             obs, record = self.observe_lock()
             gen = obs.generation + 1
             session = new_session_id(party)
-            won, _rest = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
+            won, _lease, _mtime = self._claim(LockKind.BREAK, gen, session, party, 0, None, reason)
             if won:
                 broken = _dict(record.get("holder")).get("name")
                 self._append({"kind": "break", "gen": gen, "session": session, "writer": party.as_dict(),

@@ -96,11 +96,10 @@ class PackWriter:
         """Publish one pack (on the uploader thread: the only one using the connection meanwhile)."""
         pack_id = hashlib.sha256(data).hexdigest()
         folder, sub, name = pack_path(pack_id)
-        for made in (self._p(folder), self._p(folder, sub)):
-            if made not in self._dirs:
-                self._session.mkdir(made)
-                self._dirs.add(made)
-        self._session.put_object(self._tmp(), self._p(folder, sub, name), data)
+        made = self._p(folder, sub)  # made (and packs/ too) in the round trip of the temp file
+        self._session.put_object(self._tmp(), self._p(folder, sub, name), data,
+                                 folder=None if made in self._dirs else made)
+        self._dirs.add(made)
         self._packs[number] = pack_id
         self.bytes_sent += len(data)
         del data  # an error caught below (an existing folder) keeps this frame alive until gc

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from stat import S_ISDIR
 from typing import cast
 
 from ..area import Area
-from ..transport import FileTooLarge, RemoteFiles, Stat
+from ..transport import FileTooLarge, RemoteFiles, SmallFile, Stat
 from .report import CheckReport
 from .walk import check_area
 
@@ -49,6 +50,22 @@ class HostFolder:
         if len(data) > max_size:
             raise FileTooLarge(f"{path} is more than {max_size} bytes")
         return data
+
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | None]:
+        return [self.stat(path) for path in paths]
+
+    def read_many(self, paths: Sequence[str], max_size: int) -> list[SmallFile | None]:
+        """Each small file (None: missing; `data` None: over `max_size`), as the contract says."""
+        out: list[SmallFile | None] = []
+        for path in paths:
+            st = self.stat(path)
+            try:
+                out.append(None if st is None else SmallFile(self.read_bytes(path, max_size), st))
+            except FileNotFoundError:
+                out.append(None)
+            except FileTooLarge:
+                out.append(SmallFile(None, st) if st is not None else None)
+        return out
 
     def server_now(self, _scratch_dir: str) -> int:
         return int(time.time())

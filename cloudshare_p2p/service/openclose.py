@@ -3,6 +3,7 @@ new version if changed, release the lock), with what happens when either is cut 
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import NoReturn
 
 from statemachine import Event
@@ -126,9 +127,12 @@ class OpenClose(ServiceBase):
             self._load_keys(area, _("share password of {name}").format(name=name))
             if action is Action.RECEIVE_THEN_SEND:
                 self._receive_before_sending(ds, area)
+            area.prepare_release()  # written with the renewal the commit makes first
             try:
                 return self._commit_and_release(ds, area, grant, note)
             except BaseException as exc:
+                with suppress(Exception):
+                    area.drop_prepared_release()
                 if not (was_interrupted(exc) or self._interrupt.is_set()):
                     raise
                 raise errors.Interrupted(

@@ -7,7 +7,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from .. import errors
-from ..area import Area, Version, download_unless_pruned, same_content
+from ..area import Area, Version, check_not_pruned, same_content
 from ..i18n import _
 from ..snapshot import LocalSnapshot, keep_aside
 from .base import Outcome, ServiceBase
@@ -35,8 +35,7 @@ class Receiving(ServiceBase):
             return newest, None
         kept = keep_aside(target, "local-changes") if changed and target.exists() else None
         try:
-            download_unless_pruned(area, newest, target, self._cache(area),
-                                   self.ui.progress(_("receiving"), newest.size))
+            self._download_newest(area, newest, target)
         except BaseException:
             if kept is not None and not os.path.lexists(target):
                 with suppress(OSError):
@@ -44,6 +43,18 @@ class Receiving(ServiceBase):
             raise
         ds.record_sync(newest.version)
         return newest, kept
+
+    def _download_newest(self, area: Area, newest: Version, target: Path) -> None:
+        """Receive the newest version; a pruned one is refused (`VersionPruned`) when its data
+        went missing while it was read. No check before: a `prune` entry counts only if every
+        number it names is older than the newest version at its place (area/log.py, `log_view`),
+        so none in the log the newest was just chosen from names it; that check would read the
+        log again for nothing."""
+        try:
+            area.download(newest, target, self._cache(area), self.ui.progress(_("receiving"), newest.size))
+        except errors.AreaCorrupt:
+            check_not_pruned(area, newest)
+            raise
 
     def _is_copy_of(self, area: Area, target: Path, version: Version) -> bool:
         """Does the local data hold exactly the bytes of `version`? (Cut as its manifest is.)"""

@@ -14,7 +14,7 @@ import logging
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 from .connect import connect  # noqa: E402
-from .contract import FileTooLarge, RemoteFiles, Stat  # noqa: E402
+from .contract import FileTooLarge, RemoteFiles, SmallFile, Stat  # noqa: E402
 from .endpoint import Credentials, Endpoint, Timeouts  # noqa: E402
 from .hostkeys import HostKeyMismatch, KnownHosts, fingerprint, probe_host_key  # noqa: E402
 from .identity import IdentityEncrypted, IdentityProblem, _agent_keys, check_identity  # noqa: E402
@@ -36,6 +36,7 @@ __all__ = [
     "MemoryFolder",
     "RemoteFiles",
     "SftpConnection",
+    "SmallFile",
     "Stat",
     "Timeouts",
     "_agent_keys",

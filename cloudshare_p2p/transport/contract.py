@@ -27,6 +27,14 @@ class Stat:
     is_dir: bool
 
 
+@dataclass(frozen=True)
+class SmallFile:
+    """One file read by `read_many`: its bytes (None when it holds more than the cap) and stat."""
+
+    data: bytes | None
+    stat: Stat
+
+
 class FileTooLarge(errors.AreaCorrupt):
     """A file on the host is larger than the reader allows."""
 
@@ -62,6 +70,10 @@ class RemoteFiles(Protocol):
         """Size, mtime (the server's clock, whole seconds) and is_dir; None if nothing is there."""
         ...
 
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | None]:
+        """`stat` of each path, in order (None: nothing there), all asked at once: one round trip."""
+        ...
+
     def listdir(self, path: str) -> list[str]:
         """The names in a folder (no "." or ".."), in no set order; FileNotFoundError if the
         folder is missing."""
@@ -82,6 +94,23 @@ class RemoteFiles(Protocol):
     def read_bytes(self, path: str, max_size: int = ...) -> bytes:
         """The whole content of `path`. FileNotFoundError if missing; `FileTooLarge` (an
         `errors.AreaCorrupt`) if it holds more than `max_size` bytes."""
+        ...
+
+    def read_many(self, paths: Sequence[str], max_size: int) -> list[SmallFile | None]:
+        """Each small file whole, in order: None if missing, `data` None if it holds more than
+        `max_size` bytes (its `stat` still given), all asked at once (two round trips on SFTP).
+        A folder or another refusal: OSError. For records (a few KiB), not for bulk data."""
+        ...
+
+    def write_record(self, path: str, data: bytes) -> int:
+        """Create or truncate `path` holding the small `data` (as `upload`, every answer
+        checked); the file's mtime on the server's clock, read after the last write (two round
+        trips on SFTP). On an error nothing usable is left under `path`."""
+        ...
+
+    def write_records(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """`write_record` of each `(path, data)`, all at once (two round trips on SFTP); their
+        mtimes, in order. On an error none of them is left usable."""
         ...
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
@@ -105,12 +134,21 @@ class RemoteFiles(Protocol):
         FileNotFoundError, nothing published."""
         ...
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes) -> bool:
+    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
         """Publish `data` as an immutable object whose name fixes its content (upload to
         `tmp_path`, then place it). True if this call created `final_path` or replaced a torn
         (wrong-size) file there; False if a file of `len(data)` bytes was already there. The
         final name never holds a torn file; concurrent callers with the same content all
-        succeed. The temp file is removed in every case."""
+        succeed. The temp file is removed in every case (on SFTP without waiting for the
+        answer). `folder`, the final name's folder, is created if missing (and its parent
+        folder too), on SFTP in the same round trip as the temp file."""
+        ...
+
+    def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
+        """`put_object`'s second half for a temp file already written: place it as an object
+        if it holds `size` bytes (else TransferError, nothing placed). True if this call created
+        or repaired `final_path`, False if a complete one was there. The temp file is removed
+        in every case."""
         ...
 
     def object_complete(self, final_path: str, size: int) -> bool | None:

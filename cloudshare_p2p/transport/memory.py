@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cloudshare_p2p import errors
 
 from ..i18n import _
-from .contract import FileTooLarge, Stat
+from .contract import FileTooLarge, SmallFile, Stat
 from .endpoint import Endpoint, remote_path
 
 WHEN = ("before", "during", "after")
@@ -174,6 +174,12 @@ class MemoryFiles:
                 return None
             return Stat(len(found.data or b""), found.mtime, found.data is None)
 
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | None]:
+        """`stat` of each path (None: missing), as one operation."""
+        with self._op("stat"):
+            nodes = [self.folder.nodes.get(_key(p)) for p in paths]
+            return [None if n is None else Stat(len(n.data or b""), n.mtime, n.data is None) for n in nodes]
+
     def listdir(self, path: str) -> list[str]:
         """Names in a folder; FileNotFoundError if missing."""
         with self._op("listdir"):
@@ -215,6 +221,41 @@ class MemoryFiles:
             self.bytes_received += len(data)
             return data
 
+    def read_many(self, paths: Sequence[str], max_size: int) -> list[SmallFile | None]:
+        """Each small file (None: missing; `data` None: over `max_size`), as one operation."""
+        with self._op("download"):
+            out: list[SmallFile | None] = []
+            for path in paths:
+                node = self.folder.nodes.get(_key(path))
+                if node is None:
+                    out.append(None)
+                    continue
+                data = self.folder.file(path)
+                fits = len(data) <= max_size
+                self.bytes_received += len(data) if fits else 0
+                out.append(SmallFile(data if fits else None, Stat(len(data), node.mtime, False)))
+            return out
+
+    def write_record(self, path: str, data: bytes) -> int:
+        """Create/truncate `path` with `data`; its mtime (a cut "during" leaves nothing usable)."""
+        with self._op("upload", staged=True) as fault:
+            self._write(path, bytes(data[: len(data) // 2]) if fault == "during" else bytes(data))
+            self._during(fault, "upload")
+            return self.folder.node(path).mtime
+
+    def write_records(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """`write_record` of each, as one operation (a cut "during" leaves each one half written)."""
+        with self._op("upload", staged=True) as fault:
+            try:
+                for path, data in items:
+                    self._write(path, bytes(data[: len(data) // 2]) if fault == "during" else bytes(data))
+            except OSError:
+                for path, _data in items:  # none is left usable
+                    self.folder.nodes.pop(_key(path), None)
+                raise
+            self._during(fault, "upload")
+            return [self.folder.node(path).mtime for path, _data in items]
+
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of each (offset, length) range of `path`, in order (short past the end)."""
         with self._op("download"):
@@ -245,9 +286,13 @@ class MemoryFiles:
             finally:
                 self.folder.nodes.pop(_key(tmp_path), None)
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes) -> bool:
-        """Upload to tmp, then place it at final unless a complete copy is there."""
+    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
+        """Upload to tmp, then place it at final unless a complete copy is there; `folder`
+        (and its parent) made if missing."""
         with self._op("publish", staged=True) as fault:
+            for made in (_parent(_key(folder)), _key(folder)) if folder else ():
+                if made and made not in self.folder.nodes:
+                    self.folder.put(made, _Node(None, self.folder.now()))
             self._write(tmp_path, bytes(data))
             try:
                 self._during(fault, "publish")
@@ -257,6 +302,26 @@ class MemoryFiles:
                 if found is not None and found.data is None:
                     raise IsADirectoryError(errno.EISDIR, "Is a folder", final_path)
                 self.folder.put(final_path, _Node(bytes(data), self.folder.now()))
+                return True
+            finally:
+                self.folder.nodes.pop(_key(tmp_path), None)
+
+    def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
+        """Place the temp file of `size` bytes at final unless a complete copy is there."""
+        with self._op("publish", staged=True) as fault:
+            try:
+                data = self.folder.file(tmp_path)
+                if len(data) != size:
+                    raise errors.TransferError(_("the temporary file {path} holds {got}, not {size} bytes: "
+                                                 "not published").format(
+                        path=tmp_path, got=_("{size} bytes").format(size=len(data)), size=size))
+                self._during(fault, "publish")
+                found = self.folder.nodes.get(_key(final_path))
+                if found is not None and found.data is not None and len(found.data) == size:
+                    return False
+                if found is not None and found.data is None:
+                    raise IsADirectoryError(errno.EISDIR, "Is a folder", final_path)
+                self.folder.put(final_path, _Node(data, self.folder.now()))
                 return True
             finally:
                 self.folder.nodes.pop(_key(tmp_path), None)

@@ -12,18 +12,14 @@ import struct
 
 import paramiko
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
-    CMD_HANDLE,
     CMD_INIT,
-    CMD_OPEN,
     CMD_STATUS,
     CMD_VERSION,
     CMD_WRITE,
     SFTP_EOF,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
     SFTP_NO_SUCH_FILE,
     SFTP_OK,
     SFTP_OP_UNSUPPORTED,
@@ -93,7 +89,15 @@ class WriteAcks:
             self.error = self.error or e
 
     def send(self, handle: bytes, offset: int, data: bytes | memoryview) -> None:
-        num = self.sftp._async_request(self, CMD_WRITE, handle, int64(offset), bytes(data))
+        self._track(self.sftp._async_request(self, CMD_WRITE, handle, int64(offset), bytes(data)))
+
+    def close(self, handle: bytes) -> None:
+        """Close `handle` behind the writes already sent (its answer checked with theirs): one
+        round trip fewer than waiting for the writes first. A write the host would run after
+        the close fails, and that failure is reported like any other."""
+        self._track(self.sftp._async_request(self, CMD_CLOSE, handle))
+
+    def _track(self, num: int) -> None:
         self.pending.add(num)
         while len(self.pending) >= MAX_WRITES_IN_FLIGHT:
             self.sftp._read_response()
@@ -107,6 +111,70 @@ class WriteAcks:
     def check(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+class Answers:
+    """Several requests in flight at once, their answers collected by request number in
+    whatever order the host sends them (paramiko's own wait drops answers it did not ask for)."""
+
+    def __init__(self, sftp: SFTPClient) -> None:
+        self.sftp = sftp
+        self.got: dict[int, tuple[int, paramiko.Message]] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.got[num] = (t, msg)
+
+    def send(self, kind: int, *args: object) -> int:
+        """Send one request without waiting; its number, for `wait`."""
+        return self.sftp._async_request(self, kind, *args)
+
+    def wait(self, num: int) -> tuple[int, paramiko.Message]:
+        """The answer to request `num` (a status answer is returned unchecked: see `checked`)."""
+        while num not in self.got:
+            self.sftp._read_response()
+        return self.got.pop(num)
+
+    def checked(self, num: int, expect: int | None = None) -> paramiko.Message:
+        """The answer to `num`; an error status raises (OSError, EOFError), another kind than
+        `expect` is a protocol error."""
+        t, msg = self.wait(num)
+        if t == CMD_STATUS:
+            self.sftp._convert_status(msg)  # raises unless OK
+            if expect is None:
+                return msg
+        if expect is not None and t != expect:
+            raise paramiko.SFTPError(f"unexpected answer {t} to request {num}")
+        return msg
+
+    def attrs(self, num: int) -> SFTPAttributes:
+        """The attributes answering a stat or fstat request."""
+        return SFTPAttributes._from_msg(self.checked(num, CMD_ATTRS))
+
+    def drop(self, nums: list[int]) -> None:
+        """Read and ignore the answers of `nums` still owed (those not read yet)."""
+        for num in nums:
+            if num in self.got or num in self.sftp._expecting:
+                self.wait(num)
+
+
+class Forgotten:
+    """Requests whose answers nobody waits for (removing a temp file, closing a read handle):
+    a later wait reads past their answers and drops them. `drain` before anything that reads
+    answers in sequence itself (paramiko's listdir)."""
+
+    def __init__(self, sftp: SFTPClient) -> None:
+        self.sftp = sftp
+        self.pending: set[int] = set()
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.pending.discard(num)
+
+    def send(self, kind: int, *args: object) -> None:
+        self.pending.add(self.sftp._async_request(self, kind, *args))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.sftp._read_response()
 
 
 # --- requests paramiko has no public call for ---------------------------------
@@ -125,15 +193,6 @@ def unsupported(e: BaseException) -> bool:
 def is_sftp_error(e: BaseException) -> bool:
     """True if `e` is the server's answer (a status code), not a broken connection."""
     return hasattr(e, "sftp_code") or isinstance(e, FileNotFoundError | PermissionError)
-
-
-def open_truncated(sftp: SFTPClient, path: str) -> bytes:
-    """Open `path` for writing (created or truncated); the raw handle."""
-    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-    t, msg = sftp._request(CMD_OPEN, path, flags, SFTPAttributes())
-    if t != CMD_HANDLE:
-        raise paramiko.SFTPError("Expected handle")
-    return msg.get_binary()
 
 
 def close_handle(sftp: SFTPClient, handle: bytes) -> None:

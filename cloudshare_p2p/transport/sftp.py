@@ -2,13 +2,15 @@
 folders, exclusive publish of records, never-torn publish of immutable objects, fast
 transfers bounded by deadlines, and the server's clock. A broken connection is NetworkDown.
 
-A little over ~400 lines because it is one class whose methods are the contract's operations
-(transport/contract.py), each a few lines; the transfer loops live in transfer.py.
+Over ~400 lines because it is one class whose methods are the contract's operations
+(transport/contract.py), each a few lines; the transfer loops live in transfer.py and the
+requests sent several at a time in batch.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -16,14 +18,19 @@ from stat import S_ISDIR
 from typing import BinaryIO
 
 import paramiko
+from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_REMOVE, int64
+from paramiko.sftp_attr import SFTPAttributes
 
 from cloudshare_p2p import errors
 
 from ..i18n import _
-from .contract import FileTooLarge, Stat
+from . import batch
+from .contract import FileTooLarge, SmallFile, Stat
 from .endpoint import DEFAULT_TIMEOUTS, Endpoint, Timeouts, remote_path
 from .network import describe
 from .paramiko_sftp import (
+    Answers,
+    Forgotten,
     SFTPClient,
     WriteAcks,
     abandon_file,
@@ -31,10 +38,9 @@ from .paramiko_sftp import (
     close_handle,
     extended,
     is_sftp_error,
-    open_truncated,
     unsupported,
 )
-from .transfer import REQUEST_SIZE, bounded, copy_out, copy_small, read_ranges, write_stream
+from .transfer import REQUEST_SIZE, bounded, copy_out, read_ranges, write_stream
 
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -57,6 +63,8 @@ class SftpConnection:
         self.bytes_received = 0
         self._transport = transport
         self._sftp = sftp
+        self._forgotten = Forgotten(sftp)
+        self._written: dict[str, int] = {}  # temp files write_records wrote whole (every answer checked)
 
     def __enter__(self) -> SftpConnection:
         return self
@@ -98,7 +106,7 @@ class SftpConnection:
             if is_sftp_error(e) and self._transport.is_active():
                 raise
             raise self._down(what, e) from None
-        except (EOFError, paramiko.SSHException) as e:
+        except (EOFError, paramiko.SSHException, paramiko.SFTPError) as e:  # SFTPError: a garbled answer
             raise self._down(what, e) from None
 
     def _down(self, what: str, e: BaseException) -> errors.NetworkDown:
@@ -121,9 +129,15 @@ class SftpConnection:
                 return None
         return Stat(attr.st_size or 0, int(attr.st_mtime or 0), S_ISDIR(attr.st_mode or 0))
 
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | None]:
+        """`stat` of each path (None: missing), all in flight at once."""
+        with self._guard("stat"):
+            return batch.stat_many(self._sftp, paths)
+
     def listdir(self, path: str) -> list[str]:
         """Names in a folder; FileNotFoundError if missing."""
         with self._guard("listdir"):
+            self._forgotten.drain()  # paramiko's listing reads answers in sequence
             return self._sftp.listdir(path)
 
     def mkdir(self, path: str) -> bool:
@@ -154,6 +168,7 @@ class SftpConnection:
     def remove_tree(self, path: str) -> None:
         """Delete a folder recursively, tolerating entries that vanish meanwhile."""
         with self._guard("remove_tree"):
+            self._forgotten.drain()
             try:
                 entries = self._sftp.listdir_attr(path)
             except FileNotFoundError:
@@ -198,9 +213,14 @@ class SftpConnection:
             raise
         self.bytes_sent += len(data)
 
+    def _forget_remove(self, path: str) -> None:
+        """Remove a temp file without waiting for the answer (a leftover is swept after a day)."""
+        with contextlib.suppress(Exception):
+            self._forgotten.send(CMD_REMOVE, path)
+
     def publish(self, tmp_path: str, final_path: str) -> bool:
-        """Hard-link tmp -> final (fails if final exists), then remove tmp in every case.
-        True if we created final, False if it already existed."""
+        """Hard-link tmp -> final (fails if final exists), then remove tmp in every case
+        (not waiting for that answer). True if we created final, False if it already existed."""
         try:
             with self._guard("publish"):
                 if HARDLINK in self.extensions:
@@ -214,8 +234,8 @@ class SftpConnection:
                             raise
             return self.create_exclusive(final_path, self.read_bytes(tmp_path, max_size=1 << 40))
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.remove(tmp_path)
+            self._written.pop(tmp_path, None)
+            self._forget_remove(tmp_path)
 
     # -- immutable content-addressed objects (chunks, manifests) --
 
@@ -228,10 +248,11 @@ class SftpConnection:
             return None
         return not found.is_dir and found.size == size
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes) -> bool:
+    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
         """Upload `data` to `tmp_path` (every write and the close acknowledged), then
-        `publish_object` it; True if we created or repaired `final_path`."""
-        written = self.upload(tmp_path, data)
+        `publish_object` it; True if we created or repaired `final_path`. `folder` is made
+        (if missing) in the round trip that opens the temp file."""
+        written = self.upload(tmp_path, data, folder=folder)
         if written != len(data):
             raise errors.TransferError(_("upload of {tmp_path} wrote {written} of {size} bytes").format(
                 tmp_path=tmp_path, written=written, size=len(data)))
@@ -246,7 +267,8 @@ class SftpConnection:
         under the name of another size is torn: it is removed and replaced. The temp file is
         removed in every case. True if we created or replaced `final_path`, False if a file of
         `size` bytes was already there."""
-        return self._publish_object(tmp_path, final_path, size, check_tmp=True)
+        known = self._written.pop(tmp_path, None) == size  # written whole here: no stat needed
+        return self._publish_object(tmp_path, final_path, size, check_tmp=not known)
 
     def _publish_object(self, tmp_path: str, final_path: str, size: int, *, check_tmp: bool) -> bool:
         try:
@@ -271,8 +293,7 @@ class SftpConnection:
                         return won
                 return bool(self._place_object("rename", tmp_path, final_path, size))
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.remove(tmp_path)
+            self._forget_remove(tmp_path)
 
     def _place_object(self, how: str, tmp_path: str, final_path: str, size: int) -> bool | None:
         """Put tmp at final by `how`; a torn final is removed and the move retried once.
@@ -290,6 +311,8 @@ class SftpConnection:
                 if not self._transport.is_active():
                     raise
                 complete = self.object_complete(final_path, size)
+                if complete is None and attempt == 0 and self._made_folders(final_path):
+                    continue  # its folder was missing: made now, placed again
                 if complete is None or attempt == 1:
                     raise  # a real error (nothing there), or a torn file we could not replace
                 if complete:
@@ -297,6 +320,18 @@ class SftpConnection:
                 with contextlib.suppress(FileNotFoundError):
                     self._sftp.remove(final_path)  # torn: a complete copy replaces it
         raise AssertionError("unreachable")
+
+    def _made_folders(self, final_path: str) -> bool:
+        """Create the folder of `final_path` (and its parent) if it is missing; True if made."""
+        folder = final_path.rpartition("/")[0]
+        if not folder or self.stat(folder) is not None:
+            return False
+        parent = folder.rpartition("/")[0]
+        if parent:
+            with contextlib.suppress(OSError):
+                self.mkdir(parent)
+        self.mkdir(folder)
+        return True
 
     def require_dir(self, path: str) -> None:
         """CloudShareError in plain words unless `path` is an existing folder on the host."""
@@ -324,17 +359,68 @@ class SftpConnection:
         src: BinaryIO | bytes,
         *,
         progress: Callable[[int], None] | None = None,
+        folder: str | None = None,
     ) -> int:
         """Create/truncate `path` with the content of `src` (pipelined writes of at most
-        REQUEST_SIZE each); returns the bytes written."""
+        REQUEST_SIZE each, the close sent behind them); returns the bytes written. `folder`
+        is made (an "exists" ignored) in the same round trip as the open."""
         stream = io.BytesIO(src) if isinstance(src, bytes | bytearray | memoryview) else src
         what = _("upload of {path}").format(path=path)
         with bounded(what, self.timeouts, self._transport) as check, self._guard("upload"):
-            handle = open_truncated(self._sftp, path)
+            handle = self._open_beside(path, folder)
             check.arm()
-            written = write_stream(self._sftp, handle, stream, check, progress, self._sent)
-            close_handle(self._sftp, handle)
-        return written
+            return write_stream(self._sftp, handle, stream, check, progress, self._sent, close=True)
+
+    def _open_beside(self, path: str, folder: str | None) -> bytes:
+        """Open `path` for writing; with `folder`, its mkdir travels with the open (its
+        failure, e.g. "exists", is left to the step that needs the folder)."""
+        answers = Answers(self._sftp)
+        made = [answers.send(CMD_MKDIR, folder, SFTPAttributes())] if folder else []
+        opened = answers.send(CMD_OPEN, path, batch.WRITE_FLAGS, SFTPAttributes())
+        try:
+            return answers.checked(opened, batch.CMD_HANDLE).get_binary()
+        finally:
+            answers.drop(made)
+
+    def write_record(self, path: str, data: bytes) -> int:
+        """Create/truncate `path` with small `data` in two round trips; its server mtime."""
+        return self.write_records([(path, data)])[0]
+
+    def write_records(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Create/truncate each path with its small data, all in two round trips; their mtimes."""
+        with self._guard("upload"):
+            try:
+                found = batch.write_many(self._sftp, items)
+            except BaseException:
+                for path, _data in items:
+                    self._forget_remove(path)
+                raise
+        self.bytes_sent += sum(len(data) for _path, data in items)
+        self._written.update((path, len(data)) for path, data in items)
+        mtimes = []
+        for (path, _data), mtime in zip(items, found, strict=True):
+            if mtime is None:  # a host whose fstat answer leaves times out
+                st = self.stat(path)
+                if st is None:
+                    raise FileNotFoundError(errno.ENOENT, "vanished after writing", path)
+                mtime = st.mtime
+            mtimes.append(mtime)
+        return mtimes
+
+    def read_many(self, paths: Sequence[str], max_size: int) -> list[SmallFile | None]:
+        """Each small file (None: missing; `data` None: over `max_size`) in two round trips."""
+        with self._guard("download"):
+            found, short = batch.read_many(self._sftp, paths, max_size)
+        for i in short:  # a host that caps reads lower: read that one the slow way
+            try:
+                data = self.read_bytes(paths[i], max_size)
+                found[i] = SmallFile(data, Stat(len(data), 0, False))
+            except FileNotFoundError:
+                found[i] = None
+            except FileTooLarge:
+                found[i] = SmallFile(None, Stat(max_size + 1, 0, False))
+        self.bytes_received += sum(len(f.data) for f in found if f is not None and f.data)
+        return found
 
     def download(
         self,
@@ -362,18 +448,45 @@ class SftpConnection:
         what = _("download of {path}").format(path=path)
         with bounded(what, self.timeouts, self._transport) as check, self._guard("download"):
             f = self._sftp.open(path, "rb")
+            done = False
             try:
                 f.MAX_REQUEST_SIZE = REQUEST_SIZE
-                size = f.stat().st_size or 0
+                size, first = self._first_read(f.handle)
                 if max_size is not None and size > max_size:
                     raise FileTooLarge(f"{path} is {size} bytes, more than {max_size} allowed")
-                if size <= REQUEST_SIZE:  # one request; prefetch's thread start costs ~3 ms
-                    return copy_small(f, size, dst, progress, self._received)
+                self._received(len(first))
+                dst.write(first)
+                if progress:
+                    progress(len(first))
+                if len(first) >= size:  # the whole file in the first answer (prefetch costs ~3 ms)
+                    done = True
+                    return len(first)
                 check.arm()
+                f.seek(len(first))
                 f.prefetch(size)
-                return copy_out(f, dst, check, progress, max_size, self._received)
+                return copy_out(f, dst, check, progress, max_size, self._received, done=len(first))
             finally:
-                f.close()
+                if done:  # nothing else in flight on the handle: its close need not be waited for
+                    abandon_file(f)
+                    self._forgotten.send(CMD_CLOSE, f.handle)
+                else:
+                    f.close()
+
+    def _first_read(self, handle: bytes) -> tuple[int, bytes]:
+        """The file's size and its first REQUEST_SIZE bytes: fstat and read in one round trip."""
+        answers = Answers(self._sftp)
+        fstat = answers.send(CMD_FSTAT, handle)
+        read = answers.send(CMD_READ, handle, int64(0), REQUEST_SIZE)
+        try:
+            size = answers.attrs(fstat).st_size or 0
+        except BaseException:
+            answers.drop([read])
+            raise
+        try:
+            first = answers.checked(read, CMD_DATA).get_string()
+        except EOFError:
+            first = b""
+        return size, first
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of each (offset, length) range, in order: paramiko's readv, many requests
@@ -385,8 +498,11 @@ class SftpConnection:
                 f.MAX_REQUEST_SIZE = REQUEST_SIZE
                 check.arm()
                 yield from read_ranges(f, ranges, check, self._received)
-            finally:
+            except BaseException:
                 f.close()
+                raise
+            abandon_file(f)  # every answer read: the close need not be waited for
+            self._forgotten.send(CMD_CLOSE, f.handle)
 
     def replace(self, src: str, dst: str) -> bool:
         """posix-rename@openssh.com (atomic replace); False if the host does not offer it."""
@@ -404,16 +520,22 @@ class SftpConnection:
     # -- the server's clock --
 
     def server_now(self, scratch_dir: str) -> int:
-        """The server's clock (whole seconds): mtime of a freshly created probe file."""
+        """The server's clock (whole seconds): mtime of a freshly created probe file, read by
+        fstat with its close (two round trips); the probe's removal is not waited for."""
         probe = f"{scratch_dir.rstrip('/')}/.clock-{uuid.uuid4().hex}"
-        if not self.create_exclusive(probe, b""):
-            raise errors.TransferError(_("clock probe {probe} unexpectedly exists").format(probe=probe))
-        try:
-            found = self.stat(probe)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.remove(probe)
-        if found is None:
-            raise errors.TransferError(_("clock probe {probe} vanished").format(probe=probe))
-        return found.mtime
-
+        with self._guard("create"):
+            try:
+                mtime = batch.write_small(self._sftp, probe, b"", exclusive=True)
+                if mtime is None:  # a host whose fstat answer leaves times out
+                    found = self.stat(probe)
+                    if found is None:
+                        raise errors.TransferError(_("clock probe {probe} vanished").format(probe=probe))
+                    mtime = found.mtime
+                return mtime
+            except OSError:
+                if self.stat(probe) is not None:
+                    raise errors.TransferError(_("clock probe {probe} unexpectedly exists").format(
+                        probe=probe)) from None
+                raise
+            finally:
+                self._forget_remove(probe)

@@ -93,8 +93,9 @@ def bounded(what: str, timeouts: Timeouts, transport: paramiko.Transport) -> Ite
 
 
 def write_stream(sftp: SFTPClient, handle: bytes, stream: BinaryIO, check: Deadline,
-                 progress: Progress, count: Callable[[int], None]) -> int:
-    """Write `stream` to the open `handle` (pipelined, every answer checked); bytes written."""
+                 progress: Progress, count: Callable[[int], None], *, close: bool = False) -> int:
+    """Write `stream` to the open `handle` (pipelined, every answer checked); bytes written.
+    With `close`, the handle's close is sent behind the last write and checked with them."""
     acks = WriteAcks(sftp)
     offset = 0
     while piece := stream.read(PIECE_SIZE):
@@ -106,25 +107,16 @@ def write_stream(sftp: SFTPClient, handle: bytes, stream: BinaryIO, check: Deadl
         check.check()
         if progress:
             progress(offset)
+    if close:
+        acks.close(handle)
     acks.drain()
     return offset
 
 
-def copy_small(f: paramiko.SFTPFile, size: int, dst: BinaryIO, progress: Progress,
-               count: Callable[[int], None]) -> int:
-    """Read a file of at most one request (published files never change)."""
-    data = f.read(size) if size else b""
-    count(len(data))
-    dst.write(data)
-    if progress:
-        progress(len(data))
-    return len(data)
-
-
 def copy_out(f: paramiko.SFTPFile, dst: BinaryIO, check: Deadline, progress: Progress,
-             max_size: int | None, count: Callable[[int], None]) -> int:
-    """Copy a prefetched file into `dst`; FileTooLarge if it grows past `max_size`."""
-    done = 0
+             max_size: int | None, count: Callable[[int], None], done: int = 0) -> int:
+    """Copy a prefetched file into `dst` (`done` bytes of it are there already); FileTooLarge
+    if it grows past `max_size`. Returns the bytes now in `dst`."""
     while chunk := f.read(REQUEST_SIZE):
         done += len(chunk)
         count(len(chunk))
