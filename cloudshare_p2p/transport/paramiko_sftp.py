@@ -14,8 +14,10 @@ import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_DATA,
     CMD_EXTENDED,
     CMD_INIT,
+    CMD_READ,
     CMD_STATUS,
     CMD_VERSION,
     CMD_WRITE,
@@ -175,6 +177,44 @@ class Forgotten:
     def drain(self) -> None:
         while self.pending:
             self.sftp._read_response()
+
+
+class ReadAnswers:
+    """Pipelined read requests and their answers, kept by request number. (paramiko's
+    readv/prefetch is not used: its prefetch thread can fall behind the reader, which then
+    takes "no request pending" for "prefetch done" and re-reads the rest one request at a time
+    while the prefetched copies still arrive: bytes twice, a round trip each.)"""
+
+    def __init__(self, sftp: SFTPClient) -> None:
+        self.sftp = sftp
+        self.answers: dict[int, bytes | BaseException] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        try:
+            if t == CMD_DATA:
+                self.answers[num] = msg.get_binary()
+                return
+            if t != CMD_STATUS:
+                raise paramiko.SFTPError("Expected data")
+            self.sftp._convert_status(msg)
+            raise paramiko.SFTPError("Expected data")
+        except EOFError:
+            self.answers[num] = b""  # past the end of the file
+        except (OSError, paramiko.SFTPError) as e:
+            self.answers[num] = e
+
+    def send(self, handle: bytes, offset: int, length: int) -> int:
+        """Ask for `length` bytes at `offset`; the request number to `wait` for."""
+        return self.sftp._async_request(self, CMD_READ, handle, int64(offset), length)
+
+    def wait(self, num: int) -> bytes:
+        """The data of request `num` (b"" past the end); its error raised."""
+        while num not in self.answers:
+            self.sftp._read_response()
+        got = self.answers.pop(num)
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
 
 # --- requests paramiko has no public call for ---------------------------------

@@ -429,7 +429,7 @@ class SftpConnection:
         *,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Copy `path` into `dst` with prefetched reads; FileNotFoundError if missing."""
+        """Copy `path` into `dst` with pipelined reads; FileNotFoundError if missing."""
         return self._read_into(path, dst, progress, max_size=None)
 
     def read_bytes(self, path: str, max_size: int = 64 << 20) -> bytes:
@@ -458,13 +458,12 @@ class SftpConnection:
                 dst.write(first)
                 if progress:
                     progress(len(first))
-                if len(first) >= size:  # the whole file in the first answer (prefetch costs ~3 ms)
+                if len(first) >= size:  # the whole file in the first answer
                     done = True
                     return len(first)
                 check.arm()
-                f.seek(len(first))
-                f.prefetch(size)
-                return copy_out(f, dst, check, progress, max_size, self._received, done=len(first))
+                return copy_out(self._sftp, f.handle, size, dst, check, progress, self._received,
+                                start=len(first))
             finally:
                 if done:  # nothing else in flight on the handle: its close need not be waited for
                     abandon_file(f)
@@ -489,15 +488,15 @@ class SftpConnection:
         return size, first
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
-        """The bytes of each (offset, length) range, in order: paramiko's readv, many requests
-        in flight, at most RANGES_BATCH bytes asked ahead of what was consumed."""
+        """The bytes of each (offset, length) range, in order: pipelined read requests, each
+        piece asked once, at most RANGES_AHEAD bytes asked ahead of what was consumed."""
         what = _("download of {path}").format(path=path)
         with bounded(what, self.timeouts, self._transport) as check, self._guard("download"):
             f = self._sftp.open(path, "rb")
             try:
                 f.MAX_REQUEST_SIZE = REQUEST_SIZE
                 check.arm()
-                yield from read_ranges(f, ranges, check, self._received)
+                yield from read_ranges(self._sftp, f.handle, ranges, check, self._received)
             except BaseException:
                 f.close()
                 raise

@@ -1,12 +1,13 @@
 """One transfer: its deadline (a watchdog that closes the connection when the whole transfer
 runs out of time or nothing moves for a while: a silent network) and the loops that move the
-bytes (pipelined writes with checked answers, prefetched reads)."""
+bytes (pipelined writes and reads, every answer checked, each piece asked once)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -15,15 +16,14 @@ import paramiko
 from cloudshare_p2p import errors
 
 from ..i18n import _
-from .contract import FileTooLarge
 from .endpoint import Timeouts
-from .paramiko_sftp import SFTPClient, WriteAcks
+from .paramiko_sftp import ReadAnswers, SFTPClient, WriteAcks
 
 # OpenSSH accepts SFTP messages up to 256 KiB *including* headers and answers reads with at
 # most 256 KiB - 1 KiB of data: stay at that size for both directions.
 REQUEST_SIZE = 256 * 1024 - 1024
 PIECE_SIZE = 1 << 20  # upload reads its source in 1 MiB pieces
-RANGES_BATCH = 16 << 20  # read_ranges asks for at most this much ahead of what was consumed
+RANGES_AHEAD = 16 << 20  # read_ranges asks for at most this much ahead of what was consumed
 Progress = Callable[[int], None] | None
 
 
@@ -113,47 +113,59 @@ def write_stream(sftp: SFTPClient, handle: bytes, stream: BinaryIO, check: Deadl
     return offset
 
 
-def copy_out(f: paramiko.SFTPFile, dst: BinaryIO, check: Deadline, progress: Progress,
-             max_size: int | None, count: Callable[[int], None], done: int = 0) -> int:
-    """Copy a prefetched file into `dst` (`done` bytes of it are there already); FileTooLarge
-    if it grows past `max_size`. Returns the bytes now in `dst`."""
-    while chunk := f.read(REQUEST_SIZE):
-        done += len(chunk)
-        count(len(chunk))
-        if max_size is not None and done > max_size:
-            raise FileTooLarge(f"file grew past {max_size} bytes while reading")
-        dst.write(chunk)
-        check.check()
+def copy_out(sftp: SFTPClient, handle: bytes, size: int, dst: BinaryIO, check: Deadline,
+             progress: Progress, count: Callable[[int], None], start: int = 0) -> int:
+    """Copy bytes `start` … `size` of the open `handle` into `dst` (the first `start` are there
+    already) with pipelined reads, each piece asked once, none past `size` (the stat said where
+    the file ends); fewer if it ends sooner. Returns the bytes now in `dst`."""
+    done = start
+    step = 4 * REQUEST_SIZE  # about 1 MiB written at a time, whole requests
+    pieces = [(offset, min(step, size - offset)) for offset in range(start, size, step)]
+    for (_offset, length), data in zip(pieces, read_ranges(sftp, handle, pieces, check, count), strict=True):
+        dst.write(data)
+        done += len(data)
         if progress:
             progress(done)
+        if len(data) < length:
+            break
     return done
 
 
-def read_ranges(f: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]], check: Deadline,
+def read_ranges(sftp: SFTPClient, handle: bytes, ranges: Sequence[tuple[int, int]], check: Deadline,
                 count: Callable[[int], None]) -> Iterator[bytes]:
-    """The bytes of each range of the open file `f`, in order (paramiko's readv, many requests in
-    flight, at most RANGES_BATCH asked ahead); ranges past the end are clipped (short)."""
-    size = f.stat().st_size or 0  # paramiko's prefetch hangs on a range past the end
-    clipped = [(o, max(0, min(n, size - o))) for o, n in ranges]
-    for batch in batches(clipped, RANGES_BATCH):
-        wanted = [r for r in batch if r[1]]
-        got = iter(f.readv(wanted, 64) if wanted else ())
-        for _offset, length in batch:
-            data = next(got) if length else b""
-            count(len(data))
+    """The bytes of each range of the open `handle`, in order: one read request per piece of at
+    most REQUEST_SIZE, each asked once, at most RANGES_AHEAD bytes in flight; a range past the
+    end of the file is short."""
+    reads = ReadAnswers(sftp)
+    pieces = _pieces(ranges)
+    flight: deque[tuple[int, int, int, int]] = deque()  # (range index, offset, length, request)
+    ahead = 0
+    for index in range(len(ranges)):
+        parts: list[bytes] = []
+        while True:
+            while ahead < RANGES_AHEAD and (piece := next(pieces, None)) is not None:
+                flight.append((*piece, reads.send(handle, piece[1], piece[2])))
+                ahead += piece[2]
+            if not flight or flight[0][0] != index:
+                break
+            _index, offset, length, num = flight.popleft()
+            ahead -= length
+            data = reads.wait(num)[:length]  # a host's longer answer is cut to what was asked
+            while 0 < len(data) < length:  # a short answer before the end: ask for the rest
+                rest = length - len(data)
+                more = reads.wait(reads.send(handle, offset + len(data), rest))[:rest]
+                if not more:
+                    break
+                data += more
+            parts.append(data)
             check.check()
-            yield data
+        blob = b"".join(parts)
+        count(len(blob))
+        yield blob
 
 
-def batches(ranges: Sequence[tuple[int, int]], limit: int) -> Iterator[list[tuple[int, int]]]:
-    """`ranges` in consecutive groups of about `limit` bytes (one readv each)."""
-    batch: list[tuple[int, int]] = []
-    size = 0
-    for offset, length in ranges:
-        if batch and size + length > limit:
-            yield batch
-            batch, size = [], 0
-        batch.append((offset, length))
-        size += length
-    if batch:
-        yield batch
+def _pieces(ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(range index, offset, length) of each read request, at most REQUEST_SIZE long."""
+    for index, (offset, length) in enumerate(ranges):
+        for start in range(0, length, REQUEST_SIZE):
+            yield index, offset + start, min(REQUEST_SIZE, length - start)
