@@ -211,6 +211,18 @@ def refresh(area: AreaBase) -> Floor:
     return known.floor
 
 
+def begin_lookup(area: AreaBase) -> str | None:
+    """The command's first lookup, to be sent with its first reads of `lock/` and `log/`: the
+    name of the next floor (its absence means no newer floor), or None when this command looked
+    already (or the area is version 1). The known floor counts as looked up meanwhile; if the
+    name is there, call `refresh` and read again from the floor it adopts."""
+    known = _known(area)
+    if known.checked or not _applies(area):
+        return None
+    known.checked = True
+    return area.p(FOLDER, _name(max(known.top, known.floor.number) + 1))
+
+
 def top_seen(area: AreaBase) -> int:
     """The highest floor number seen, void ones included (the next floor is numbered after it)."""
     known = _known(area)

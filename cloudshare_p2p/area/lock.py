@@ -84,17 +84,23 @@ class LockFolder(Log):
         far behind, is replaced by a listing.
         """
         self._appended = False  # looking at the lock again: the log is read afresh too
+        lookup = floor.begin_lookup(self)  # the command's first floor lookup travels with the reads
         hint = floor.lock_hint(self) or self._top_from_log()
         top, listed, full = hint or 1, False, 0
         for _try in range(1_000_000):
             paths = [self.p("lock", _name(top + i)) for i in range(LOCK_PROBE)]
             head = floor.log_start(self)
             extra = self._log_paths(head) if log_too else []
-            found = self.session.read_many(paths + extra, MAX_RECORD)
-            if extra:
+            found = self.session.read_many(paths + extra + ([lookup] if lookup else []), MAX_RECORD)
+            if lookup:
+                newer, lookup = found.pop() is not None, None
+                if newer:  # a floor appeared: adopt it and read again from it
+                    floor.refresh(self)
+                    hint = floor.lock_hint(self) or self._top_from_log()
+                    top, listed, full = hint or 1, False, 0
+                    continue
+            if extra:  # used only after the claim's floor lookup (`acquire`), which settles them
                 self._take_slots(head, found[LOCK_PROBE:])
-                if not floor.settled(self, head, floor.log_start(self)):
-                    self._head_read = None  # a newer floor voids what was read: the log is probed again
                 log_too, found = False, found[:LOCK_PROBE]
             if found[0] is None:  # the hint (or the listed top) is gone, or nothing is there
                 if listed:
@@ -263,9 +269,12 @@ class LockFolder(Log):
                 self.session.remove(tmp)
             self._drop_tmp(prepared)
             return _lock_info(status, record, now)
+        floor_read = floor.current(self).number
         if not self._publish_claim(tmp, gen):  # another party created this generation first
             self._drop_tmp(prepared)
             return self.lock_info(session)
+        if floor.current(self).number != floor_read:  # the claim's lookup adopted a newer floor:
+            self._head_read = None  # the log read with the lock may hold void slots; probe again
         try:
             since = now  # the claim's mtime: the temp file's (see `_write_claim`)
             fence_seq = self._append(fence, None, head_known=_ours_released(obs, party), prepared=prepared)
