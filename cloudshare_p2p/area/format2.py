@@ -15,7 +15,6 @@ import secrets
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -67,6 +66,15 @@ def _write_parts(path: Path, *parts: Iterable[bytes]) -> None:
 class Format2(LockFolder):
     """Format 2's part of the area's data (see the module docstring)."""
 
+    # The last manifest fetched and the last one resolved, kept for the next call (`read_manifest`
+    # then `download` would fetch, parse and resolve each twice); manifest ids name their content,
+    # so neither can be stale. The steps that are done with them drop them (`_forget`).
+    _last_body: tuple[str, bytes] | None = None
+    _last_resolved: tuple[str, r2.Resolved, list[str]] | None = None
+
+    def _forget(self) -> None:
+        self._last_body = self._last_resolved = None
+
     # --- the upgrade ---------------------------------------------------------------------
 
     def format2_ready(self) -> bool:
@@ -90,6 +98,8 @@ class Format2(LockFolder):
 
     def _manifest_body(self, manifest_id: str, number: int) -> bytes:
         """A manifest's verified plaintext (AreaCorrupt if it is missing)."""
+        if self._last_body is not None and self._last_body[0] == manifest_id:
+            return self._last_body[1]
         keys = self.require_keys()
         try:
             blob = self.session.read_bytes(self.p("manifests", manifest_id), m2.MAX_MANIFEST + (1 << 20))
@@ -98,11 +108,13 @@ class Format2(LockFolder):
                 version=number)) from None
         body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, manifest_id, blob, max_plain=m2.MAX_MANIFEST)
         crypto.verify_chunk(keys, manifest_id, body)
+        self._last_body = (manifest_id, body)
         return body
 
     def _manifest_doc(self, manifest_id: str, number: int) -> object:
         """A manifest's parsed JSON (None if it is not JSON; AreaCorrupt if it is missing)."""
         body = self._manifest_body(manifest_id, number)
+        self._last_body = None  # parsed now: not needed again
         try:
             return m2.load(body)
         except errors.AreaCorrupt:
@@ -114,6 +126,8 @@ class Format2(LockFolder):
         return self._cache_dir / self.config["area_id"] / f"{CACHED_PREFIX}{manifest_id}"
 
     def _cached(self, manifest_id: str) -> tuple[r2.Resolved, list[str]] | None:
+        if self._last_resolved is not None and self._last_resolved[0] == manifest_id:
+            return self._last_resolved[1], self._last_resolved[2]
         path = self._cache_file(manifest_id)
         if path is None or not path.is_file():
             return None
@@ -131,6 +145,7 @@ class Format2(LockFolder):
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
+            self._last_resolved = (manifest_id, resolved, chain)
             return resolved, chain
         except (OSError, ValueError, errors.CloudShareError):
             path.unlink(missing_ok=True)  # local damage: fetched again
@@ -178,6 +193,7 @@ class Format2(LockFolder):
             resolved, chain = r2.resolve(patch, resolved), [mid, *chain]
         assert resolved is not None
         self._remember(manifest_id, resolved, chain)
+        self._last_resolved = (manifest_id, resolved, chain)
         return resolved, chain
 
     # --- writing -------------------------------------------------------------------------------
@@ -227,6 +243,8 @@ class Format2(LockFolder):
             return self.resolve_manifest(parent.manifest, parent.version)
         except errors.AreaCorrupt:
             return None, []
+        finally:
+            self._forget()  # freed with `base` as the commit goes on
 
     def _patch_files(self, snap: LocalSnapshot, base: r2.Resolved | None, writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
@@ -259,7 +277,8 @@ class Format2(LockFolder):
             else:
                 self.check_interrupt()
                 path, data = snap.read_at(number, offset, length, opened)
-                frame, at = writer.add(data, partial(snap.verify, key, path, data))
+                snap.verify(key, path, data)  # here, not on the sealing threads: no GIL convoy
+                frame, at = writer.add(data)
                 ops.new(frame, at, key, length)
                 placed += 1
                 if progress:
@@ -274,6 +293,7 @@ class Format2(LockFolder):
         """Receive a format-2 version into `target`: the local copy's chunks, then frames."""
         keys = self.require_keys()
         resolved, _chain = self.resolve_manifest(version.manifest, version.version)
+        self._forget()  # `resolved` is freed when this returns
         where = cast(dict[str, m2.Loc], resolved.where)  # a read-only Mapping view, all read_chunks uses
 
         def count(n: int) -> None:
@@ -322,6 +342,7 @@ class Format2(LockFolder):
         local = LocalChunks()
         held = self._held().get(str(Path(target).absolute()))
         found = self._cached(held) if held else None
+        self._forget()
         layouts = [found[0].manifest] if found is not None else []
         del found  # its locations are not needed: free them before the layout grows
         for manifest in [*layouts, wanted.manifest]:
@@ -334,6 +355,7 @@ class Format2(LockFolder):
     def objects_needed_format2(self, version: Version) -> set[str]:
         """Area-relative paths of a format-2 version's manifest chain and packs."""
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
+        self._forget()
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
 
 

@@ -202,11 +202,14 @@ def _read(file_path: Path, offset: int, length: int, files: dict[Path, BinaryIO]
         for old in files.values():
             old.close()
         files.clear()
-        files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
+        # a large buffer: consecutive chunks come from one read, a seek inside it costs no call
+        files[file_path] = open(file_path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - the caller closes it
     kept = files[file_path]
     kept.seek(offset)
     return kept.read(length)
 
+
+READ_BUFFER = 1 << 20  # the buffer of a file kept open between `read_at` calls
 
 _LENGTH_BITS, _OFFSET_BITS = 27, 45  # a chunk of up to 64 MiB at an offset below 32 TiB
 _LENGTH_MASK, _OFFSET_MASK = (1 << _LENGTH_BITS) - 1, (1 << _OFFSET_BITS) - 1

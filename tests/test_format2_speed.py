@@ -1,0 +1,87 @@
+"""Format 2's fast paths keep their guarantees (MemoryFiles host): a file changed after the
+scan is never sent, and a join fetches and resolves its manifest once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cloudshare_p2p import errors
+from cloudshare_p2p.area import Area
+from cloudshare_p2p.snapshot import LocalSnapshot, scan
+from cloudshare_p2p.transport import MemoryFiles
+from tests.format2_util import PARTIES, close, memory_area
+from tests.parties import PASSWORD, party
+
+
+def _reader(folder, cache: Path | None = None) -> Area:
+    area = Area(MemoryFiles(folder), "books")
+    area.unlock_keys(PASSWORD)
+    if cache is not None:
+        area.use_cache(cache)
+    return area
+
+
+@pytest.mark.parametrize("where", [0, 5_000_000, 9_999_999])
+def test_a_file_changed_after_the_scan_is_never_sent(tmp_path: Path, where: int) -> None:
+    folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(10_000_000))
+    firm = PARTIES.setdefault("firm", party("firm"))
+    grant = area.acquire(firm, lease_seconds=300)
+    snap = LocalSnapshot.scan(data, area.require_keys(), format=2)
+    with open(data, "r+b") as fh:  # an edit between the scan and the upload, size unchanged
+        fh.seek(where)
+        byte = fh.read(1)
+        fh.seek(where)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(errors.InvalidState, match="changed while it was being sent"):
+        area.commit(grant, firm, snap, base=0)
+    assert area.versions() == []
+    assert not [n for n in folder.nodes if n.startswith("books/manifests/") and n.count("/") == 2]
+
+
+def test_a_file_read_back_in_large_reads_is_the_file(tmp_path: Path) -> None:
+    """Chunks read back through the kept-open, buffered file equal the file's bytes."""
+    folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(3 * scan.READ_BUFFER + 12345))
+    snap = LocalSnapshot.scan(data, area.require_keys(), format=2)
+    opened: dict = {}
+    offset, parts = 0, []
+    try:
+        for length in snap.manifest.files[0].lengths:
+            _path, got = snap.read_at(0, offset, length, opened)
+            parts.append(got)
+            offset += length
+    finally:
+        for fh in opened.values():
+            fh.close()
+    assert b"".join(parts) == data.read_bytes()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_join_fetches_the_manifest_once(tmp_path: Path, monkeypatch, cached: bool) -> None:
+    folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(2_000_000))
+    close(area, data, 0)
+    reader = _reader(folder, tmp_path / "cache" if cached else None)
+    fetched: list[str] = []
+    read_bytes = reader.session.read_bytes
+
+    def counting(path: str, limit: int) -> bytes:
+        if "/manifests/" in path:
+            fetched.append(path)
+        return read_bytes(path, limit)
+
+    monkeypatch.setattr(reader.session, "read_bytes", counting)
+    version = reader.versions()[0]
+    reader.read_manifest(version)  # what `join` does: the manifest, then the download
+    target = tmp_path / "copy.bin"
+    reader.download(version, target)
+    assert target.read_bytes() == data.read_bytes()
+    assert len(fetched) == 1
+    assert reader._last_resolved is None and reader._last_body is None  # nothing held after
