@@ -24,23 +24,46 @@ def _reader(folder, cache: Path | None = None) -> Area:
     return area
 
 
-@pytest.mark.parametrize("where", [0, 5_000_000, 9_999_999])
-def test_a_file_changed_after_the_scan_is_never_sent(tmp_path: Path, where: int) -> None:
+def _edit(path: Path, where: int, how: str) -> None:
+    """An edit between the scan and the upload: a byte flipped, the file cut short or grown."""
+    with open(path, "r+b") as fh:
+        if how == "flip":
+            fh.seek(where)
+            byte = fh.read(1)
+            fh.seek(where)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        elif how == "cut":
+            fh.truncate(where)
+        else:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"more")
+
+
+@pytest.mark.parametrize(("shared", "where", "how"), [
+    # a first share: the file read again whole, any change found
+    (False, 0, "flip"), (False, 5_000_000, "flip"), (False, 9_999_999, "flip"), (False, 5_000_000, "cut"),
+    (False, 0, "grow"),
+    # a close: each new chunk checked (the first 5 MB are new; the rest is sent as the scan saw it)
+    (True, 0, "flip"), (True, 4_999_000, "flip"), (True, 4_000_000, "cut")])
+def test_a_file_changed_after_the_scan_is_never_sent(tmp_path: Path, where: int, how: str,
+                                                     shared: bool) -> None:
     folder, area = memory_area()
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(10_000_000))
+    if shared:
+        close(area, data, 0)
+        with open(data, "r+b") as fh:  # half of it new since
+            fh.write(os.urandom(5_000_000))
+    versions = area.versions()
     firm = PARTIES.setdefault("firm", party("firm"))
     grant = area.acquire(firm, lease_seconds=300)
     snap = LocalSnapshot.scan(data, area.require_keys(), format=2)
-    with open(data, "r+b") as fh:  # an edit between the scan and the upload, size unchanged
-        fh.seek(where)
-        byte = fh.read(1)
-        fh.seek(where)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    manifests = {n for n in folder.nodes if n.startswith("books/manifests/")}
+    _edit(data, where, how)
     with pytest.raises(errors.InvalidState, match="changed while it was being sent"):
-        area.commit(grant, firm, snap, base=0)
-    assert area.versions() == []
-    assert not [n for n in folder.nodes if n.startswith("books/manifests/") and n.count("/") == 2]
+        area.commit(grant, firm, snap, base=len(versions))
+    assert area.versions() == versions
+    assert {n for n in folder.nodes if n.startswith("books/manifests/")} == manifests
 
 
 def test_a_file_read_back_in_large_reads_is_the_file(tmp_path: Path) -> None:

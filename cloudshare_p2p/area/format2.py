@@ -262,28 +262,42 @@ class Format2(LockFolder):
                      opened: dict[Path, BinaryIO], writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
         """One file's ops: the parent's same entry copied, a chunk stored before named, a new
-        one read from the file (by its place, no index of ids) and packed; and how many."""
+        one read from the file (by its place, no index of ids) and packed; and how many.
+
+        A file the parent lacks (a first share: nearly every chunk new) is read again whole and
+        checked against the scan's SHA-256 before its ops are returned; else each new chunk is
+        checked against its id. Either way, no manifest names bytes the scan did not hash."""
         entry = snap.manifest.files[number]
         ops, ids = m2.OpsBuilder(), entry.chunks
         before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
+        whole = snap.reread(number) if not before else None
         start, offset, placed = seen.append_buffer(ids.raw), 0, 0
-        for i, length in enumerate(entry.lengths):
-            key = ids.key(i)
-            first = seen.add(start + i) == start + i
-            if i < len(before) and before.key(i) == key:
-                ops.copy(i)
-            elif not first or (base is not None and base.index.find(key) >= 0):
-                ops.stored(key)
-            else:
-                self.check_interrupt()
-                path, data = snap.read_at(number, offset, length, opened)
-                snap.verify(key, path, data)  # here, not on the sealing threads: no GIL convoy
-                frame, at = writer.add(data)
-                ops.new(frame, at, key, length)
-                placed += 1
-                if progress:
-                    progress(length)
-            offset += length
+        try:
+            for i, length in enumerate(entry.lengths):
+                key = ids.key(i)
+                first = seen.add(start + i) == start + i
+                if i < len(before) and before.key(i) == key:
+                    ops.copy(i)
+                elif not first or (base is not None and base.index.find(key) >= 0):
+                    ops.stored(key)
+                else:
+                    self.check_interrupt()
+                    if whole is not None:
+                        data = whole.at(offset, length)
+                    else:
+                        path, data = snap.read_at(number, offset, length, opened)
+                        snap.verify(key, path, data)  # here, not on the sealing threads: no GIL convoy
+                    frame, at = writer.add(data)
+                    ops.new(frame, at, key, length)
+                    placed += 1
+                    if progress:
+                        progress(length)
+                offset += length
+            if whole is not None:
+                whole.finish()
+        finally:
+            if whole is not None:
+                whole.close()
         return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()), placed
 
     # --- reading ---------------------------------------------------------------------------------

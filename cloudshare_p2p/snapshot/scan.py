@@ -16,6 +16,7 @@ from ..i18n import _
 from .chunkids import ChunkIds, Lengths
 from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
+from .reread import READ_BUFFER, Reread
 
 WRITE_FORMAT = 2
 """The format `LocalSnapshot.scan` cuts for by default: 2 (per-file chunkers, packs; a commit
@@ -122,6 +123,7 @@ class LocalSnapshot:
     _index: dict[str, int | tuple[int, int, int]] | None = field(default=None, repr=False)
     _keys: crypto.Keys | None = field(default=None, repr=False)
     _paths: list[Path] = field(default_factory=list, repr=False)
+    _digests: list[bytes] = field(default_factory=list, repr=False)  # each file's SHA-256 at the scan
 
     @classmethod
     def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
@@ -139,6 +141,7 @@ class LocalSnapshot:
         skipped: list[str] = []
         paths: list[Path] = []
         entries: list[FileEntry] = []
+        digests: list[bytes] = []
         fp = hashlib.sha256()
         walk = list(_walk(root, skipped))
         kind = "file" if walk and walk[0][0] == "" else "folder"
@@ -147,11 +150,15 @@ class LocalSnapshot:
         for rel, file_path, st in walk:
             paths.append(file_path)
             if per_file:
-                entries.append(_scan_file2(rel, file_path, st, keys, fp, cutters.get(rel)))
+                entry, digest = _scan_file2(rel, file_path, st, keys, cutters.get(rel))
             else:
-                entries.append(_scan_file(rel, file_path, st, keys, fp))
+                entry, digest = _scan_file(rel, file_path, st, keys)
+            _fingerprint_header(fp, entry.path, entry.size)
+            fp.update(digest)
+            entries.append(entry)
+            digests.append(digest)
         manifest = Manifest(kind, tuple(entries), PER_FILE) if per_file else Manifest(kind, tuple(entries))
-        return cls(root, manifest, fp.hexdigest(), tuple(skipped), None, keys, paths)
+        return cls(root, manifest, fp.hexdigest(), tuple(skipped), None, keys, paths, digests)
 
     def chunk_location(self, chunk_id: str) -> tuple[Path, int, int]:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
@@ -186,6 +193,11 @@ class LocalSnapshot:
         file_path, offset, length = self.chunk_location(chunk_id)
         return file_path, _read(file_path, offset, length, files)
 
+    def reread(self, number: int) -> Reread:
+        """File number `number` read again from its start, checked as a whole against the scan."""
+        entry = self.manifest.files[number]
+        return Reread(self._paths[number], entry.size, self._digests[number])
+
     def read_at(self, number: int, offset: int, length: int, files: dict[Path, BinaryIO] | None = None,
                 ) -> tuple[Path, bytes]:
         """(file, bytes) at `offset` of file number `number` (manifest order), unverified."""
@@ -209,8 +221,6 @@ def _read(file_path: Path, offset: int, length: int, files: dict[Path, BinaryIO]
     return kept.read(length)
 
 
-READ_BUFFER = 1 << 20  # the buffer of a file kept open between `read_at` calls
-
 _LENGTH_BITS, _OFFSET_BITS = 27, 45  # a chunk of up to 64 MiB at an offset below 32 TiB
 _LENGTH_MASK, _OFFSET_MASK = (1 << _LENGTH_BITS) - 1, (1 << _OFFSET_BITS) - 1
 
@@ -231,14 +241,9 @@ def _index_of(manifest: Manifest) -> dict[str, int | tuple[int, int, int]]:
     return index
 
 
-def _scan_file(
-    rel: str,
-    file_path: Path,
-    st: os.stat_result,
-    keys: crypto.Keys,
-    fp: hashlib._Hash,
-) -> FileEntry:
-    """Chunk one file; the size is what was actually read."""
+def _scan_file(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
+               ) -> tuple[FileEntry, bytes]:
+    """Chunk one file (the size is what was actually read); its entry and SHA-256."""
     ids = bytearray()
     offset = 0
     body = hashlib.sha256()
@@ -246,14 +251,14 @@ def _scan_file(
         ids += crypto.chunk_digest(keys, chunk)
         body.update(chunk)
         offset += len(chunk)
-    _fingerprint_header(fp, rel, offset)
-    fp.update(body.digest())
-    return FileEntry(rel, offset, stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime, ChunkIds(ids))
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    return FileEntry(rel, offset, mode, st.st_mtime, ChunkIds(ids)), body.digest()
 
 
 def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
-                fp: hashlib._Hash, name: str | None) -> FileEntry:
-    """Format 2: chunk one file with its own chunker (`name`, else the one it calls for)."""
+                name: str | None) -> tuple[FileEntry, bytes]:
+    """Format 2: chunk one file with its own chunker (`name`, else the one it calls for); its
+    entry and SHA-256."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
     ids = bytearray()
     lengths = array("I")
@@ -264,10 +269,9 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
             ids += crypto.chunk_digest(keys, chunk)
             lengths.append(len(chunk))
             size = offset + len(chunk)
-    _fingerprint_header(fp, rel, size)
-    fp.update(body.digest())
     mode = stat.S_IMODE(st.st_mode) & 0o777
-    return FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
+    entry = FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
+    return entry, body.digest()
 
 
 class _Hashing:
