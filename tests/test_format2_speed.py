@@ -108,3 +108,38 @@ def test_a_join_fetches_the_manifest_once(tmp_path: Path, monkeypatch, cached: b
     assert target.read_bytes() == data.read_bytes()
     assert len(fetched) == 1
     assert reader._last_resolved is None and reader._last_body is None  # nothing held after
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_a_full_manifest_is_cached_as_sent(tmp_path: Path, monkeypatch, rewrite: bool) -> None:
+    """The first share (and a patch rewritten in full) caches the body it sent; the next close
+    resolves its parent from that cache without fetching it, and every version reads back."""
+    if rewrite:
+        monkeypatch.setattr("cloudshare_p2p.snapshot.manifest2.WRITE_MAX_DEPTH", -1)
+    folder, area = memory_area()
+    area.use_cache(tmp_path / "cache")
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(2_000_000))
+    copies = [data.read_bytes()]
+    fetched: list[str] = []
+    read_bytes = area.session.read_bytes
+
+    def counting(path: str, limit: int) -> bytes:
+        if "/manifests/" in path:
+            fetched.append(path)
+        return read_bytes(path, limit)
+
+    monkeypatch.setattr(area.session, "read_bytes", counting)
+    close(area, data, 0)
+    for day in (1, 2):
+        with open(data, "r+b") as fh:
+            fh.seek(day * 500_000)
+            fh.write(os.urandom(1000))
+        copies.append(data.read_bytes())
+        close(area, data, day)
+    assert fetched == []
+    reader = _reader(folder, tmp_path / "cache-reader")
+    for version, want in zip(reader.versions(), copies, strict=True):
+        target = tmp_path / f"v{version.version}.bin"
+        reader.download(version, target)
+        assert target.read_bytes() == want

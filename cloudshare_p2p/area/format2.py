@@ -66,9 +66,8 @@ def _write_parts(path: Path, *parts: Iterable[bytes]) -> None:
 class Format2(LockFolder):
     """Format 2's part of the area's data (see the module docstring)."""
 
-    # The last manifest fetched and the last one resolved, kept for the next call (`read_manifest`
-    # then `download` would fetch, parse and resolve each twice); manifest ids name their content,
-    # so neither can be stale. The steps that are done with them drop them (`_forget`).
+    # The last manifest fetched and resolved, kept for the next call (`read_manifest` then `download`
+    # did each twice); ids name content: never stale. Steps done with them drop them (`_forget`).
     _last_body: tuple[str, bytes] | None = None
     _last_resolved: tuple[str, r2.Resolved, list[str]] | None = None
 
@@ -159,6 +158,13 @@ class Format2(LockFolder):
                 _write_parts(path, [head], m2.encode_parts(r2.full_form(resolved)))
                 self._trim_cache(path.parent)
 
+    def _remember_body(self, manifest_id: str, body: bytes) -> None:
+        """Cache a full manifest (depth 0) from its body: the cache holds a full form, any will do."""
+        if (path := self._cache_file(manifest_id)) is not None:
+            with suppress(OSError):
+                _write_parts(path, [f"0,{manifest_id}\n".encode()], [body])
+                self._trim_cache(path.parent)
+
     def _trim_cache(self, folder: Path) -> None:
         """Keep the newest KEEP_CACHED resolved manifests and those of the copies held here."""
         held = {f"{CACHED_PREFIX}{mid}" for mid in self._held().values()}
@@ -214,10 +220,10 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
-        resolved = r2.resolve(patch, base)
-        base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
-        body = m2.encode(patch)
-        if parent_id is not None:
+        body, resolved = m2.encode(patch), None
+        if parent_id is not None:  # a patch: resolved, and rewritten in full when that is smaller
+            resolved = r2.resolve(patch, base)
+            base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
             full = r2.full_form(resolved)
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
                 del body
@@ -225,13 +231,17 @@ class Format2(LockFolder):
             del full
         del patch
         manifest_id = crypto.chunk_id(keys, body)
+        if not chain:  # a full manifest is cached as it is sent: not resolved nor encoded again
+            resolved = None
+            self._remember_body(manifest_id, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         del body
         if self.session.object_complete(self.p("manifests", manifest_id), len(blob)) is not True:
             self.session.put_object(self._tmp(), self.p("manifests", manifest_id), blob)
         self.stats.chunks_uploaded += placed
         self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
-        self._remember(manifest_id, resolved, [manifest_id, *chain])
+        if resolved is not None:
+            self._remember(manifest_id, resolved, [manifest_id, *chain])
         self.remember_held(snap.root, manifest_id)
         return manifest_id
 
