@@ -143,3 +143,19 @@ def test_a_full_manifest_is_cached_as_sent(tmp_path: Path, monkeypatch, rewrite:
         target = tmp_path / f"v{version.version}.bin"
         reader.download(version, target)
         assert target.read_bytes() == want
+
+
+def test_a_frame_that_does_not_compress_is_sealed_fast_and_opens_the_same() -> None:
+    from cloudshare_p2p import crypto
+
+    keys = crypto.keys_from_data_key(os.urandom(32))
+    noise = os.urandom(1 << 20)
+    text = b"".join(b"2026-01-%02d memo %d office supplies\n" % (i % 28 + 1, i) for i in range(30_000))
+    mixed = noise[: 1 << 19] + text[: 1 << 19]  # compressible in part: zstd -3 as before
+    assert crypto._level_for(noise, 3) == crypto.FAST_LEVEL
+    assert crypto._level_for(text, 3) == 3 and crypto._level_for(mixed, 3) == 3
+    assert crypto._level_for(noise[:1000], 3) == 3  # small ones are not probed
+    for plain in (noise, text, mixed):
+        blob = crypto.seal(keys, b"frame", "", plain)
+        assert crypto.open_sealed(keys, b"frame", "", blob) == plain
+    assert len(crypto.seal(keys, b"frame", "", text)) < len(text) / 5
