@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from .. import crypto, errors
 from ..cachedir import HELD
@@ -318,19 +318,19 @@ class Format2(LockFolder):
         keys = self.require_keys()
         resolved, _chain = self.resolve_manifest(version.manifest, version.version)
         self._forget()  # `resolved` is freed when this returns
-        where = cast(dict[str, m2.Loc], resolved.where)  # a read-only Mapping view, all read_chunks uses
 
         def count(n: int) -> None:
             self.stats.bytes_downloaded += n
 
         def remote(missing: array[int]) -> Iterator[tuple[int, bytes]]:
-            for batch in _batches(resolved, missing):
-                for cid, data in read_chunks(self.session, self.p, keys, where, count, batch):
+            for batch in _batches(resolved, missing):  # id -> position: no id looked up per chunk
+                where = {cid: resolved.loc_at(pos) for cid, pos in batch.items()}
+                for cid, data in read_chunks(self.session, self.p, keys, where, count):
                     self.check_interrupt()
                     self.stats.chunks_downloaded += 1
                     if progress:
                         progress(len(data))
-                    yield resolved.index.find(bytes.fromhex(cid)), data
+                    yield batch[cid], data
 
         restore_chunks(resolved.manifest, target, keys, self._local_chunks(target, resolved), remote)
         self.remember_held(target, version.manifest)
@@ -386,17 +386,17 @@ class Format2(LockFolder):
 BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)
 
 
-def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[list[str]]:
-    """The ids at `positions` (first occurrences in `resolved`) in batches of about BATCH, a
-    frame never split between two (it would be fetched twice), frames in ascending order."""
+def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[dict[str, int]]:
+    """The ids (hex) at `positions` (first occurrences in `resolved`) and their positions, in batches
+    of about BATCH, a frame never split between two (fetched twice), frames in ascending order."""
     by_frame: dict[int, array[int]] = {}
     for pos in positions:
         by_frame.setdefault(resolved.frame_of(pos), array("I")).append(pos)
-    batch: list[str] = []
+    batch: dict[str, int] = {}
     for frame in sorted(by_frame, key=lambda n: resolved.frames[n]):
-        batch.extend(resolved.index.key_at(pos).hex() for pos in by_frame.pop(frame))
+        batch.update((resolved.index.key_at(pos).hex(), pos) for pos in by_frame.pop(frame))
         if len(batch) >= BATCH:
             yield batch
-            batch = []
+            batch = {}
     if batch:
         yield batch
