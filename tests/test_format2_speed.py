@@ -159,3 +159,13 @@ def test_a_frame_that_does_not_compress_is_sealed_fast_and_opens_the_same() -> N
         blob = crypto.seal(keys, b"frame", "", plain)
         assert crypto.open_sealed(keys, b"frame", "", blob) == plain
     assert len(crypto.seal(keys, b"frame", "", text)) < len(text) / 5
+
+
+@pytest.mark.parametrize("size", [0, 1000, 8 * scan.READ_BUFFER, 8 * scan.READ_BUFFER + 777_777])
+def test_the_scan_hashes_on_a_helper_thread_to_the_same_fingerprint(tmp_path: Path, size: int) -> None:
+    """A large file's SHA-256 is taken on a helper thread in blocks; it is the fingerprint's."""
+    folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(size))
+    snap = LocalSnapshot.scan(data, area.require_keys(), format=2)
+    assert snap.fingerprint == scan.local_fingerprint(data)

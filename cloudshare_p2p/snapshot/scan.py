@@ -7,6 +7,7 @@ import os
 import stat
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -264,26 +265,52 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
     lengths = array("I")
     size = 0
     body = hashlib.sha256()
-    with open(file_path, "rb") as fh:
-        for offset, chunk in chunking.chunks(_Hashing(fh, body), cutter):  # chunks cover every byte read
+    big = st.st_size >= 8 * READ_BUFFER  # a small file is hashed inline (the pool starts no thread)
+    with open(file_path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="scan-hash") as pool:
+        hashing = _Hashing(fh, body, pool if big else None)
+        for offset, chunk in chunking.chunks(hashing, cutter):  # chunks cover every byte read
             ids += crypto.chunk_digest(keys, chunk)
             lengths.append(len(chunk))
             size = offset + len(chunk)
+        hashing.finish()
     mode = stat.S_IMODE(st.st_mode) & 0o777
     entry = FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
     return entry, body.digest()
 
 
 class _Hashing:
-    """A binary stream that hashes every byte read from it (one update per read, not per chunk)."""
+    """A binary stream that hashes every byte read from it, in blocks of READ_BUFFER on `pool`'s
+    one thread if given (SHA-256 releases the GIL for a block: the chunking goes on meanwhile)."""
 
-    def __init__(self, stream: BinaryIO, digest: hashlib._Hash) -> None:
-        self._stream, self._digest = stream, digest
+    def __init__(self, stream: BinaryIO, digest: hashlib._Hash, pool: ThreadPoolExecutor | None) -> None:
+        self._stream, self._digest, self._pool = stream, digest, pool
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._pending: Future[None] | None = None
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
-        self._digest.update(data)
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= READ_BUFFER:
+            self._hand_over()
         return data
+
+    def _hand_over(self) -> None:
+        block = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        if self._pool is None:
+            self._digest.update(block)
+            return
+        if self._pending is not None:
+            self._pending.result()  # one block hashing at a time, in order
+        self._pending = self._pool.submit(self._digest.update, block)
+
+    def finish(self) -> None:
+        """Hash what is left; the digest is complete when this returns."""
+        self._hand_over()
+        if self._pending is not None:
+            self._pending.result()
 
 
 def local_fingerprint(path: Path) -> str:
