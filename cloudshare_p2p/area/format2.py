@@ -281,12 +281,12 @@ class Format2(LockFolder):
         ops, ids = m2.OpsBuilder(), entry.chunks
         before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
         whole = snap.reread(number) if not before else None
-        start, offset, placed = seen.append_buffer(ids.raw), 0, 0
+        start, offset, placed, known = seen.append_buffer(ids.raw), 0, 0, len(before)
         try:
             for i, length in enumerate(entry.lengths):
                 key = ids.key(i)
                 first = seen.add(start + i) == start + i
-                if i < len(before) and before.key(i) == key:
+                if i < known and before.key(i) == key:
                     ops.copy(i)
                 elif not first or (base is not None and base.index.find(key) >= 0):
                     ops.stored(key)
