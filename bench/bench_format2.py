@@ -106,7 +106,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def run(home: Path, *args: str) -> tuple[float, int]:
     """One `cloudshare` command: (wall seconds, peak RSS bytes); it must succeed."""
     env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=home.name)
-    env.setdefault("CLOUDSHARE_WRITE_FORMAT", "2")  # format 2 is still opt-in
+    env.setdefault("CLOUDSHARE_WRITE_FORMAT", "2")  # the default anyway; one set outside still wins
     peak = home.parent / f".rss-{home.name}"
     t0 = time.perf_counter()
     command = [sys.executable, "-c", LAUNCH, str(peak), CLOUDSHARE, "--home", str(home), *args]

@@ -15,9 +15,8 @@ import secrets
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from functools import partial
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from .. import crypto, errors
 from ..cachedir import HELD
@@ -67,6 +66,14 @@ def _write_parts(path: Path, *parts: Iterable[bytes]) -> None:
 class Format2(LockFolder):
     """Format 2's part of the area's data (see the module docstring)."""
 
+    # The last manifest fetched and resolved, kept for the next call (`read_manifest` then `download`
+    # did each twice); ids name content: never stale. Steps done with them drop them (`_forget`).
+    _last_body: tuple[str, bytes] | None = None
+    _last_resolved: tuple[str, r2.Resolved, list[str]] | None = None
+
+    def _forget(self) -> None:
+        self._last_body = self._last_resolved = None
+
     # --- the upgrade ---------------------------------------------------------------------
 
     def format2_ready(self) -> bool:
@@ -90,6 +97,8 @@ class Format2(LockFolder):
 
     def _manifest_body(self, manifest_id: str, number: int) -> bytes:
         """A manifest's verified plaintext (AreaCorrupt if it is missing)."""
+        if self._last_body is not None and self._last_body[0] == manifest_id:
+            return self._last_body[1]
         keys = self.require_keys()
         try:
             blob = self.session.read_bytes(self.p("manifests", manifest_id), m2.MAX_MANIFEST + (1 << 20))
@@ -98,11 +107,13 @@ class Format2(LockFolder):
                 version=number)) from None
         body = crypto.open_sealed(keys, crypto.KIND_MANIFEST, manifest_id, blob, max_plain=m2.MAX_MANIFEST)
         crypto.verify_chunk(keys, manifest_id, body)
+        self._last_body = (manifest_id, body)
         return body
 
     def _manifest_doc(self, manifest_id: str, number: int) -> object:
         """A manifest's parsed JSON (None if it is not JSON; AreaCorrupt if it is missing)."""
         body = self._manifest_body(manifest_id, number)
+        self._last_body = None  # parsed now: not needed again
         try:
             return m2.load(body)
         except errors.AreaCorrupt:
@@ -114,6 +125,8 @@ class Format2(LockFolder):
         return self._cache_dir / self.config["area_id"] / f"{CACHED_PREFIX}{manifest_id}"
 
     def _cached(self, manifest_id: str) -> tuple[r2.Resolved, list[str]] | None:
+        if self._last_resolved is not None and self._last_resolved[0] == manifest_id:
+            return self._last_resolved[1], self._last_resolved[2]
         path = self._cache_file(manifest_id)
         if path is None or not path.is_file():
             return None
@@ -131,6 +144,7 @@ class Format2(LockFolder):
             resolved.depth = int(depth)  # the full form says 0: the chain's depth is kept here
             if not 0 <= resolved.depth <= m2.MAX_DEPTH or len(chain) != resolved.depth + 1:
                 raise ValueError(depth)
+            self._last_resolved = (manifest_id, resolved, chain)
             return resolved, chain
         except (OSError, ValueError, errors.CloudShareError):
             path.unlink(missing_ok=True)  # local damage: fetched again
@@ -142,6 +156,13 @@ class Format2(LockFolder):
             head = ",".join([str(resolved.depth), *chain]).encode() + b"\n"
             with suppress(OSError):
                 _write_parts(path, [head], m2.encode_parts(r2.full_form(resolved)))
+                self._trim_cache(path.parent)
+
+    def _remember_body(self, manifest_id: str, body: bytes) -> None:
+        """Cache a full manifest (depth 0) from its body: the cache holds a full form, any will do."""
+        if (path := self._cache_file(manifest_id)) is not None:
+            with suppress(OSError):
+                _write_parts(path, [f"0,{manifest_id}\n".encode()], [body])
                 self._trim_cache(path.parent)
 
     def _trim_cache(self, folder: Path) -> None:
@@ -178,6 +199,7 @@ class Format2(LockFolder):
             resolved, chain = r2.resolve(patch, resolved), [mid, *chain]
         assert resolved is not None
         self._remember(manifest_id, resolved, chain)
+        self._last_resolved = (manifest_id, resolved, chain)
         return resolved, chain
 
     # --- writing -------------------------------------------------------------------------------
@@ -198,10 +220,10 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
-        resolved = r2.resolve(patch, base)
-        base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
-        body = m2.encode(patch)
-        if parent_id is not None:
+        body, resolved = m2.encode(patch), None
+        if parent_id is not None:  # a patch: resolved, and rewritten in full when that is smaller
+            resolved = r2.resolve(patch, base)
+            base = None  # each of these is a few dozen bytes per chunk: freed as soon as done with
             full = r2.full_form(resolved)
             if patch.depth > m2.WRITE_MAX_DEPTH or 2 * len(body) >= m2.encoded_size(full):
                 del body
@@ -209,12 +231,16 @@ class Format2(LockFolder):
             del full
         del patch
         manifest_id = crypto.chunk_id(keys, body)
+        if not chain:  # a full manifest is cached as it is sent: not resolved nor encoded again
+            resolved = None
+            self._remember_body(manifest_id, body)
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         del body
         self._place_manifest(manifest_id, blob)
         self.stats.chunks_uploaded += placed
         self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
-        self._remember(manifest_id, resolved, [manifest_id, *chain])
+        if resolved is not None:
+            self._remember(manifest_id, resolved, [manifest_id, *chain])
         self.remember_held(snap.root, manifest_id)
         return manifest_id
 
@@ -230,6 +256,8 @@ class Format2(LockFolder):
             return self.resolve_manifest(parent.manifest, parent.version)
         except errors.AreaCorrupt:
             return None, []
+        finally:
+            self._forget()  # freed with `base` as the commit goes on
 
     def _patch_files(self, snap: LocalSnapshot, base: r2.Resolved | None, writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
@@ -247,27 +275,42 @@ class Format2(LockFolder):
                      opened: dict[Path, BinaryIO], writer: PackWriter,
                      progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
         """One file's ops: the parent's same entry copied, a chunk stored before named, a new
-        one read from the file (by its place, no index of ids) and packed; and how many."""
+        one read from the file (by its place, no index of ids) and packed; and how many.
+
+        A file the parent lacks (a first share: nearly every chunk new) is read again whole and
+        checked against the scan's SHA-256 before its ops are returned; else each new chunk is
+        checked against its id. Either way, no manifest names bytes the scan did not hash."""
         entry = snap.manifest.files[number]
         ops, ids = m2.OpsBuilder(), entry.chunks
         before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
-        start, offset, placed = seen.append_buffer(ids.raw), 0, 0
-        for i, length in enumerate(entry.lengths):
-            key = ids.key(i)
-            first = seen.add(start + i) == start + i
-            if i < len(before) and before.key(i) == key:
-                ops.copy(i)
-            elif not first or (base is not None and base.index.find(key) >= 0):
-                ops.stored(key)
-            else:
-                self.check_interrupt()
-                path, data = snap.read_at(number, offset, length, opened)
-                frame, at = writer.add(data, partial(snap.verify, key, path, data))
-                ops.new(frame, at, key, length)
-                placed += 1
-                if progress:
-                    progress(length)
-            offset += length
+        whole = snap.reread(number) if not before else None
+        start, offset, placed, known = seen.append_buffer(ids.raw), 0, 0, len(before)
+        try:
+            for i, length in enumerate(entry.lengths):
+                key = ids.key(i)
+                first = seen.add(start + i) == start + i
+                if i < known and before.key(i) == key:
+                    ops.copy(i)
+                elif not first or (base is not None and base.index.find(key) >= 0):
+                    ops.stored(key)
+                else:
+                    self.check_interrupt()
+                    if whole is not None:
+                        data = whole.at(offset, length)
+                    else:
+                        path, data = snap.read_at(number, offset, length, opened)
+                        snap.verify(key, path, data)  # here, not on the sealing threads: no GIL convoy
+                    frame, at = writer.add(data)
+                    ops.new(frame, at, key, length)
+                    placed += 1
+                    if progress:
+                        progress(length)
+                offset += length
+            if whole is not None:
+                whole.finish()
+        finally:
+            if whole is not None:
+                whole.close()
         return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()), placed
 
     # --- reading ---------------------------------------------------------------------------------
@@ -277,19 +320,20 @@ class Format2(LockFolder):
         """Receive a format-2 version into `target`: the local copy's chunks, then frames."""
         keys = self.require_keys()
         resolved, _chain = self.resolve_manifest(version.manifest, version.version)
-        where = cast(dict[str, m2.Loc], resolved.where)  # a read-only Mapping view, all read_chunks uses
+        self._forget()  # `resolved` is freed when this returns
 
         def count(n: int) -> None:
             self.stats.bytes_downloaded += n
 
         def remote(missing: array[int]) -> Iterator[tuple[int, bytes]]:
-            for batch in _batches(resolved, missing):
-                for cid, data in read_chunks(self.session, self.p, keys, where, count, batch):
+            for batch in _batches(resolved, missing):  # id -> position: no id looked up per chunk
+                where = {cid: resolved.loc_at(pos) for cid, pos in batch.items()}
+                for cid, data in read_chunks(self.session, self.p, keys, where, count):
                     self.check_interrupt()
                     self.stats.chunks_downloaded += 1
                     if progress:
                         progress(len(data))
-                    yield resolved.index.find(bytes.fromhex(cid)), data
+                    yield batch[cid], data
 
         restore_chunks(resolved.manifest, target, keys, self._local_chunks(target, resolved), remote)
         self.remember_held(target, version.manifest)
@@ -325,6 +369,7 @@ class Format2(LockFolder):
         local = LocalChunks()
         held = self._held().get(str(Path(target).absolute()))
         found = self._cached(held) if held else None
+        self._forget()
         layouts = [found[0].manifest] if found is not None else []
         del found  # its locations are not needed: free them before the layout grows
         for manifest in [*layouts, wanted.manifest]:
@@ -337,23 +382,24 @@ class Format2(LockFolder):
     def objects_needed_format2(self, version: Version) -> set[str]:
         """Area-relative paths of a format-2 version's manifest chain and packs."""
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
+        self._forget()
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
 
 
 BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)
 
 
-def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[list[str]]:
-    """The ids at `positions` (first occurrences in `resolved`) in batches of about BATCH, a
-    frame never split between two (it would be fetched twice), frames in ascending order."""
+def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[dict[str, int]]:
+    """The ids (hex) at `positions` (first occurrences in `resolved`) and their positions, in batches
+    of about BATCH, a frame never split between two (fetched twice), frames in ascending order."""
     by_frame: dict[int, array[int]] = {}
     for pos in positions:
         by_frame.setdefault(resolved.frame_of(pos), array("I")).append(pos)
-    batch: list[str] = []
+    batch: dict[str, int] = {}
     for frame in sorted(by_frame, key=lambda n: resolved.frames[n]):
-        batch.extend(resolved.index.key_at(pos).hex() for pos in by_frame.pop(frame))
+        batch.update((resolved.index.key_at(pos).hex(), pos) for pos in by_frame.pop(frame))
         if len(batch) >= BATCH:
             yield batch
-            batch = []
+            batch = {}
     if batch:
         yield batch

@@ -7,6 +7,7 @@ import os
 import stat
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,7 @@ from ..i18n import _
 from .chunkids import ChunkIds, Lengths
 from .manifest import CHUNK_SIZE, PER_FILE, FileEntry, Manifest
 from .names import _case_clash, _malformed, windows_name_problem
+from .reread import READ_BUFFER, Reread
 
 WRITE_FORMAT = 2
 """The format `LocalSnapshot.scan` cuts for by default: 2 (per-file chunkers, packs; a commit
@@ -122,6 +124,7 @@ class LocalSnapshot:
     _index: dict[str, int | tuple[int, int, int]] | None = field(default=None, repr=False)
     _keys: crypto.Keys | None = field(default=None, repr=False)
     _paths: list[Path] = field(default_factory=list, repr=False)
+    _digests: list[bytes] = field(default_factory=list, repr=False)  # each file's SHA-256 at the scan
 
     @classmethod
     def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
@@ -139,6 +142,7 @@ class LocalSnapshot:
         skipped: list[str] = []
         paths: list[Path] = []
         entries: list[FileEntry] = []
+        digests: list[bytes] = []
         fp = hashlib.sha256()
         walk = list(_walk(root, skipped))
         kind = "file" if walk and walk[0][0] == "" else "folder"
@@ -147,11 +151,15 @@ class LocalSnapshot:
         for rel, file_path, st in walk:
             paths.append(file_path)
             if per_file:
-                entries.append(_scan_file2(rel, file_path, st, keys, fp, cutters.get(rel)))
+                entry, digest = _scan_file2(rel, file_path, st, keys, cutters.get(rel))
             else:
-                entries.append(_scan_file(rel, file_path, st, keys, fp))
+                entry, digest = _scan_file(rel, file_path, st, keys)
+            _fingerprint_header(fp, entry.path, entry.size)
+            fp.update(digest)
+            entries.append(entry)
+            digests.append(digest)
         manifest = Manifest(kind, tuple(entries), PER_FILE) if per_file else Manifest(kind, tuple(entries))
-        return cls(root, manifest, fp.hexdigest(), tuple(skipped), None, keys, paths)
+        return cls(root, manifest, fp.hexdigest(), tuple(skipped), None, keys, paths, digests)
 
     def chunk_location(self, chunk_id: str) -> tuple[Path, int, int]:
         """(file, offset, length) of a chunk id; KeyError if not part of this snapshot."""
@@ -186,6 +194,11 @@ class LocalSnapshot:
         file_path, offset, length = self.chunk_location(chunk_id)
         return file_path, _read(file_path, offset, length, files)
 
+    def reread(self, number: int) -> Reread:
+        """File number `number` read again from its start, checked as a whole against the scan."""
+        entry = self.manifest.files[number]
+        return Reread(self._paths[number], entry.size, self._digests[number])
+
     def read_at(self, number: int, offset: int, length: int, files: dict[Path, BinaryIO] | None = None,
                 ) -> tuple[Path, bytes]:
         """(file, bytes) at `offset` of file number `number` (manifest order), unverified."""
@@ -202,7 +215,8 @@ def _read(file_path: Path, offset: int, length: int, files: dict[Path, BinaryIO]
         for old in files.values():
             old.close()
         files.clear()
-        files[file_path] = open(file_path, "rb")  # noqa: SIM115 - the caller closes it
+        # a large buffer: consecutive chunks come from one read, a seek inside it costs no call
+        files[file_path] = open(file_path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - the caller closes it
     kept = files[file_path]
     kept.seek(offset)
     return kept.read(length)
@@ -228,14 +242,9 @@ def _index_of(manifest: Manifest) -> dict[str, int | tuple[int, int, int]]:
     return index
 
 
-def _scan_file(
-    rel: str,
-    file_path: Path,
-    st: os.stat_result,
-    keys: crypto.Keys,
-    fp: hashlib._Hash,
-) -> FileEntry:
-    """Chunk one file; the size is what was actually read."""
+def _scan_file(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
+               ) -> tuple[FileEntry, bytes]:
+    """Chunk one file (the size is what was actually read); its entry and SHA-256."""
     ids = bytearray()
     offset = 0
     body = hashlib.sha256()
@@ -243,40 +252,65 @@ def _scan_file(
         ids += crypto.chunk_digest(keys, chunk)
         body.update(chunk)
         offset += len(chunk)
-    _fingerprint_header(fp, rel, offset)
-    fp.update(body.digest())
-    return FileEntry(rel, offset, stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime, ChunkIds(ids))
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    return FileEntry(rel, offset, mode, st.st_mtime, ChunkIds(ids)), body.digest()
 
 
 def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
-                fp: hashlib._Hash, name: str | None) -> FileEntry:
-    """Format 2: chunk one file with its own chunker (`name`, else the one it calls for)."""
+                name: str | None) -> tuple[FileEntry, bytes]:
+    """Format 2: chunk one file with its own chunker (`name`, else the one it calls for); its
+    entry and SHA-256."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
     ids = bytearray()
     lengths = array("I")
     size = 0
     body = hashlib.sha256()
-    with open(file_path, "rb") as fh:
-        for offset, chunk in chunking.chunks(_Hashing(fh, body), cutter):  # chunks cover every byte read
+    big = st.st_size >= 8 * READ_BUFFER  # a small file is hashed inline (the pool starts no thread)
+    with open(file_path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="scan-hash") as pool:
+        hashing = _Hashing(fh, body, pool if big else None)
+        for offset, chunk in chunking.chunks(hashing, cutter):  # chunks cover every byte read
             ids += crypto.chunk_digest(keys, chunk)
             lengths.append(len(chunk))
             size = offset + len(chunk)
-    _fingerprint_header(fp, rel, size)
-    fp.update(body.digest())
+        hashing.finish()
     mode = stat.S_IMODE(st.st_mode) & 0o777
-    return FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
+    entry = FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
+    return entry, body.digest()
 
 
 class _Hashing:
-    """A binary stream that hashes every byte read from it (one update per read, not per chunk)."""
+    """A binary stream that hashes every byte read from it, in blocks of READ_BUFFER on `pool`'s
+    one thread if given (SHA-256 releases the GIL for a block: the chunking goes on meanwhile)."""
 
-    def __init__(self, stream: BinaryIO, digest: hashlib._Hash) -> None:
-        self._stream, self._digest = stream, digest
+    def __init__(self, stream: BinaryIO, digest: hashlib._Hash, pool: ThreadPoolExecutor | None) -> None:
+        self._stream, self._digest, self._pool = stream, digest, pool
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._pending: Future[None] | None = None
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
-        self._digest.update(data)
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= READ_BUFFER:
+            self._hand_over()
         return data
+
+    def _hand_over(self) -> None:
+        block = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        if self._pool is None:
+            self._digest.update(block)
+            return
+        if self._pending is not None:
+            self._pending.result()  # one block hashing at a time, in order
+        self._pending = self._pool.submit(self._digest.update, block)
+
+    def finish(self) -> None:
+        """Hash what is left; the digest is complete when this returns."""
+        self._hand_over()
+        if self._pending is not None:
+            self._pending.result()
 
 
 def local_fingerprint(path: Path) -> str:
