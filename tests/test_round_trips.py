@@ -22,8 +22,8 @@ from tests.sftp_waves import counting
 
 pytestmark = pytest.mark.server
 
-CLOSE_WAVES = 16  # 2026-11: 13 (45 before the batch requests; the CLI also writes its release ahead: 12);
-# 16 with the floor's lookups after each creation (renewal, commit, release)
+CLOSE_WAVES = 15  # 2026-11: 13 (45 before the batch requests; the CLI also writes its release ahead: 12);
+# 15 with the floor's lookups after the renewal and the commit (a release needs none)
 OPEN_WAVES = 14  # 2026-11: 12 (49 before); 15 with the floor's lookups (first, after reading, claim, fence);
 # 13 with the first lookup sent with the reads and the claim's lookup settling them
 

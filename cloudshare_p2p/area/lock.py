@@ -175,7 +175,7 @@ class LockFolder(Log):
                since: int | None, note: str = "") -> tuple[bool, HolderLease, int]:
         """Write and publish generation `gen`: won?, the lease counted here, the record's mtime."""
         tmp, lease, mtime = self._write_claim(kind, gen, session, party, lease_seconds, since, note)
-        return self._publish_claim(tmp, gen), lease, mtime
+        return self._publish_claim(tmp, gen, release=kind is LockKind.RELEASE), lease, mtime
 
     def _write_claim(self, kind: LockKind, gen: int, session: str, party: Party, lease_seconds: int,
                      since: int | None, note: str = "",
@@ -197,10 +197,14 @@ class LockFolder(Log):
                 name=self.name, folder="tmp")) from None
         return tmp, lease, mtime
 
-    def _publish_claim(self, tmp: str, gen: int) -> bool:
-        """Publish a written claim as `lock/<gen>`; False if another party created it first."""
+    def _publish_claim(self, tmp: str, gen: int, release: bool = False) -> bool:
+        """Publish a written claim as `lock/<gen>`; False if another party created it first.
+
+        The floor is looked up after the creation (a generation re-created below it is lost),
+        except for a release: a void release and a real one both leave us not holding the lock,
+        so the answer would change nothing (docs/area-format.md, "Creating below the floor")."""
         won = self.session.publish(tmp, self.p("lock", _name(gen)))
-        won = won and not floor.created_generation_void(self, gen)  # below the floor: lost
+        won = won and (release or not floor.created_generation_void(self, gen))  # below the floor: lost
         if won and gen > self.cache.lock_top:  # the next command probes upwards from here
             self.cache.lock_top = gen
             self.cache.save()
@@ -228,7 +232,7 @@ class LockFolder(Log):
         if extra:
             self.drop_prepared_release()
             self._release_ready = release
-        won = self._publish_claim(tmp, gen)
+        won = self._publish_claim(tmp, gen, release=kind is LockKind.RELEASE)
         if won:
             self._claimed_at = mtime
         return lease if won else None
@@ -373,7 +377,7 @@ class LockFolder(Log):
         """Let go; False when the lock was no longer ours (nothing to release)."""
         ready, self._release_ready, self._release_wanted = self._release_ready, None, False
         if ready is not None and ready[0] == grant.lease.generation + 1:  # written with the renewal
-            if self._publish_claim(ready[1], ready[0]):
+            if self._publish_claim(ready[1], ready[0], release=True):
                 return True
         elif ready is not None:
             with suppress(FileNotFoundError):
