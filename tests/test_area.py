@@ -235,7 +235,8 @@ def test_corrupted_manifest_is_refused(firm_and_client, tmp_path):
     area = create_area(firm_s, name, firm)
     first_version(area, firm, write(tmp_path / "b.db", b"data" * 100))
     manifest = next((server.root / name / "manifests").iterdir())
-    manifest.write_bytes(manifest.read_bytes()[:-1] + b"\x00")
+    sealed = manifest.read_bytes()
+    manifest.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 0xFF]))  # a changed byte, always
     local = write(tmp_path / "client.db", b"mine")
     reader = open_area(client_s, name)
     with pytest.raises(errors.AreaCorrupt):

@@ -156,8 +156,9 @@ def tolerant_streams() -> None:
 def quiet_threads(home: Path) -> None:
     """A background thread's error never prints a traceback on the terminal.
 
-    paramiko's prefetch thread dies with "Socket is closed" when the line is cut; the command
-    itself reports the failure in plain words (exit 9), and the details go to the log file.
+    A thread that moves data (paramiko's own, the upload and sealing threads) may die with
+    "Socket is closed" when the line is cut; the command itself reports the failure in plain
+    words (exit 9), and the details go to the log file.
     """
     import threading
 
