@@ -19,7 +19,6 @@ from stat import S_ISDIR
 import paramiko
 from paramiko.sftp import (
     CMD_CLOSE,
-    CMD_DATA,
     CMD_FSTAT,
     CMD_HANDLE,
     CMD_OPEN,
@@ -138,11 +137,7 @@ def _gathered(answers: Answers, reads: list[int], pieces: list[tuple[int, int]],
     before the first short answer (a host capping reads below what was asked)."""
     parts: list[bytes] = []
     for num, (_offset, length) in zip(reads, pieces, strict=True):
-        try:
-            msg = answers.checked(num, CMD_DATA)
-        except EOFError:
-            break
-        part = msg.get_string()
+        part = answers.data(num)
         parts.append(part)
         if len(part) < length:
             break

@@ -148,6 +148,17 @@ class Answers:
             raise paramiko.SFTPError(f"unexpected answer {t} to request {num}")
         return msg
 
+    def read(self, handle: bytes, offset: int, length: int) -> int:
+        """Send a read of `length` bytes at `offset`; its number, for `data`."""
+        return self.send(CMD_READ, handle, int64(offset), length)
+
+    def data(self, num: int) -> bytes:
+        """The bytes answering read request `num` (b"" past the end of the file)."""
+        try:
+            return self.checked(num, CMD_DATA).get_binary()
+        except EOFError:
+            return b""
+
     def attrs(self, num: int) -> SFTPAttributes:
         """The attributes answering a stat or fstat request."""
         return SFTPAttributes._from_msg(self.checked(num, CMD_ATTRS))
@@ -178,43 +189,6 @@ class Forgotten:
         while self.pending:
             self.sftp._read_response()
 
-
-class ReadAnswers:
-    """Pipelined read requests and their answers, kept by request number. (paramiko's
-    readv/prefetch is not used: its prefetch thread can fall behind the reader, which then
-    takes "no request pending" for "prefetch done" and re-reads the rest one request at a time
-    while the prefetched copies still arrive: bytes twice, a round trip each.)"""
-
-    def __init__(self, sftp: SFTPClient) -> None:
-        self.sftp = sftp
-        self.answers: dict[int, bytes | BaseException] = {}
-
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        try:
-            if t == CMD_DATA:
-                self.answers[num] = msg.get_binary()
-                return
-            if t != CMD_STATUS:
-                raise paramiko.SFTPError("Expected data")
-            self.sftp._convert_status(msg)
-            raise paramiko.SFTPError("Expected data")
-        except EOFError:
-            self.answers[num] = b""  # past the end of the file
-        except (OSError, paramiko.SFTPError) as e:
-            self.answers[num] = e
-
-    def send(self, handle: bytes, offset: int, length: int) -> int:
-        """Ask for `length` bytes at `offset`; the request number to `wait` for."""
-        return self.sftp._async_request(self, CMD_READ, handle, int64(offset), length)
-
-    def wait(self, num: int) -> bytes:
-        """The data of request `num` (b"" past the end); its error raised."""
-        while num not in self.answers:
-            self.sftp._read_response()
-        got = self.answers.pop(num)
-        if isinstance(got, BaseException):
-            raise got
-        return got
 
 
 # --- requests paramiko has no public call for ---------------------------------

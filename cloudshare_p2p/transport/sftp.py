@@ -18,7 +18,7 @@ from stat import S_ISDIR
 from typing import BinaryIO
 
 import paramiko
-from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_REMOVE, int64
+from paramiko.sftp import CMD_CLOSE, CMD_FSTAT, CMD_MKDIR, CMD_OPEN, CMD_REMOVE
 from paramiko.sftp_attr import SFTPAttributes
 
 from cloudshare_p2p import errors
@@ -475,17 +475,13 @@ class SftpConnection:
         """The file's size and its first REQUEST_SIZE bytes: fstat and read in one round trip."""
         answers = Answers(self._sftp)
         fstat = answers.send(CMD_FSTAT, handle)
-        read = answers.send(CMD_READ, handle, int64(0), REQUEST_SIZE)
+        read = answers.read(handle, 0, REQUEST_SIZE)
         try:
             size = answers.attrs(fstat).st_size or 0
         except BaseException:
             answers.drop([read])
             raise
-        try:
-            first = answers.checked(read, CMD_DATA).get_string()
-        except EOFError:
-            first = b""
-        return size, first
+        return size, answers.data(read)
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of each (offset, length) range, in order: pipelined read requests, each

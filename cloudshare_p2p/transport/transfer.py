@@ -17,7 +17,7 @@ from cloudshare_p2p import errors
 
 from ..i18n import _
 from .endpoint import Timeouts
-from .paramiko_sftp import ReadAnswers, SFTPClient, WriteAcks
+from .paramiko_sftp import Answers, SFTPClient, WriteAcks
 
 # OpenSSH accepts SFTP messages up to 256 KiB *including* headers and answers reads with at
 # most 256 KiB - 1 KiB of data: stay at that size for both directions.
@@ -135,8 +135,10 @@ def read_ranges(sftp: SFTPClient, handle: bytes, ranges: Sequence[tuple[int, int
                 count: Callable[[int], None]) -> Iterator[bytes]:
     """The bytes of each range of the open `handle`, in order: one read request per piece of at
     most REQUEST_SIZE, each asked once, at most RANGES_AHEAD bytes in flight; a range past the
-    end of the file is short."""
-    reads = ReadAnswers(sftp)
+    end of the file is short. (paramiko's readv/prefetch is not used: its prefetch thread can
+    fall behind the reader, which then takes "no request pending" for "prefetch done" and reads
+    the rest again one request at a time while the prefetched copies still arrive.)"""
+    reads = Answers(sftp)
     pieces = _pieces(ranges)
     flight: deque[tuple[int, int, int, int]] = deque()  # (range index, offset, length, request)
     ahead = 0
@@ -144,16 +146,16 @@ def read_ranges(sftp: SFTPClient, handle: bytes, ranges: Sequence[tuple[int, int
         parts: list[bytes] = []
         while True:
             while ahead < RANGES_AHEAD and (piece := next(pieces, None)) is not None:
-                flight.append((*piece, reads.send(handle, piece[1], piece[2])))
+                flight.append((*piece, reads.read(handle, piece[1], piece[2])))
                 ahead += piece[2]
             if not flight or flight[0][0] != index:
                 break
             _index, offset, length, num = flight.popleft()
             ahead -= length
-            data = reads.wait(num)[:length]  # a host's longer answer is cut to what was asked
+            data = reads.data(num)[:length]  # a host's longer answer is cut to what was asked
             while 0 < len(data) < length:  # a short answer before the end: ask for the rest
                 rest = length - len(data)
-                more = reads.wait(reads.send(handle, offset + len(data), rest))[:rest]
+                more = reads.data(reads.read(handle, offset + len(data), rest))[:rest]
                 if not more:
                     break
                 data += more
