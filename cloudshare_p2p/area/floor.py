@@ -40,7 +40,6 @@ from statemachine.floor import (
 from .. import errors
 from ..i18n import _
 from ..localfiles import atomic_write
-from ..textsafe import printable
 from ..transport import FileTooLarge
 from ..transport.sftp import HARDLINK
 from .model import Grant, Party, Version
@@ -48,12 +47,10 @@ from .records import (
     ENTRY_NAME,
     FENCING_KINDS,
     OBJECT_ID,
-    _dict,
     _entry_fields_ok,
-    _int,
     _name,
-    _note,
     _nowiso_utc,
+    commit_version,
 )
 
 if TYPE_CHECKING:
@@ -286,13 +283,6 @@ def check_fence(area: AreaBase, grant: Grant) -> None:
         raise errors.Fenced(_("your lease ran out and someone else took the lock; your version was not sent"))
 
 
-def _carried_version(number: int, entry: dict[str, Any]) -> Version:
-    return Version(
-        version=number, seq=entry["seq"], manifest=entry["manifest"], size=_int(entry.get("size"), 0),
-        writer=_dict(entry.get("writer")), time=printable(entry.get("time", ""), 40), gen=entry["gen"],
-        note=_note(entry.get("note")), restored_from=_int(entry.get("restored_from"), None))
-
-
 def _compacted(number: int) -> Version:
     """A version whose entry was compacted away: it counts as pruned and keeps its number."""
     return Version(version=number, seq=0, manifest="", size=0, writer={}, time="", gen=0)
@@ -302,7 +292,7 @@ def view_start(area: AreaBase) -> tuple[int, list[Version], set[int], list[tuple
     """The validity rule's state at the floor: F, the versions below it, the pruned numbers, the policies."""
     floor = current(area)
     carried = {c.number: dict(c.entry) for c in floor.carried}
-    versions = [_carried_version(n, carried[n]) if n in carried else _compacted(n)
+    versions = [commit_version(carried[n], n) if n in carried else _compacted(n)
                 for n in range(1, floor.versions + 1)]
     return floor.fence, versions, set(floor.pruned), list(floor.policies)
 

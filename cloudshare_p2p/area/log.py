@@ -17,7 +17,6 @@ from typing import Any
 
 from .. import errors
 from ..i18n import _
-from ..textsafe import printable
 from ..transport import FileTooLarge, SmallFile
 from . import floor
 from .base import AreaBase
@@ -31,11 +30,10 @@ from .records import (
     _dict,
     _entry_fields_ok,
     _entry_time,
-    _int,
     _json_object,
     _name,
-    _note,
     _nowiso_utc,
+    commit_version,
 )
 
 LOG_PROBE = 8  # log slots read at once when looking for new entries
@@ -84,16 +82,6 @@ def _commit_counts(entry: dict[str, Any], highest_fence: int, newest: int) -> bo
     )
 
 
-def _version(entry: dict[str, Any], number: int) -> Version:
-    """The `Version` a valid commit entry stands for."""
-    return Version(
-        version=number, seq=entry["seq"], manifest=entry["manifest"],
-        size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
-        time=printable(entry.get("time", ""), 40), gen=entry["gen"], note=_note(entry.get("note")),
-        restored_from=_int(entry.get("restored_from"), None),
-    )
-
-
 Start = tuple[int, list[Version], set[int], list[tuple[int, str]]]
 
 
@@ -108,7 +96,7 @@ def _walk(entries: list[dict[str, Any]], start: Start) -> LogView:
         if kind in FENCING_KINDS:
             highest_fence = max(highest_fence, gen)
         elif _commit_counts(entry, highest_fence, len(out)):
-            out.append(_version(entry, len(out) + 1))
+            out.append(commit_version(entry, len(out) + 1))
         elif gen < highest_fence:
             continue  # a fenced prune or policy counts as nothing
         elif kind == "prune" and max(entry["pruned"]) < len(out):

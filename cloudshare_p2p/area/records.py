@@ -17,6 +17,7 @@ from typing import Any, overload
 from .. import errors
 from ..i18n import _
 from ..textsafe import MAX_NAME, MAX_NOTE, note_problem, printable
+from .model import Version
 
 FORMAT = "cloudshare-area"
 FORMAT_VERSION = 1  # what `create` writes; the first format-2 commit upgrades the area
@@ -131,6 +132,16 @@ def _dict(value: Any) -> dict[str, Any]:
 def _note(value: Any) -> str:
     """A note from the host: printable, at most about 1 KiB shown."""
     return printable(value, MAX_NOTE) if isinstance(value, str) else ""
+
+
+def commit_version(entry: dict[str, Any], number: int) -> Version:
+    """The `Version` number `number` that a valid commit entry stands for (its fields bounded)."""
+    return Version(
+        version=number, seq=entry["seq"], manifest=entry["manifest"],
+        size=_int(entry.get("size"), 0), writer=_dict(entry.get("writer")),
+        time=printable(entry.get("time", ""), 40), gen=entry["gen"], note=_note(entry.get("note")),
+        restored_from=_int(entry.get("restored_from"), None),
+    )
 
 
 def _entry_time(entry: dict[str, Any]) -> str:
