@@ -14,10 +14,10 @@ from typing import Any
 
 from .. import crypto, errors
 from ..i18n import _
-from ..transport import FileTooLarge, RemoteFiles, Stat
+from ..transport import RemoteFiles, Stat
 from .cache import AreaCache
 from .model import TransferStats
-from .records import ENTRY_NAME, MAX_CONFIG, MAX_RECORD, _json_object, parse_config, validate_area_name
+from .records import ENTRY_NAME, MAX_CONFIG, parse_config, validate_area_name
 
 CLOCK_REUSE = 60.0  # seconds a reading of the host's clock is carried forward (see `server_now`)
 
@@ -92,20 +92,6 @@ class AreaBase:
         tmp = self._tmp()
         self.session.upload(tmp, data)
         return self.session.publish(tmp, final)
-
-    def _read_json(self, path: str) -> dict[str, Any] | None:
-        """A record as a dict; None if missing, oversized, torn or not an object (void)."""
-        try:
-            raw = self.session.read_bytes(path, MAX_RECORD)
-        except (FileNotFoundError, FileTooLarge):
-            return None
-        return _json_object(raw)
-
-    def _mtime(self, path: str) -> int:
-        st = self.session.stat(path)
-        if st is None:
-            raise errors.AreaCorrupt(_("{path} vanished right after it was created").format(path=path))
-        return st.mtime
 
     def server_now(self) -> int:
         """The host's clock (the mtime of a file it has just created). A reading this object made

@@ -200,8 +200,3 @@ class IdIndex:
                 while table[slot]:
                     slot = (slot + 1) & mask
                 table[slot] = entry
-
-
-def ids_of(values: Sequence[str]) -> ChunkIds:
-    """A FileEntry's `chunks` as ChunkIds (the field holds one after construction)."""
-    return values if isinstance(values, ChunkIds) else ChunkIds.of(values)
