@@ -65,6 +65,8 @@ class CountingRelay:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target))
+            for s in (client, server):  # a relay must not hold back small segments (Nagle): a
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # wire would not
             for a, b, up in ((client, server, True), (server, client, False)):
                 threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="also the 230 MB ledger and the 1 GB file")
     parser.add_argument("--rows", type=int, default=320_000, help="journal rows of the ledger")
     parser.add_argument("--random-mb", type=int, default=256)
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the random-data up/down figures (--random-mb MB)")
     parser.add_argument("--memory-mb", type=int, default=0,
                         help="only the peak RSS figures, for a random file of this many MB")
     args = parser.parse_args(argv)
@@ -297,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.memory_mb:
                 memory_1gb(tmp, server, args.memory_mb)
+                return 0
+            if args.throughput_only:
+                throughput(tmp, server, args.random_mb)
                 return 0
             relay = CountingRelay(server.port)
             pair, ledger, copy = first_and_noop(tmp, server, relay, args.rows)
