@@ -362,6 +362,15 @@ class Format2(LockFolder):
             return {}
         return {k: v for k, v in held.items() if isinstance(v, str)} if isinstance(held, dict) else {}
 
+    def held_manifest(self, target: Path) -> Manifest | None:
+        """The manifest of the format-2 version this computer holds at `target`, when it is
+        cached here (no round trip): a close cuts each file again with the chunker named
+        there, so a file that grew past a size keeps its chunks (the commit resolves the same
+        manifest next, from memory)."""
+        held = self._held().get(str(Path(target).absolute()))
+        found = self._cached(held) if held else None
+        return found[0].manifest if found is not None else None
+
     def _local_chunks(self, target: Path, wanted: r2.Resolved) -> LocalChunks:
         """Where the local copy may hold each chunk: the layout of the version this computer
         holds (when its manifest is cached), else the same place in the same file. Each one is

@@ -34,8 +34,11 @@ MAX_BLOCKS = 1 << 18  # format 2: page blocks grow (whole pages x 2^k) to keep a
 
 
 def chunker_for(file_path: Path, size: int) -> chunking.Chunker:
-    """Format 2's chunker for one file: SQLite page blocks (at most MAX_BLOCKS), else FastCDC."""
+    """Format 2's chunker for one file: SQLite page blocks (at most MAX_BLOCKS), else FastCDC
+    sized for the file (`chunking.cdc_for_size`)."""
     found = chunking.detect(file_path)
+    if isinstance(found, chunking.CdcChunker):
+        return chunking.cdc_for_size(size)
     if isinstance(found, chunking.PageChunker):
         pages = found.pages
         while -(-size // (found.page_size * pages)) > MAX_BLOCKS and found.page_size * pages < 1 << 20:
