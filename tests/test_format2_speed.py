@@ -169,3 +169,76 @@ def test_the_scan_hashes_on_a_helper_thread_to_the_same_fingerprint(tmp_path: Pa
     data.write_bytes(os.urandom(size))
     snap = LocalSnapshot.scan(data, area.require_keys(), format=2)
     assert snap.fingerprint == scan.local_fingerprint(data)
+
+
+def _first_share(area: Area, path: Path) -> tuple[int, LocalSnapshot]:
+    firm = PARTIES.setdefault("firm", party("firm"))
+    grant = area.acquire(firm, lease_seconds=300)
+    try:
+        return area.commit_first(grant, firm, path)
+    finally:
+        area.release(grant, firm)
+
+
+def test_a_first_share_reads_each_file_once_and_sends_what_it_hashed(tmp_path: Path, monkeypatch) -> None:
+    """Scan and packing in one pass: no second reading (Reread), the version is the file."""
+    folder, area = memory_area()
+    data = tmp_path / "folder"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(3_000_000) * 2)  # its second half repeats the first
+    (data / "empty.txt").write_bytes(b"")
+    (data / "small.txt").write_bytes(b"ledger notes\n" * 100)
+
+    def no_second_reading(*_args):
+        raise AssertionError("a first share read a file again")
+
+    monkeypatch.setattr(LocalSnapshot, "reread", no_second_reading)
+    monkeypatch.setattr(LocalSnapshot, "read_at", no_second_reading)
+    version, snap = _first_share(area, data)
+    assert version == 1 and snap.fingerprint == scan.local_fingerprint(data)
+    assert area.stats.bytes_uploaded < 3_200_000  # the repeated half is stored once
+    target = tmp_path / "copy"
+    _reader(folder, tmp_path / "cache").download(area.newest(), target)
+    for name in ("big.bin", "empty.txt", "small.txt"):
+        assert (target / name).read_bytes() == (data / name).read_bytes()
+
+
+@pytest.mark.parametrize("how", ["flip", "cut", "grow"])
+def test_a_file_changed_while_a_first_share_reads_it_is_never_sent(tmp_path: Path, monkeypatch,
+                                                                   how: str) -> None:
+    from cloudshare_p2p.area import packs
+
+    folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(10_000_000))
+    os.utime(data, (1_700_000_000, 1_700_000_000))  # backdated: any write moves its times
+    add = packs.PackWriter.add
+    edited: list[bool] = []
+
+    def edit_once(self, chunk, check=None):
+        if not edited:
+            edited.append(True)
+            _edit(data, 6_000_000, how)
+        return add(self, chunk, check)
+
+    monkeypatch.setattr(packs.PackWriter, "add", edit_once)
+    with pytest.raises(errors.InvalidState, match="changed while it was being sent"):
+        _first_share(area, data)
+    assert edited and area.versions() == []
+    assert not [n for n in folder.nodes if n.startswith("books/manifests/")]
+
+
+def test_a_first_share_resumed_after_its_version_landed_sends_nothing_again(tmp_path: Path) -> None:
+    """The version is there already (the share stopped before recording it): the same copy
+    is that version; a different one is not published over it."""
+    _folder, area = memory_area()
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(500_000))
+    assert _first_share(area, data)[0] == 1
+    sent = area.stats.bytes_uploaded
+    assert _first_share(area, data)[0] == 1
+    assert area.stats.bytes_uploaded == sent
+    data.write_bytes(os.urandom(500_000))
+    with pytest.raises(errors.StaleBase):
+        _first_share(area, data)
+    assert [v.version for v in area.versions()] == [1]

@@ -375,6 +375,17 @@ def test_put_object_new_present_torn(files: RemoteFiles, area: str) -> None:
     assert files.listdir(f"{area}/tmp") == []
 
 
+def test_put_object_of_parts_is_their_concatenation(files: RemoteFiles, area: str) -> None:
+    """A pack goes up as its frames, never joined: parts of every size, across the 1 MiB
+    pieces a stream is read in and the requests it is sent in (an empty one too)."""
+    parts = [os.urandom(n) for n in (1, 0, 262_143, 1 << 20, 1_048_577, 300_000, 7)]
+    final = f"{area}/packed"
+    assert files.put_object(_tmp(area), final, parts) is True
+    assert files.read_bytes(final) == b"".join(parts)
+    assert files.put_object(_tmp(area), final, parts) is False  # the same size is there: complete
+    assert files.listdir(f"{area}/tmp") == []
+
+
 def test_publish_object_places_a_written_temp_file(files: RemoteFiles, area: str) -> None:
     data = os.urandom(1000)
     tmp = _tmp(area)

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import crypto, errors
 from ..i18n import _
 from ..snapshot import CHUNK_SIZE, PER_FILE, ChunkCache, LocalSnapshot, Manifest, restore
+from ..snapshot.scan import write_format
 from . import floor
 from .format2 import Format2, body_version
 from .model import Grant, Party, Version
@@ -108,6 +109,28 @@ class DataStore(Format2):
             if sent is None:
                 raise
             return sent
+
+    def commit_first(self, grant: Grant, party: Party, root: Path, note: str = "",
+                     cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
+                     ) -> tuple[int, LocalSnapshot]:
+        """Publish `root` as the area's first version under our lease: scanned and packed in
+        one pass (format 2, `upload_scanning`); the version and the snapshot. Where that does
+        not apply (a version is there already, the host stays format 1, format 1 is asked
+        for) it is scanned, then committed as `commit` does with base 0."""
+        note = check_note(note)
+        self.ensure_holding(grant, party)
+        if self._newest_known(grant) is not None or write_format() != 2 or not self.format2_ready():
+            snap = LocalSnapshot.scan(root, self.require_keys())
+            return self.commit(grant, party, snap, note, cache, progress, base=0), snap
+        self._holding_manifest, self._manifest_held = True, None
+        try:
+            snap, manifest_id = self.upload_scanning(root, progress)
+        finally:
+            self._holding_manifest = False
+        held, self._manifest_held = self._manifest_held, None
+        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
+        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, 0,
+                                  held), snap
 
     def _newest_known(self, grant: Grant) -> Version | None:
         """The newest version as this computer knows the log, when it knows it up to the grant's

@@ -220,6 +220,34 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
+        return self._publish_patch(snap.root, patch, base, chain, placed, writer.bytes_sent)
+
+    def upload_scanning(self, root: Path, progress: Callable[[int], None] | None = None,
+                        ) -> tuple[LocalSnapshot, str]:
+        """A first version (no parent): scan `root` and pack its chunks in the same pass, each
+        file read once and the bytes sent the bytes hashed (no second reading to check them);
+        the snapshot and its manifest id. A file changed during its reading: InvalidState."""
+        keys = self.require_keys()
+        writer = PackWriter(self.session, self.p, self._tmp, keys)
+        packing = _Packing(writer, self.check_interrupt, progress)
+        try:
+            snap = LocalSnapshot.scan(root, keys, format=2, sink=packing.add)
+            frames = writer.finish()
+        except BaseException:
+            writer.abandon()
+            raise
+        files = tuple(m2.PatchFile(e.path, e.size, e.mode, e.mtime, e.chunker, packing.ops(n))
+                      for n, e in enumerate(snap.manifest.files))
+        patch = m2.Patch(snap.manifest.kind, None, 0, frames, files)
+        del files, packing
+        return snap, self._publish_patch(root, patch, None, [], writer.placed, writer.bytes_sent)
+
+    def _publish_patch(self, root: Path, patch: m2.Patch, base: r2.Resolved | None, chain: list[str],
+                       placed: int, bytes_sent: int) -> str:
+        """Encode, seal and place a version's manifest (rewritten in full when that is smaller
+        than a patch of `base`), cache it; its id."""
+        keys = self.require_keys()
+        parent_id = patch.parent
         body, resolved = m2.encode(patch), None
         if parent_id is not None:  # a patch: resolved, and rewritten in full when that is smaller
             resolved = r2.resolve(patch, base)
@@ -238,10 +266,10 @@ class Format2(LockFolder):
         del body
         self._place_manifest(manifest_id, blob)
         self.stats.chunks_uploaded += placed
-        self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
+        self.stats.bytes_uploaded += bytes_sent + len(blob)
         if resolved is not None:
             self._remember(manifest_id, resolved, [manifest_id, *chain])
-        self.remember_held(snap.root, manifest_id)
+        self.remember_held(root, manifest_id)
         return manifest_id
 
     def _place_manifest(self, manifest_id: str, blob: bytes) -> None:
@@ -393,6 +421,39 @@ class Format2(LockFolder):
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
         self._forget()
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
+
+
+class _Packing:
+    """A scan's sink for a first version: each chunk not seen before in the snapshot is
+    packed, and every file's ops are built as its chunks are cut."""
+
+    def __init__(self, writer: PackWriter, interrupt: Callable[[], None],
+                 progress: Callable[[int], None] | None) -> None:
+        self._writer, self._interrupt, self._progress = writer, interrupt, progress
+        self._ids = bytearray()  # every id cut, in order: the index's one growing buffer
+        self._seen = IdIndex()
+        self._seen.append_buffer(self._ids)
+        self._ops: dict[int, m2.OpsBuilder] = {}
+
+    def add(self, number: int, chunk: bytes, key: bytes) -> None:
+        ops = self._ops.get(number)
+        if ops is None:
+            ops = self._ops[number] = m2.OpsBuilder()
+        pos = len(self._ids) // len(key)
+        self._ids += key
+        if self._seen.add(pos) != pos:
+            ops.stored(key)
+            return
+        self._interrupt()
+        frame, at = self._writer.add(chunk)
+        ops.new(frame, at, key, len(chunk))
+        if self._progress:
+            self._progress(len(chunk))
+
+    def ops(self, number: int) -> tuple[m2.Op, ...]:
+        """File `number`'s ops (none for an empty file)."""
+        ops = self._ops.get(number)
+        return ops.ops() if ops is not None else ()
 
 
 BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)

@@ -50,6 +50,7 @@ class PackWriter:
         self._pack_count = 0
         self._dirs: set[str] = set()
         self.bytes_sent = 0
+        self.placed = 0  # chunks added
 
     def add(self, data: bytes, check: Callable[[], None] | None = None) -> tuple[int, int]:
         """Store one chunk: (frame number, offset in the frame's plaintext). `check` (it raises
@@ -59,6 +60,7 @@ class PackWriter:
             self._close_frame()
         where = (len(self._frames) + len(self._sealing), self._size)
         self._parts.append(data)
+        self.placed += 1
         if check is not None:
             self._checks.append(check)
         self._size += len(data)
@@ -85,24 +87,26 @@ class PackWriter:
         for blob in blobs:
             self._frames.append((number, offset, len(blob)))
             offset += len(blob)
-        data = b"".join(blobs)
-        del blobs
         if self._uploading is not None:
             self._uploading.result()  # one pack on the wire while the next one is sealed
-        self._uploading = self._uploader.submit(self._upload, number, data)
-        del data
+        self._uploading = self._uploader.submit(self._upload, number, blobs)
+        del blobs
 
-    def _upload(self, number: int, data: bytes) -> None:
-        """Publish one pack (on the uploader thread: the only one using the connection meanwhile)."""
-        pack_id = hashlib.sha256(data).hexdigest()
+    def _upload(self, number: int, blobs: list[bytes]) -> None:
+        """Publish one pack (on the uploader thread: the only one using the connection
+        meanwhile), its frames sent one after another, never joined into one buffer."""
+        digest = hashlib.sha256()
+        for blob in blobs:
+            digest.update(blob)
+        pack_id = digest.hexdigest()
         folder, sub, name = pack_path(pack_id)
         made = self._p(folder, sub)  # made (and packs/ too) in the round trip of the temp file
-        self._session.put_object(self._tmp(), self._p(folder, sub, name), data,
+        self._session.put_object(self._tmp(), self._p(folder, sub, name), blobs,
                                  folder=None if made in self._dirs else made)
         self._dirs.add(made)
         self._packs[number] = pack_id
-        self.bytes_sent += len(data)
-        del data  # an error caught below (an existing folder) keeps this frame alive until gc
+        self.bytes_sent += sum(len(blob) for blob in blobs)
+        del blobs  # an error caught below (an existing folder) keeps these frames alive until gc
 
     def finish(self) -> tuple[Frame, ...]:
         """Upload what is left; the frames written, numbered as `add` said."""

@@ -24,7 +24,7 @@ from ..area import Area, validate_area_name
 from ..display import human_size
 from ..i18n import _
 from ..settings import DEFAULT_RUN_LEASE
-from ..snapshot import LocalSnapshot, keep_aside, local_fingerprint, quick_stamp
+from ..snapshot import data_size, keep_aside, local_fingerprint, quick_stamp
 from ..transport import SftpConnection
 from .base import Outcome, ServiceBase
 from .dataset import UNSHARED_FIELDS, DataSet
@@ -150,9 +150,9 @@ class SetupCommands(ServiceBase):
             area.unlock_keys(password)
         grant = self._acquire_for(ds, area, DEFAULT_RUN_LEASE, "first upload")
         stamp = quick_stamp(ds.path)
-        snap = LocalSnapshot.scan(ds.path, area.require_keys())
-        version = area.commit(grant, self.party, snap, "start of Cloud Share", self._cache(area),
-                              self.ui.progress(_("uploading"), snap.manifest.total_size()), base=0)
+        progress = self.ui.progress(_("uploading"), data_size(ds.path))
+        version, snap = area.commit_first(grant, self.party, ds.path, "start of Cloud Share",
+                                          self._cache(area), progress)
         area.release(grant, self.party)
         ds.fire(Event.STEP_REACHED, f"version {version}", step=Step.UPLOADED, version=version)
         ds.fire(Event.SETUP_DONE, forget_grant=True, fields={"synced_version": version,

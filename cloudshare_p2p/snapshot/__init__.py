@@ -48,7 +48,7 @@ from .manifest import (
 from .names import safe_relpath, windows_name_problem
 from .pending import finish_pending, pending_restore
 from .restore import restore
-from .scan import LocalSnapshot, local_fingerprint, quick_stamp
+from .scan import LocalSnapshot, data_size, local_fingerprint, quick_stamp
 from .tempnames import TEMP_PREFIX, _tag, _temp_path
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "_tag",
     "_temp_path",
     "clean_leftovers",
+    "data_size",
     "finish_pending",
     "keep_aside",
     "local_fingerprint",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ WRITE_FORMAT = 2
 upgrades a version-1 area). `CLOUDSHARE_WRITE_FORMAT=1` writes format 1 (fixed 1 MiB chunks) as a
 fallback, for an area a version-1 client must still read."""
 WRITE_FORMAT_ENV = "CLOUDSHARE_WRITE_FORMAT"
+
+
+ChunkSink = Callable[[int, bytes, bytes], None]
+"""Handed each chunk as a scan cuts it: (file number in manifest order, bytes, raw id)."""
 
 
 def write_format() -> int:
@@ -131,14 +136,20 @@ class LocalSnapshot:
 
     @classmethod
     def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
-             like: Manifest | None = None) -> LocalSnapshot:
+             like: Manifest | None = None, sink: ChunkSink | None = None) -> LocalSnapshot:
         """Read the data set once: chunk ids, manifest and content fingerprint.
 
         `format` 1 cuts fixed 1 MiB chunks, 2 chooses a chunker per file (default
         `WRITE_FORMAT`); `like` (a manifest) cuts as it does, each path with its chunker.
+        `sink` (format 2 only) is handed each chunk as it is cut (file number, bytes, raw
+        id): a first upload sends the very bytes hashed, the file read once. A file whose
+        size or times differ after its reading from before it is then refused
+        (InvalidState): the snapshot would mix two states of it.
         """
         if like is not None:
             format = 2 if like.chunker == PER_FILE else 1
+        if sink is not None and (format or write_format()) != 2:
+            raise ValueError("a chunk sink needs format 2")
         cutters = {f.path: f.chunker for f in like.files} if like is not None else {}
         per_file = (format or write_format()) == 2
         root = Path(path)
@@ -151,10 +162,11 @@ class LocalSnapshot:
         kind = "file" if walk and walk[0][0] == "" else "folder"
         if kind == "folder":
             _check_names(root, [rel for rel, _p, _st in walk])
-        for rel, file_path, st in walk:
+        for number, (rel, file_path, st) in enumerate(walk):
             paths.append(file_path)
             if per_file:
-                entry, digest = _scan_file2(rel, file_path, st, keys, cutters.get(rel))
+                hand = None if sink is None else functools.partial(sink, number)
+                entry, digest = _scan_file2(rel, file_path, st, keys, cutters.get(rel), hand)
             else:
                 entry, digest = _scan_file(rel, file_path, st, keys)
             _fingerprint_header(fp, entry.path, entry.size)
@@ -260,9 +272,11 @@ def _scan_file(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
 
 
 def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys,
-                name: str | None) -> tuple[FileEntry, bytes]:
+                name: str | None, sink: Callable[[bytes, bytes], None] | None = None,
+                ) -> tuple[FileEntry, bytes]:
     """Format 2: chunk one file with its own chunker (`name`, else the one it calls for); its
-    entry and SHA-256."""
+    entry and SHA-256. `sink` gets each chunk and its raw id, and the file must then be
+    unchanged (size and times) from `st` when its reading ends."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
     ids = bytearray()
     lengths = array("I")
@@ -272,13 +286,22 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
     with open(file_path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="scan-hash") as pool:
         hashing = _Hashing(fh, body, pool if big else None)
         for offset, chunk in chunking.chunks(hashing, cutter):  # chunks cover every byte read
-            ids += crypto.chunk_digest(keys, chunk)
+            key = crypto.chunk_digest(keys, chunk)
+            ids += key
             lengths.append(len(chunk))
             size = offset + len(chunk)
+            if sink is not None:
+                sink(chunk, key)
         hashing.finish()
+        if sink is not None and _stamp(os.fstat(fh.fileno())) != _stamp(st):
+            raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
     mode = stat.S_IMODE(st.st_mode) & 0o777
     entry = FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
     return entry, body.digest()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class _Hashing:
@@ -337,6 +360,14 @@ def local_fingerprint(path: Path) -> str:
         _fingerprint_header(fp, rel, size)
         fp.update(body.digest())
     return fp.hexdigest()
+
+
+def data_size(path: Path) -> int:
+    """Bytes in the data set's files (the walk of `LocalSnapshot.scan`; 0 if absent)."""
+    root = Path(path)
+    if not os.path.lexists(root):
+        return 0
+    return sum(st.st_size for _rel, _path, st in _walk(root, []))
 
 
 def quick_stamp(path: Path) -> str:

@@ -134,8 +134,10 @@ class RemoteFiles(Protocol):
         FileNotFoundError, nothing published."""
         ...
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
-        """Publish `data` as an immutable object whose name fixes its content (upload to
+    def put_object(self, tmp_path: str, final_path: str, data: bytes | Sequence[bytes],
+                   folder: str | None = None) -> bool:
+        """Publish `data` (bytes, or parts sent one after another: a large object need not be
+        joined into one buffer) as an immutable object whose name fixes its content (upload to
         `tmp_path`, then place it). True if this call created `final_path` or replaced a torn
         (wrong-size) file there; False if a file of `len(data)` bytes was already there. The
         final name never holds a torn file; concurrent callers with the same content all

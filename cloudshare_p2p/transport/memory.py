@@ -286,9 +286,12 @@ class MemoryFiles:
             finally:
                 self.folder.nodes.pop(_key(tmp_path), None)
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
+    def put_object(self, tmp_path: str, final_path: str, data: bytes | Sequence[bytes],
+                   folder: str | None = None) -> bool:
         """Upload to tmp, then place it at final unless a complete copy is there; `folder`
         (and its parent) made if missing."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            data = b"".join(data)
         with self._op("publish", staged=True) as fault:
             for made in (_parent(_key(folder)), _key(folder)) if folder else ():
                 if made and made not in self.folder.nodes:

@@ -40,7 +40,7 @@ from .paramiko_sftp import (
     is_sftp_error,
     unsupported,
 )
-from .transfer import REQUEST_SIZE, bounded, copy_out, read_ranges, write_stream
+from .transfer import REQUEST_SIZE, Parts, Reader, bounded, copy_out, read_ranges, write_stream
 
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -248,15 +248,21 @@ class SftpConnection:
             return None
         return not found.is_dir and found.size == size
 
-    def put_object(self, tmp_path: str, final_path: str, data: bytes, folder: str | None = None) -> bool:
-        """Upload `data` to `tmp_path` (every write and the close acknowledged), then
-        `publish_object` it; True if we created or repaired `final_path`. `folder` is made
-        (if missing) in the round trip that opens the temp file."""
-        written = self.upload(tmp_path, data, folder=folder)
-        if written != len(data):
+    def put_object(self, tmp_path: str, final_path: str, data: bytes | Sequence[bytes],
+                   folder: str | None = None) -> bool:
+        """Upload `data` (or its parts, one after another) to `tmp_path` (every write and the
+        close acknowledged), then `publish_object` it; True if we created or repaired
+        `final_path`. `folder` is made (if missing) in the round trip that opens the temp file."""
+        src: Reader | bytes
+        if isinstance(data, bytes):
+            size, src = len(data), data
+        else:
+            size, src = sum(len(part) for part in data), Parts(data)
+        written = self.upload(tmp_path, src, folder=folder)
+        if written != size:
             raise errors.TransferError(_("upload of {tmp_path} wrote {written} of {size} bytes").format(
-                tmp_path=tmp_path, written=written, size=len(data)))
-        return self._publish_object(tmp_path, final_path, len(data), check_tmp=False)
+                tmp_path=tmp_path, written=written, size=size))
+        return self._publish_object(tmp_path, final_path, size, check_tmp=False)
 
     def publish_object(self, tmp_path: str, final_path: str, size: int) -> bool:
         """Publish a complete temp file as an immutable object whose content is fixed by its
@@ -356,7 +362,7 @@ class SftpConnection:
     def upload(
         self,
         path: str,
-        src: BinaryIO | bytes,
+        src: Reader | bytes,
         *,
         progress: Callable[[int], None] | None = None,
         folder: str | None = None,

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import paramiko
 
@@ -92,7 +92,34 @@ def bounded(what: str, timeouts: Timeouts, transport: paramiko.Transport) -> Ite
         deadline.disarm()
 
 
-def write_stream(sftp: SFTPClient, handle: bytes, stream: BinaryIO, check: Deadline,
+class Parts:
+    """Parts of one object read as a stream, in order (`read(n)` joins at most n bytes across
+    parts): a pack of frames is sent without first being joined into one large buffer."""
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        self._parts = deque(memoryview(part) for part in parts)
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[memoryview] = []
+        want = n if n >= 0 else sum(len(part) for part in self._parts)
+        while want > 0 and self._parts:
+            part = self._parts[0]
+            if len(part) > want:
+                out.append(part[:want])
+                self._parts[0] = part[want:]
+                break
+            out.append(self._parts.popleft())
+            want -= len(part)
+        return b"".join(out)
+
+
+class Reader(Protocol):
+    """What `write_stream` sends: a file opened for reading, `Parts`, …"""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def write_stream(sftp: SFTPClient, handle: bytes, stream: Reader, check: Deadline,
                  progress: Progress, count: Callable[[int], None], *, close: bool = False) -> int:
     """Write `stream` to the open `handle` (pipelined, every answer checked); bytes written.
     With `close`, the handle's close is sent behind the last write and checked with them."""
