@@ -461,12 +461,13 @@ BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays sma
 
 def _batches(resolved: r2.Resolved, positions: array[int]) -> Iterator[dict[str, int]]:
     """The ids (hex) at `positions` (first occurrences in `resolved`) and their positions, in batches
-    of about BATCH, a frame never split between two (fetched twice), frames in ascending order."""
+    of about BATCH, a frame never split between two (fetched twice), frames in the order they
+    were written (a first share's: the file's order, so a join writes it front to back)."""
     by_frame: dict[int, array[int]] = {}
     for pos in positions:
         by_frame.setdefault(resolved.frame_of(pos), array("I")).append(pos)
     batch: dict[str, int] = {}
-    for frame in sorted(by_frame, key=lambda n: resolved.frames[n]):
+    for frame in sorted(by_frame):
         batch.update((resolved.index.key_at(pos).hex(), pos) for pos in by_frame.pop(frame))
         if len(batch) >= BATCH:
             yield batch

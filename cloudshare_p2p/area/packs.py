@@ -136,15 +136,18 @@ def read_chunks(session: RemoteFiles, area_path: Callable[..., str], keys: crypt
                 wanted: dict[str, Loc],
                 count: Callable[[int], None] | None = None,
                 only: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]:
-    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack; with
-    `only`, just those ids of `wanted` (no copy of a large `wanted` needed)."""
+    """Each wanted chunk (id, plaintext), verified, read frame by frame, pack by pack (in the
+    order `wanted` first names them, each pack's frames ascending); with `only`, just those
+    ids of `wanted` (no copy of a large `wanted` needed)."""
     frames: dict[tuple[str, int, int], list[str]] = {}  # ids only: one reference per chunk
     for cid in wanted if only is None else only:
         loc = wanted[cid]
         frames.setdefault((loc.pack, loc.frame_offset, loc.frame_length), []).append(cid)
-    by_pack: dict[str, list[tuple[int, int]]] = {}
-    for pack, offset, length in sorted(frames):
+    by_pack: dict[str, list[tuple[int, int]]] = {}  # packs in the order first asked for
+    for pack, offset, length in frames:
         by_pack.setdefault(pack, []).append((offset, length))
+    for ranges in by_pack.values():
+        ranges.sort()
     with ThreadPoolExecutor(2, thread_name_prefix="open") as pool:  # AES, zstd and HMAC release the GIL
         opening: deque[Future[list[tuple[str, bytes]]]] = deque()
         for pack, ranges in by_pack.items():

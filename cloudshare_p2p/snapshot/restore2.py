@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from .. import crypto, errors
 from ..i18n import _
+from . import written
 from .chunkids import ChunkIds, IdIndex, Lengths
 from .diskerrors import _FetchFailed
 from .manifest import FileEntry, Manifest
@@ -69,8 +70,9 @@ class _Files:
     """The files being built, opened on demand (a few at a time); neighbouring writes are
     joined into one `os.pwrite` of up to WRITE_BATCH bytes (no seeks, no small writes)."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], sizes: list[int]) -> None:
         self.paths = paths
+        self.hashes = [written.InOrder(size) for size in sizes]  # each file's SHA-256, if in order
         self._open: dict[int, int] = {}  # file number -> descriptor
         self._pending: tuple[int, int] | None = None  # (file number, offset) of the buffered run
         self._buffer = bytearray()
@@ -91,6 +93,7 @@ class _Files:
                 self._close_all()
             fd = self._open[number] = os.open(self.paths[number], os.O_WRONLY | getattr(os, "O_BINARY", 0))
         view = memoryview(self._buffer)
+        self.hashes[number].wrote(offset, view)
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
@@ -185,8 +188,8 @@ def _create(manifest: Manifest, tmp: Path) -> list[Path]:
     return paths
 
 
-def _finish(paths: list[Path], entries: tuple[FileEntry, ...]) -> None:
-    for path, entry in zip(paths, entries, strict=True):
+def _finish(paths: list[Path], entries: tuple[FileEntry, ...], digests: list[bytes | None]) -> None:
+    for path, entry, digest in zip(paths, entries, digests, strict=True):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             os.fsync(fd)
@@ -194,12 +197,16 @@ def _finish(paths: list[Path], entries: tuple[FileEntry, ...]) -> None:
             os.close(fd)
         os.chmod(path, entry.mode & 0o777)
         os.utime(path, (entry.mtime, entry.mtime))
+        if digest is not None:
+            written.note(os.stat(path), digest)
 
 
 def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: LocalChunks,
-          remote: Remote) -> None:
+          remote: Remote) -> list[bytes | None]:
+    """Write every chunk of `manifest` into `paths`; each file's SHA-256 where its writes
+    came front to back (a join's), else None."""
     layout = _Layout(manifest)
-    files, reader = _Files(paths), _LocalReader()
+    files, reader = _Files(paths, [entry.size for entry in manifest.files]), _LocalReader()
     try:
         missing = array("I")
         for pos, first in enumerate(layout.firsts):
@@ -233,6 +240,7 @@ def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: Local
             first_missing = min(layout.index.key_at(p).hex() for p in missing if wanted[p])
             raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
                 chunk_id=first_missing[:12]))
+        return [hashing.digest() for hashing in files.hashes]
     finally:
         files.close()
         reader.close()
@@ -244,7 +252,7 @@ def restore_chunks(manifest: Manifest, target: Path, keys: crypto.Keys, local: L
     verifying every chunk, then swap it in; on any error `target` is left untouched."""
     def build(tmp: Path) -> None:
         paths = _create(manifest, tmp)
-        _fill(manifest, paths, keys, local, remote)
-        _finish(paths, manifest.files)
+        digests = _fill(manifest, paths, keys, local, remote)
+        _finish(paths, manifest.files, digests)
 
     restore_with(manifest, target, keys, build)
