@@ -13,7 +13,8 @@ Figures (asserts nothing; prints every one):
   with `--big`; a pure 1 % append: bytes sent by `close`, received by the other side's `open`;
 * first transfer (`share` up, `join` down) vs `zstd -3`;
 * `open` + `close` with nothing changed: bytes and wall time vs `sftp -b` with one `ls`;
-* 256 MB of random data up (`share`) / down (`join`) vs `sftp put` / `get` (MB/s);
+* 256 MB of random data up (`share`) / down (`join`) vs `sftp put` / `get` (MB/s, medians of
+  3 interleaved rounds), through the relay and straight to sshd;
 * `--big`: peak RSS of `share`, `join`, `close` (after a change) and `open` of a 1 GB file;
   `--memory-mb N` prints only these, for N MB (BENCH_RSS_PROFILE=folder: where each peaks,
   bench/rss_profile.py).
@@ -27,6 +28,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,13 +96,15 @@ class CountingRelay:
 
 
 # Linux records the forking process's RSS high-water mark in a child's ru_maxrss at exec, so a
-# small launcher forks the command and reports its peak (this script itself grows large).
-LAUNCH = """import os, sys
+# small launcher forks the command and reports its peak (this script itself grows large), and
+# the command's wall time from fork to exit (the launcher's own start is not the command's).
+LAUNCH = """import os, sys, time
+t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
     os.execv(sys.argv[2], sys.argv[2:])
 _pid, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {time.perf_counter() - t0}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -110,17 +114,16 @@ def run(home: Path, *args: str) -> tuple[float, int]:
     env = dict(os.environ, CLOUDSHARE_PASSWORD=PASSWORD, CLOUDSHARE_NAME=home.name)
     env.setdefault("CLOUDSHARE_WRITE_FORMAT", "2")  # the default anyway; one set outside still wins
     peak = home.parent / f".rss-{home.name}"
-    t0 = time.perf_counter()
     command = [sys.executable, "-c", LAUNCH, str(peak), CLOUDSHARE, "--home", str(home), *args]
     if profile := os.environ.get("BENCH_RSS_PROFILE"):  # where the peak is: bench/rss_profile.py
         report = Path(profile) / f"{home.name}-{args[0]}-{time.time():.0f}.txt"
         command[4:5] = [sys.executable, str(REPO / "bench" / "rss_profile.py"), str(report)]
     proc = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
-    seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"cloudshare {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
-    return seconds, int(peak.read_text()) * 1024
+    rss, seconds = peak.read_text().split()
+    return float(seconds), int(rss) * 1024
 
 
 def measured(relay: CountingRelay, home: Path, *args: str) -> tuple[int, int, float, int]:
@@ -235,27 +238,55 @@ def first_and_noop(tmp: Path, server, relay: CountingRelay, rows: int,
     return pair, ledger, copy
 
 
-def throughput(tmp: Path, server, megabytes: int) -> None:
+class Direct:
+    """No relay: straight to the server's port (nothing counted)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def snapshot(self) -> tuple[int, int]:
+        return 0, 0
+
+
+def throughput(tmp: Path, server, megabytes: int, rounds: int = 3) -> None:
+    """Through the counting relay (the same relay code for both: fair; a Python process on
+    the same cores, it slows sftp more than us), then straight to sshd (no third process)."""
     data = tmp / "random.bin"
     with open(data, "wb") as fh:
         for _ in range(megabytes):
             fh.write(os.urandom(1 << 20))
-    direct = CountingRelay(server.port)  # the same relay code for both: fair
-    pair = Pair(tmp / "tp", server, direct, "random")
-    _u, _d, t_up, rss_up = pair.share(data)
-    _u, _d, t_down, rss_down = pair.join(tmp / "tp" / "random-copy.bin")
     put = tmp / "put.batch"
     put.write_text(f"put {data} {server.base}/random-sftp.bin\n")
     get = tmp / "get.batch"
     get.write_text(f"get {server.base}/random-sftp.bin {tmp / 'random-sftp.bin'}\n")
-    t_put, t_get = sftp(server, direct.port, put), sftp(server, direct.port, get)
-    print(f"{megabytes} MB of random data (MB/s):")
-    for what, ours, peer, target in (("up: share vs sftp put", t_up, t_put, 0.8),
-                                     ("down: join vs sftp get", t_down, t_get, 0.5)):
-        r = peer / ours
-        line(what, f"{megabytes / ours:7.1f} MB/s", f"sftp {megabytes / peer:7.1f} MB/s ({r:.2f}x)",
-             f"ok >={target}x" if r >= target else f"UNDER {target}x")
-    line("  peak RSS share / join", f"{rss_up / 2**20:.0f} / {rss_down / 2**20:.0f} MiB", "")
+    print(f"{megabytes} MB of random data (MB/s, medians of {rounds} interleaved rounds):")
+    ways = (("through the relay", CountingRelay(server.port)), ("straight to sshd", Direct(server.port)))
+    for how, way in ways:
+        times: dict[str, list[float]] = {"share": [], "join": [], "put": [], "get": []}
+        peaks: list[tuple[int, int]] = []
+        for r in range(rounds):  # a new area each round; the host's copies removed after it
+            home = tmp / f"tp-{way.port}-{r}"
+            pair = Pair(home, server, way, f"random-{way.port}-{r}")
+            *_bytes, t_up, rss_up = pair.share(data)
+            *_bytes, t_down, rss_down = pair.join(home / "random-copy.bin")
+            times["share"].append(t_up)
+            times["join"].append(t_down)
+            times["put"].append(sftp(server, way.port, put))
+            times["get"].append(sftp(server, way.port, get))
+            peaks.append((rss_up, rss_down))
+            shutil.rmtree(home)
+            shutil.rmtree(Path(server.root) / f"random-{way.port}-{r}")
+        mid = {k: statistics.median(v) for k, v in times.items()}
+        for what, ours, peer, target in ((f"up: share vs sftp put, {how}", "share", "put", 0.8),
+                                         (f"down: join vs sftp get, {how}", "join", "get", 0.5)):
+            ratio = mid[peer] / mid[ours]
+            line(what, f"{megabytes / mid[ours]:7.1f} MB/s",
+                 f"sftp {megabytes / mid[peer]:7.1f} MB/s ({ratio:.2f}x)",
+                 f"ok >={target}x" if ratio >= target else f"UNDER {target}x")
+            print(f"      seconds: ours {' '.join(f'{t:.2f}' for t in times[ours])}"
+                  f"; sftp {' '.join(f'{t:.2f}' for t in times[peer])}")
+        line("  peak RSS share / join", f"{max(p[0] for p in peaks) / 2**20:.0f} / "
+             f"{max(p[1] for p in peaks) / 2**20:.0f} MiB", "")
 
 
 def memory_1gb(tmp: Path, server, megabytes: int = 1024) -> None:
