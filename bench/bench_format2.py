@@ -223,17 +223,27 @@ def first_and_noop(tmp: Path, server, relay: CountingRelay, rows: int,
     batch = work / "ls.batch"
     batch.write_text(f"ls {server.base}\n")
     run(pair.firm, "open", "books")
-    cu, cd, t_close0, _ = measured(relay, pair.firm, "close", "books")
-    ou, od, t_open0, _ = measured(relay, pair.firm, "open", "books")
-    u0, d0 = relay.snapshot()
-    t_ls = sftp(server, relay.port, batch)
-    time.sleep(0.05)
-    u1, d1 = relay.snapshot()
-    print("nothing changed (close, then open), bytes on the wire incl. SSH handshake:")
-    line(f"close + open ({t_close0:.2f} s + {t_open0:.2f} s)", mb(ou + od + cu + cd),
-         f"sftp -b ls {mb(u1 - u0 + d1 - d0)} ({t_ls:.2f} s)",
-         "ok <=50 kB" if ou + od + cu + cd <= 50_000 else "OVER 50 kB")
-    line("  wall time of each vs sftp -b ls", f"{max(t_open0, t_close0) / t_ls:.2f}x", "target <=1.5x")
+    ours, peers, closes, opens, lss = [], [], [], [], []
+    for _round in range(3):  # the first close of the day also runs the daily prune and sweep
+        cu, cd, t_close, _ = measured(relay, pair.firm, "close", "books")
+        ou, od, t_open, _ = measured(relay, pair.firm, "open", "books")
+        u0, d0 = relay.snapshot()
+        lss.append(sftp(server, relay.port, batch))
+        time.sleep(0.05)
+        u1, d1 = relay.snapshot()
+        ours.append(ou + od + cu + cd)
+        peers.append(u1 - u0 + d1 - d0)
+        closes.append(t_close)
+        opens.append(t_open)
+    t_close0, t_open0, t_ls = (statistics.median(v) for v in (closes, opens, lss))
+    print("nothing changed (close, then open; 3 rounds), bytes on the wire incl. SSH handshake:")
+    line(f"close + open, most bytes ({t_close0:.2f} s + {t_open0:.2f} s)", mb(max(ours)),
+         f"sftp -b ls {mb(max(peers))} ({t_ls:.2f} s)",
+         "ok <=50 kB" if max(ours) <= 50_000 else "OVER 50 kB")
+    line("  wall time of each vs sftp -b ls (medians)", f"{max(t_open0, t_close0) / t_ls:.2f}x",
+         "target <=1.5x")
+    print(f"      seconds: close {' '.join(f'{t:.2f}' for t in closes)}; open "
+          f"{' '.join(f'{t:.2f}' for t in opens)}; sftp -b ls {' '.join(f'{t:.2f}' for t in lss)}")
     run(pair.firm, "close", "books")
     return pair, ledger, copy
 
