@@ -54,3 +54,33 @@ def test_a_file_grown_past_a_size_keeps_its_chunks(firm: Home, client: Home, are
     copy = client.data / "archive.bin"
     client.run("join", "books", str(copy), "--remote", "host", "--area", area)
     assert copy.read_bytes() == books.read_bytes()
+
+
+def _database(path: Path, page_size: int) -> Path:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA page_size = {page_size}")
+    db.execute("CREATE TABLE journal (id INTEGER PRIMARY KEY, memo TEXT)")
+    db.commit()
+    db.close()
+    return path
+
+
+def test_a_held_chunker_is_kept_only_while_it_fits_the_file(tmp_path: Path) -> None:
+    other = tmp_path / "archive.bin"
+    other.write_bytes(b"not a database" * 10)
+    db4k = _database(tmp_path / "books.db", 4096)
+    small_cdc = chunking.DEFAULT_CDC.name
+    # FastCDC of any size stays FastCDC: a grown file keeps its chunks
+    assert scan.kept_chunker(small_cdc, other, 300 * MiB) == small_cdc
+    # a database shared while empty (0 bytes: FastCDC), written since: page blocks now
+    assert scan.kept_chunker(small_cdc, db4k, db4k.stat().st_size) is None
+    # page blocks of the same page size stay, even where a new file would get larger blocks
+    assert scan.kept_chunker("pages-4096x1", db4k, 2 << 30) == "pages-4096x1"
+    # the page size changed (VACUUM after PRAGMA page_size): cut anew
+    assert scan.kept_chunker("pages-1024x4", db4k, db4k.stat().st_size) is None
+    # blocks held for a file that is no database any more; a name no reader knows
+    assert scan.kept_chunker("pages-4096x1", other, 100) is None
+    assert scan.kept_chunker("rabin-1-2-3", other, 100) is None
+    assert scan.kept_chunker(None, other, 100) is None

@@ -383,6 +383,9 @@ def test_put_object_of_parts_is_their_concatenation(files: RemoteFiles, area: st
     assert files.put_object(_tmp(area), final, parts) is True
     assert files.read_bytes(final) == b"".join(parts)
     assert files.put_object(_tmp(area), final, parts) is False  # the same size is there: complete
+    for kind in (bytearray, memoryview):  # one buffer of another type is whole, not parts
+        assert files.put_object(_tmp(area), f"{final}-{kind.__name__}", kind(parts[2])) is True
+        assert files.read_bytes(f"{final}-{kind.__name__}") == parts[2]
     assert files.listdir(f"{area}/tmp") == []
 
 

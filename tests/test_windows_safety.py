@@ -22,7 +22,8 @@ Forbidden unless guarded:
 
 - imports of `fcntl`, `pwd`, `grp`, `termios`, `resource`, `posix` (also `from os import fork` etc.);
 - `os.fork`, `os.getuid`, `os.geteuid`, `os.getgid`, `os.setsid`, `os.killpg`, `os.getpgid`,
-  `os.chown`, `os.mkfifo`, `os.statvfs`, `os.sync`, `signal.alarm`, `signal.setitimer` and
+  `os.chown`, `os.mkfifo`, `os.statvfs`, `os.sync`, `os.pwrite`/`pread`/`pwritev`/`preadv`,
+  `os.posix_fallocate`/`posix_fadvise`, `signal.alarm`, `signal.setitimer` and
   `signal.SIGKILL/SIGSTOP/SIGCONT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2` (flagged as references, called or not);
 - `os.kill`: it exists on Windows but means TerminateProcess (and signal 0 is CTRL_C_EVENT), so a
   `hasattr`/`getattr`/`try` does not make it safe; only an `os.name`/`sys.platform`/`platform.system()`
@@ -85,7 +86,8 @@ POSIX_MODULES = {"fcntl", "pwd", "grp", "termios", "resource", "posix"}
 BLOCKED_IN_IMPORT_TEST = ("fcntl", "pwd", "grp", "termios")
 POSIX_ATTRS = {
     "os": {"fork", "getuid", "geteuid", "getgid", "setsid", "killpg", "getpgid", "chown", "mkfifo",
-           "statvfs", "sync", "kill"},
+           "statvfs", "sync", "kill", "pwrite", "pread", "pwritev", "preadv", "posix_fallocate",
+           "posix_fadvise"},
     "signal": {"SIGKILL", "SIGSTOP", "SIGCONT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "alarm",
                "setitimer"},
 }

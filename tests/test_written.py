@@ -81,3 +81,39 @@ def test_in_order_writes_give_the_files_sha256_and_any_other_order_none() -> Non
     short = written.InOrder(len(data))
     short.wrote(0, data[:9000])
     assert short.digest() is None
+
+
+def test_a_join_of_many_packs_writes_front_to_back_and_reads_nothing_again(tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """Packs are named by their hash: fetched in name order, a join of many packs wrote its
+    file out of order and read it all again for the fingerprint."""
+    from cloudshare_p2p.area import packs
+
+    monkeypatch.setattr(packs, "PACK_TARGET", 64 << 10)  # a pack of each frame of at most 64 KiB
+    monkeypatch.setattr(packs, "MAX_CHUNK", 64 << 10)
+    folder, area = memory_area()
+    data = tmp_path / "firm" / "archive.bin"
+    data.parent.mkdir()
+    data.write_bytes(os.urandom(3_000_000))
+    close(area, data, 0)
+    assert len([n for n in folder.nodes if n.startswith("books/packs/") and n.count("/") == 3]) > 20
+    target = tmp_path / "client" / "archive.bin"
+    target.parent.mkdir()
+    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(scan, "_read_chunks", no_reading)
+    assert local_fingerprint(target) == LocalSnapshot.scan(data, area.require_keys(), format=2).fingerprint
+
+
+def test_a_receive_writes_where_there_is_no_pwrite(tmp_path: Path, monkeypatch) -> None:
+    """Windows has no os.pwrite: a seek, then writes."""
+    folder, data = _shared_folder(tmp_path)
+    monkeypatch.delattr(os, "pwrite")
+    target = tmp_path / "client" / "books"
+    target.parent.mkdir()
+    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
+    for name in ("ledger.bin", "empty.txt", "notes.txt"):
+        assert (target / name).read_bytes() == (data / name).read_bytes()

@@ -94,43 +94,49 @@ class DataStore(Format2):
             return sent
         if snap.manifest.chunker == PER_FILE and not self.format2_ready():
             snap = LocalSnapshot.scan(snap.root, self.require_keys(), format=1)  # the host stays format 1
-        self._holding_manifest, self._manifest_held = True, None
-        try:
-            manifest_id = self.upload_snapshot(snap, cache, progress, parent=newest if base else None)
-        finally:
-            self._holding_manifest = False
-        held, self._manifest_held = self._manifest_held, None
-        self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
-        try:
-            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base,
-                                      held)
-        except errors.StaleBase:  # the log had moved on: our copy may be the newest already
-            sent = self._check_base(base, snap.manifest, self.newest())
-            if sent is None:
-                raise
-            return sent
+
+        def upload() -> tuple[str, LocalSnapshot]:
+            return self.upload_snapshot(snap, cache, progress, parent=newest if base else None), snap
+
+        return self._publish_version(grant, party, upload, note, base)[0]
 
     def commit_first(self, grant: Grant, party: Party, root: Path, note: str = "",
                      cache: ChunkCache | None = None, progress: Callable[[int], None] | None = None,
                      ) -> tuple[int, LocalSnapshot]:
         """Publish `root` as the area's first version under our lease: scanned and packed in
         one pass (format 2, `upload_scanning`); the version and the snapshot. Where that does
-        not apply (a version is there already, the host stays format 1, format 1 is asked
-        for) it is scanned, then committed as `commit` does with base 0."""
+        not apply (a version is there already, format 1 is asked for, the host stays format
+        1) it is scanned, then committed as `commit` does with base 0."""
         note = check_note(note)
         self.ensure_holding(grant, party)
-        if self._newest_known(grant) is not None or write_format() != 2 or not self.format2_ready():
-            snap = LocalSnapshot.scan(root, self.require_keys())
+        newest = self._newest_known(grant)
+        if newest is not None or write_format() != 2 or not self.format2_ready():
+            one = newest is None and write_format() == 2  # format2_ready() said no: scanned once, as format 1
+            snap = LocalSnapshot.scan(root, self.require_keys(), format=1 if one else None)
             return self.commit(grant, party, snap, note, cache, progress, base=0), snap
+        return self._publish_version(grant, party, lambda: self.upload_scanning(root, progress),
+                                     note, 0)
+
+    def _publish_version(self, grant: Grant, party: Party, upload: Callable[[], tuple[str, LocalSnapshot]],
+                         note: str, base: int) -> tuple[int, LocalSnapshot]:
+        """Upload (its manifest held back to travel with the entry), check the lease again,
+        append the commit entry on `base`; the version and the snapshot sent. A StaleBase
+        whose newest version already is our copy (a retried commit) is that version."""
         self._holding_manifest, self._manifest_held = True, None
         try:
-            snap, manifest_id = self.upload_scanning(root, progress)
+            manifest_id, snap = upload()
         finally:
             self._holding_manifest = False
         held, self._manifest_held = self._manifest_held, None
         self.ensure_holding(grant, party)  # a long upload may have outlived a short lease
-        return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, 0,
-                                  held), snap
+        try:
+            return self._commit_entry(grant, party, manifest_id, snap.manifest.total_size(), note, None, base,
+                                      held), snap
+        except errors.StaleBase:  # the log had moved on: our copy may be the newest already
+            sent = self._check_base(base, snap.manifest, self.newest())
+            if sent is None:
+                raise
+            return sent, snap
 
     def _newest_known(self, grant: Grant) -> Version | None:
         """The newest version as this computer knows the log, when it knows it up to the grant's

@@ -212,7 +212,7 @@ class Format2(LockFolder):
         base, chain = self._parent(parent)
         writer = PackWriter(self.session, self.p, self._tmp, keys)
         try:
-            files, placed = self._patch_files(snap, base, writer, progress)
+            files = self._patch_files(snap, base, writer, progress)
             frames = writer.finish()
         except BaseException:
             writer.abandon()
@@ -220,13 +220,13 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
-        return self._publish_patch(snap.root, patch, base, chain, placed, writer.bytes_sent)
+        return self._publish_patch(snap.root, patch, base, chain, writer)
 
     def upload_scanning(self, root: Path, progress: Callable[[int], None] | None = None,
-                        ) -> tuple[LocalSnapshot, str]:
+                        ) -> tuple[str, LocalSnapshot]:
         """A first version (no parent): scan `root` and pack its chunks in the same pass, each
         file read once and the bytes sent the bytes hashed (no second reading to check them);
-        the snapshot and its manifest id. A file changed during its reading: InvalidState."""
+        its manifest id and the snapshot. A file changed during its reading: InvalidState."""
         keys = self.require_keys()
         writer = PackWriter(self.session, self.p, self._tmp, keys)
         packing = _Packing(writer, self.check_interrupt, progress)
@@ -240,10 +240,10 @@ class Format2(LockFolder):
                       for n, e in enumerate(snap.manifest.files))
         patch = m2.Patch(snap.manifest.kind, None, 0, frames, files)
         del files, packing
-        return snap, self._publish_patch(root, patch, None, [], writer.placed, writer.bytes_sent)
+        return self._publish_patch(root, patch, None, [], writer), snap
 
     def _publish_patch(self, root: Path, patch: m2.Patch, base: r2.Resolved | None, chain: list[str],
-                       placed: int, bytes_sent: int) -> str:
+                       writer: PackWriter) -> str:
         """Encode, seal and place a version's manifest (rewritten in full when that is smaller
         than a patch of `base`), cache it; its id."""
         keys = self.require_keys()
@@ -265,8 +265,8 @@ class Format2(LockFolder):
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         del body
         self._place_manifest(manifest_id, blob)
-        self.stats.chunks_uploaded += placed
-        self.stats.bytes_uploaded += bytes_sent + len(blob)
+        self.stats.chunks_uploaded += writer.placed
+        self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
         if resolved is not None:
             self._remember(manifest_id, resolved, [manifest_id, *chain])
         self.remember_held(root, manifest_id)
@@ -288,31 +288,31 @@ class Format2(LockFolder):
             self._forget()  # freed with `base` as the commit goes on
 
     def _patch_files(self, snap: LocalSnapshot, base: r2.Resolved | None, writer: PackWriter,
-                     progress: Callable[[int], None] | None) -> tuple[tuple[m2.PatchFile, ...], int]:
+                     progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, ...]:
         opened: dict[Path, BinaryIO] = {}
         seen = IdIndex(sum(len(f.chunks) for f in snap.manifest.files))  # placed or known before
         try:
-            done = [self._patch_entry(snap, number, base, seen, opened, writer, progress)
-                    for number in range(len(snap.manifest.files))]
-            return tuple(f for f, _n in done), sum(n for _f, n in done)
+            return tuple(self._patch_entry(snap, number, base, seen, opened, writer, progress)
+                         for number in range(len(snap.manifest.files)))
         finally:
             for fh in opened.values():
                 fh.close()
 
     def _patch_entry(self, snap: LocalSnapshot, number: int, base: r2.Resolved | None, seen: IdIndex,
                      opened: dict[Path, BinaryIO], writer: PackWriter,
-                     progress: Callable[[int], None] | None) -> tuple[m2.PatchFile, int]:
+                     progress: Callable[[int], None] | None) -> m2.PatchFile:
         """One file's ops: the parent's same entry copied, a chunk stored before named, a new
-        one read from the file (by its place, no index of ids) and packed; and how many.
+        one read from the file (by its place, no index of ids) and packed.
 
-        A file the parent lacks (a first share: nearly every chunk new) is read again whole and
-        checked against the scan's SHA-256 before its ops are returned; else each new chunk is
-        checked against its id. Either way, no manifest names bytes the scan did not hash."""
+        A file the parent lacks (nearly every chunk new: a file added to a folder; a first
+        share takes `upload_scanning` instead) is read again whole and checked against the
+        scan's SHA-256 before its ops are returned; else each new chunk is checked against its
+        id. Either way, no manifest names bytes the scan did not hash."""
         entry = snap.manifest.files[number]
         ops, ids = m2.OpsBuilder(), entry.chunks
         before = base.lists().get(entry.path, ChunkIds()) if base is not None else ChunkIds()
         whole = snap.reread(number) if not before else None
-        start, offset, placed, known = seen.append_buffer(ids.raw), 0, 0, len(before)
+        start, offset, known = seen.append_buffer(ids.raw), 0, len(before)
         try:
             for i, length in enumerate(entry.lengths):
                 key = ids.key(i)
@@ -330,7 +330,6 @@ class Format2(LockFolder):
                         snap.verify(key, path, data)  # here, not on the sealing threads: no GIL convoy
                     frame, at = writer.add(data)
                     ops.new(frame, at, key, length)
-                    placed += 1
                     if progress:
                         progress(length)
                 offset += length
@@ -339,7 +338,7 @@ class Format2(LockFolder):
         finally:
             if whole is not None:
                 whole.close()
-        return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops()), placed
+        return m2.PatchFile(entry.path, entry.size, entry.mode, entry.mtime, entry.chunker, ops.ops())
 
     # --- reading ---------------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class OpenClose(ServiceBase):
         stamp = quick_stamp(path)  # before the scan: a change during the scan shows next time
         unchanged = bool(row["synced_hash"]) and stamp == row["synced_stamp"]
         snap = None if unchanged else LocalSnapshot.scan(path, area.require_keys(),
-                                                         like=area.held_manifest(path))
+                                                         prefer=area.held_manifest(path))
         for skipped in snap.skipped if snap else ():
             self.ui.say(_("warning: {skipped} was not sent (not a regular file)").format(skipped=skipped))
         if snap is None or snap.fingerprint == row["synced_hash"]:

@@ -61,6 +61,17 @@ class LocalChunks:
         return self._index.count
 
 
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    """All of `data` at `offset` of the open file `fd` (os.pwrite where there is one; Windows
+    has none: a seek, then writes)."""
+    pwrite = getattr(os, "pwrite", None)
+    if pwrite is None:
+        os.lseek(fd, offset, os.SEEK_SET)
+    while data:
+        done = pwrite(fd, data, offset) if pwrite is not None else os.write(fd, data)
+        data, offset = data[done:], offset + done
+
+
 Remote = Callable[["array[int]"], Iterator[tuple[int, bytes]]]
 """Given the positions (numbered across the manifest's files) of the chunks missing locally,
 each one's (position, bytes verified by its id) as they arrive."""
@@ -68,11 +79,14 @@ each one's (position, bytes verified by its id) as they arrive."""
 
 class _Files:
     """The files being built, opened on demand (a few at a time); neighbouring writes are
-    joined into one `os.pwrite` of up to WRITE_BATCH bytes (no seeks, no small writes)."""
+    joined into one `os.pwrite` of up to WRITE_BATCH bytes (no small writes), and each file is
+    hashed while its writes come front to back (a join's: its fingerprint needs no reading)."""
 
     def __init__(self, paths: list[Path], sizes: list[int]) -> None:
         self.paths = paths
-        self.hashes = [written.InOrder(size) for size in sizes]  # each file's SHA-256, if in order
+        self._sizes = sizes
+        self._hashing: dict[int, written.InOrder] = {}  # files being written front to back
+        self._digests: dict[int, bytes | None] = {}  # done (None: out of order)
         self._open: dict[int, int] = {}  # file number -> descriptor
         self._pending: tuple[int, int] | None = None  # (file number, offset) of the buffered run
         self._buffer = bytearray()
@@ -93,13 +107,30 @@ class _Files:
                 self._close_all()
             fd = self._open[number] = os.open(self.paths[number], os.O_WRONLY | getattr(os, "O_BINARY", 0))
         view = memoryview(self._buffer)
-        self.hashes[number].wrote(offset, view)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
+        self._hash(number, offset, view)
+        _write_at(fd, view, offset)
         del view
         self._buffer.clear()
         self._pending = None
+
+    def _hash(self, number: int, offset: int, data: memoryview) -> None:
+        """Hash file `number` as long as its writes come front to back (none held once done)."""
+        if number in self._digests:
+            if self._digests[number] is not None:  # written again after it was complete
+                self._digests[number] = None
+            return
+        hashing = self._hashing.get(number)
+        if hashing is None:
+            hashing = self._hashing[number] = written.InOrder(self._sizes[number])
+        hashing.wrote(offset, data)
+        if hashing.complete() or hashing.broken():
+            self._digests[number] = hashing.digest()
+            del self._hashing[number]
+
+    def digests(self) -> list[bytes | None]:
+        """Each file's SHA-256 where all its writes came front to back, else None."""
+        return [self._digests.get(n, written.EMPTY if size == 0 and n not in self._hashing else None)
+                for n, size in enumerate(self._sizes)]
 
     def _close_all(self) -> None:
         for fd in self._open.values():
@@ -240,7 +271,7 @@ def _fill(manifest: Manifest, paths: list[Path], keys: crypto.Keys, local: Local
             first_missing = min(layout.index.key_at(p).hex() for p in missing if wanted[p])
             raise errors.AreaCorrupt(_("chunk {chunk_id}… is missing from the area").format(
                 chunk_id=first_missing[:12]))
-        return [hashing.digest() for hashing in files.hashes]
+        return files.digests()
     finally:
         files.close()
         reader.close()
@@ -255,4 +286,9 @@ def restore_chunks(manifest: Manifest, target: Path, keys: crypto.Keys, local: L
         digests = _fill(manifest, paths, keys, local, remote)
         _finish(paths, manifest.files, digests)
 
-    restore_with(manifest, target, keys, build)
+    written.forget()
+    try:
+        restore_with(manifest, target, keys, build)
+    except BaseException:
+        written.forget()  # the temp files noted are gone: their inode numbers may come back
+        raise

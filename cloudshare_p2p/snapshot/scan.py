@@ -53,6 +53,25 @@ def chunker_for(file_path: Path, size: int) -> chunking.Chunker:
     return found
 
 
+def kept_chunker(held: str | None, file_path: Path, size: int) -> str | None:
+    """The chunker `held` (named by the version held here) while it still fits the file: the
+    same kind as `chunker_for` finds now (FastCDC of any size; SQLite blocks of the same page
+    size); else None (`chunker_for` decides: a database shared empty, then written, gets pages)."""
+    if held is None:
+        return None
+    try:
+        before = chunking.parse(held)
+    except ValueError:
+        return None
+    now = chunker_for(file_path, size)
+    if isinstance(before, chunking.CdcChunker) and isinstance(now, chunking.CdcChunker):
+        return held
+    if isinstance(before, chunking.PageChunker) and isinstance(now, chunking.PageChunker) \
+            and before.page_size == now.page_size:
+        return held
+    return None
+
+
 def _local_error(message: str) -> errors.InvalidState:
     return errors.InvalidState(message, hint=_("close the accounting program and try again"))
 
@@ -137,21 +156,27 @@ class LocalSnapshot:
 
     @classmethod
     def scan(cls, path: Path, keys: crypto.Keys, *, format: int | None = None,
-             like: Manifest | None = None, sink: ChunkSink | None = None) -> LocalSnapshot:
+             like: Manifest | None = None, prefer: Manifest | None = None,
+             sink: ChunkSink | None = None) -> LocalSnapshot:
         """Read the data set once: chunk ids, manifest and content fingerprint.
 
         `format` 1 cuts fixed 1 MiB chunks, 2 chooses a chunker per file (default
         `WRITE_FORMAT`); `like` (a manifest) cuts as it does, each path with its chunker.
+        `prefer` (a format-2 manifest: the version held here) keeps a path's chunker while
+        it still fits the file (`kept_chunker`), so a file that grew past a size is not cut
+        anew and all of it sent again.
         `sink` (format 2 only) is handed each chunk as it is cut (file number, bytes, raw
         id): a first upload sends the very bytes hashed, the file read once. A file whose
-        size or times differ after its reading from before it is then refused
-        (InvalidState): the snapshot would mix two states of it.
+        size or times moved while it was read is then refused (InvalidState): the snapshot
+        would mix two states of it.
         """
         if like is not None:
             format = 2 if like.chunker == PER_FILE else 1
         if sink is not None and (format or write_format()) != 2:
             raise ValueError("a chunk sink needs format 2")
         cutters = {f.path: f.chunker for f in like.files} if like is not None else {}
+        held = {f.path: f.chunker for f in prefer.files} \
+            if prefer is not None and prefer.chunker == PER_FILE else {}
         per_file = (format or write_format()) == 2
         root = Path(path)
         skipped: list[str] = []
@@ -167,7 +192,8 @@ class LocalSnapshot:
             paths.append(file_path)
             if per_file:
                 hand = None if sink is None else functools.partial(sink, number)
-                entry, digest = _scan_file2(rel, file_path, st, keys, cutters.get(rel), hand)
+                name = cutters.get(rel) or kept_chunker(held.get(rel), file_path, st.st_size)
+                entry, digest = _scan_file2(rel, file_path, st, keys, name, hand)
             else:
                 entry, digest = _scan_file(rel, file_path, st, keys)
             _fingerprint_header(fp, entry.path, entry.size)
@@ -277,7 +303,7 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
                 ) -> tuple[FileEntry, bytes]:
     """Format 2: chunk one file with its own chunker (`name`, else the one it calls for); its
     entry and SHA-256. `sink` gets each chunk and its raw id, and the file must then be
-    unchanged (size and times) from `st` when its reading ends."""
+    unchanged (size and times, asked of the open file) from the start of its reading to the end."""
     cutter = chunking.parse(name) if name else chunker_for(file_path, st.st_size)
     ids = bytearray()
     lengths = array("I")
@@ -285,6 +311,7 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
     body = hashlib.sha256()
     big = st.st_size >= 8 * READ_BUFFER  # a small file is hashed inline (the pool starts no thread)
     with open(file_path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="scan-hash") as pool:
+        opened = _stamp(os.fstat(fh.fileno())) if sink is not None else None  # the file, not a listing
         hashing = _Hashing(fh, body, pool if big else None)
         for offset, chunk in chunking.chunks(hashing, cutter):  # chunks cover every byte read
             key = crypto.chunk_digest(keys, chunk)
@@ -294,7 +321,7 @@ def _scan_file2(rel: str, file_path: Path, st: os.stat_result, keys: crypto.Keys
             if sink is not None:
                 sink(chunk, key)
         hashing.finish()
-        if sink is not None and _stamp(os.fstat(fh.fileno())) != _stamp(st):
+        if opened is not None and _stamp(os.fstat(fh.fileno())) != opened:
             raise _local_error(_("{path} changed while it was being sent").format(path=file_path))
     mode = stat.S_IMODE(st.st_mode) & 0o777
     entry = FileEntry(rel, size, mode, st.st_mtime, ChunkIds(ids), Lengths(lengths), cutter.name)
@@ -343,16 +370,20 @@ class _Hashing:
 def local_fingerprint(path: Path) -> str:
     """Content fingerprint of the local data set: "has it changed since the last sync?".
 
-    sha256 over (relpath, size, sha256(content)) of every file, in scan order; mtime is
-    ignored (correctness first). Cost: reads every byte once (about 1 GB/s with SHA
-    extensions), the same walk and rules as `LocalSnapshot.scan`, whose `fingerprint` is
-    identical, so a scan needs no second pass. Returns "absent" if `path` does not exist.
+    sha256 over (relpath, size, sha256(content)) of every file, in scan order; times are
+    not part of it (correctness first). Cost: reads every byte once (about 1 GB/s with SHA
+    extensions), except a file this process has just received whole and front to back,
+    unchanged since (snapshot/written.py); the same walk and rules as `LocalSnapshot.scan`,
+    whose `fingerprint` is identical, so a scan needs no second pass. Returns "absent" if
+    `path` does not exist.
     """
     root = Path(path)
     if not os.path.lexists(root):
         return "absent"
     fp = hashlib.sha256()
     for rel, file_path, st in _walk(root, []):
+        if not st.st_ino:  # Windows lists a folder's files with inode 0: ask the file itself
+            st = os.stat(file_path)
         known = written.digest_of(st)  # a file this process just received whole: not read again
         if known is not None:
             _fingerprint_header(fp, rel, st.st_size)

@@ -4,7 +4,11 @@ A receive hashes each file as it writes it, in order (`InOrder`); once the file 
 its SHA-256 is noted here under the file's identity and times (device, inode, size, mtime in
 ns; a receive sets mtime to the version's, so any later write moves it). `local_fingerprint`
 then takes the digest from here instead of reading the file again (256 MB: about 0.2 s).
-A file whose stat differs in any of these is read, as always. Kept for this process only.
+A file whose stat differs in any of these is read, as always. A note lives from one receive
+to the fingerprint right after it (`forget` at the start of the next receive and after a
+failed one), in this process only. Not in the key: ctime (the swap's rename moves it on
+Linux), so a tool that puts back the old mtime on the same inode within that moment is not
+seen; the quick stamp taken next has ctime and sees it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ def digest_of(st: os.stat_result) -> bytes | None:
     return found[2]
 
 
+EMPTY = hashlib.sha256().digest()
+
+
+def forget() -> None:
+    """Drop every note: a receive starts afresh (a note lives from a receive to the
+    fingerprint taken right after it, never across a failed one)."""
+    _KNOWN.clear()
+
+
 class InOrder:
     """SHA-256 of a file built by writes that arrive front to back; `digest` is None once a
     write came out of order (or the file is not complete)."""
@@ -53,5 +66,11 @@ class InOrder:
         self._hash.update(data)  # releases the GIL: the receive goes on meanwhile
         self._next += len(data)
 
+    def complete(self) -> bool:
+        return self._hash is not None and self._next == self.size
+
+    def broken(self) -> bool:
+        return self._hash is None
+
     def digest(self) -> bytes | None:
-        return self._hash.digest() if self._hash is not None and self._next == self.size else None
+        return self._hash.digest() if self.complete() and self._hash is not None else None

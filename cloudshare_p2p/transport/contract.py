@@ -139,7 +139,7 @@ class RemoteFiles(Protocol):
         """Publish `data` (bytes, or parts sent one after another: a large object need not be
         joined into one buffer) as an immutable object whose name fixes its content (upload to
         `tmp_path`, then place it). True if this call created `final_path` or replaced a torn
-        (wrong-size) file there; False if a file of `len(data)` bytes was already there. The
+        (wrong-size) file there; False if a file of the data's size was already there. The
         final name never holds a torn file; concurrent callers with the same content all
         succeed. The temp file is removed in every case (on SFTP without waiting for the
         answer). `folder`, the final name's folder, is created if missing (and its parent

@@ -254,8 +254,8 @@ class SftpConnection:
         close acknowledged), then `publish_object` it; True if we created or repaired
         `final_path`. `folder` is made (if missing) in the round trip that opens the temp file."""
         src: Reader | bytes
-        if isinstance(data, bytes):
-            size, src = len(data), data
+        if isinstance(data, bytes | bytearray | memoryview):
+            size, src = len(data), bytes(data) if not isinstance(data, bytes) else data
         else:
             size, src = sum(len(part) for part in data), Parts(data)
         written = self.upload(tmp_path, src, folder=folder)
