@@ -39,6 +39,29 @@ def edit_ledger(path: Path, append: int, every: int, tag: str) -> None:
     db.close()
 
 
+def reading_area(folder: MemoryFolder, cache: Path | None = None, name: str = "books") -> Area:
+    """Another computer's view of the in-memory area, unlocked; with its own cache if given."""
+    area = Area(MemoryFiles(folder), name)
+    area.unlock_keys(PASSWORD)
+    if cache is not None:
+        area.use_cache(cache)
+    return area
+
+
+def manifest_reads(monkeypatch, area: Area) -> list[str]:
+    """The manifests `area` reads from the host from now on (a list that grows)."""
+    fetched: list[str] = []
+    read_bytes = area.session.read_bytes
+
+    def counting(path: str, limit: int) -> bytes:
+        if "/manifests/" in path:
+            fetched.append(path)
+        return read_bytes(path, limit)
+
+    monkeypatch.setattr(area.session, "read_bytes", counting)
+    return fetched
+
+
 def memory_area(name: str = "books") -> tuple[MemoryFolder, Area]:
     """A new area on an in-memory host, unlocked."""
     folder = MemoryFolder()

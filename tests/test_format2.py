@@ -15,16 +15,8 @@ from cloudshare_p2p.snapshot import PER_FILE
 from cloudshare_p2p.snapshot import manifest2 as m2
 from cloudshare_p2p.snapshot import resolve2 as r2
 from cloudshare_p2p.transport import MemoryFiles
-from tests.format2_util import close, edit_ledger, make_ledger, memory_area
+from tests.format2_util import close, edit_ledger, make_ledger, memory_area, reading_area
 from tests.parties import PASSWORD
-
-
-def _reader(folder, name: str = "books", cache: Path | None = None) -> Area:
-    area = Area(MemoryFiles(folder), name)
-    area.unlock_keys(PASSWORD)
-    if cache is not None:
-        area.use_cache(cache)
-    return area
 
 
 def test_versions_round_trip_and_edits_send_only_changed_pages(tmp_path: Path) -> None:
@@ -41,7 +33,7 @@ def test_versions_round_trip_and_edits_send_only_changed_pages(tmp_path: Path) -
         before = area.stats.bytes_uploaded
         assert close(area, ledger, day + 1) == day + 2
         assert area.stats.bytes_uploaded - before < first / 4
-    reader = _reader(folder, cache=tmp_path / "cache-client")
+    reader = reading_area(folder, cache=tmp_path / "cache-client")
     for version, want in zip(reader.versions(), copies, strict=True):
         target = tmp_path / "client" / f"v{version.version}.db"
         target.parent.mkdir(exist_ok=True)
@@ -56,14 +48,14 @@ def test_open_reuses_the_local_copy(tmp_path: Path) -> None:
     folder, area = memory_area()
     ledger = make_ledger(tmp_path / "firm" / "books.db", 20_000)
     close(area, ledger, 0)
-    reader = _reader(folder, cache=tmp_path / "cache-client")
+    reader = reading_area(folder, cache=tmp_path / "cache-client")
     target = tmp_path / "client" / "books.db"
     target.parent.mkdir()
     reader.download(reader.versions()[0], target)
     full = reader.stats.bytes_downloaded
     edit_ledger(ledger, 30, 500, "x")
     close(area, ledger, 1)
-    reader = _reader(folder, cache=tmp_path / "cache-client")
+    reader = reading_area(folder, cache=tmp_path / "cache-client")
     reader.download(reader.versions()[-1], target)
     assert target.read_bytes() == ledger.read_bytes()
     assert reader.stats.bytes_downloaded < full / 4
@@ -80,7 +72,7 @@ def test_a_folder_data_set_with_cdc_files(tmp_path: Path) -> None:
     close(area, data, 0)
     (data / "sub" / "a.bin").write_bytes(b"inserted" + blob)
     close(area, data, 1)
-    reader = _reader(folder)
+    reader = reading_area(folder)
     target = tmp_path / "client" / "set"
     target.parent.mkdir()
     reader.download(reader.versions()[-1], target)
@@ -111,7 +103,7 @@ def test_a_host_without_atomic_replace_stays_format_1(tmp_path: Path, monkeypatc
     assert json.loads(folder.file("books/config"))["version"] == 1
     assert area.read_manifest(area.versions()[0]).chunker != PER_FILE
     target = tmp_path / "copy.db"
-    _reader(folder).download(area.versions()[0], target)
+    reading_area(folder).download(area.versions()[0], target)
     assert target.read_bytes() == ledger.read_bytes()
 
 
@@ -144,7 +136,7 @@ def test_a_hostile_manifest_is_refused_cleanly(tmp_path: Path, damage: str) -> N
         doc["frames"][0][1] = (64 << 20) - 10
     body = b"{nope" if damage == "not-json" else json.dumps(doc).encode()
     bad = version.__class__(**{**version.__dict__, "manifest": _publish_manifest(area, body), "version": 9})
-    reader = _reader(folder, cache=tmp_path / "cache")
+    reader = reading_area(folder, cache=tmp_path / "cache")
     with pytest.raises(errors.CloudShareError):
         reader.download(bad, tmp_path / "target.db")
     assert not (tmp_path / "target.db").exists()
@@ -159,7 +151,7 @@ def test_a_damaged_frame_is_refused(tmp_path: Path) -> None:
     data[100] ^= 1
     folder.nodes[pack].data = bytes(data)
     with pytest.raises(errors.AreaCorrupt):
-        _reader(folder).download(area.versions()[0], tmp_path / "copy.db")
+        reading_area(folder).download(area.versions()[0], tmp_path / "copy.db")
     assert not (tmp_path / "copy.db").exists()
 
 
@@ -176,7 +168,7 @@ def test_patch_chains_through_the_cache_keep_their_depth(tmp_path: Path) -> None
         writer.unlock_keys(PASSWORD)
         writer.use_cache(tmp_path / "cache-firm")
         close(writer, ledger, day + 1)
-    reader = _reader(folder)  # no cache: every chain fetched
+    reader = reading_area(folder)  # no cache: every chain fetched
     versions = reader.versions()
     depths = [m2.decode(reader._manifest_body(v.manifest, v.version)).depth for v in versions]
     assert depths == list(range(6))
@@ -192,16 +184,16 @@ def test_check_reads_format_2_packs(tmp_path: Path) -> None:
     folder, area = memory_area()
     ledger = make_ledger(tmp_path / "books.db", 5000)
     close(area, ledger, 0)
-    healthy = check_area(_reader(folder), read_data=True)
+    healthy = check_area(reading_area(folder), read_data=True)
     assert not healthy.damaged and healthy.bytes_read > 0, healthy.problems
     pack = next(k for k in folder.nodes if k.startswith("books/packs/") and k.count("/") == 3)
     data = bytearray(folder.file(pack))
     data[-5] ^= 1
     folder.nodes[pack].data = bytes(data)
-    assert not check_area(_reader(folder)).damaged  # sizes only: the damage is inside
-    assert check_area(_reader(folder), read_data=True).damaged_versions == [1]
+    assert not check_area(reading_area(folder)).damaged  # sizes only: the damage is inside
+    assert check_area(reading_area(folder), read_data=True).damaged_versions == [1]
     del folder.nodes[pack]
-    assert check_area(_reader(folder)).damaged_versions == [1]
+    assert check_area(reading_area(folder)).damaged_versions == [1]
 
 
 def test_many_packs_one_commit(tmp_path: Path, monkeypatch) -> None:
@@ -214,5 +206,5 @@ def test_many_packs_one_commit(tmp_path: Path, monkeypatch) -> None:
     close(area, data, 0)
     assert sum(1 for k in folder.nodes if k.startswith("books/packs/") and k.count("/") == 3) >= 3
     target = tmp_path / "copy.bin"
-    _reader(folder).download(area.versions()[0], target)
+    reading_area(folder).download(area.versions()[0], target)
     assert target.read_bytes() == data.read_bytes()

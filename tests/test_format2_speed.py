@@ -11,17 +11,8 @@ import pytest
 from cloudshare_p2p import errors
 from cloudshare_p2p.area import Area
 from cloudshare_p2p.snapshot import LocalSnapshot, scan
-from cloudshare_p2p.transport import MemoryFiles
-from tests.format2_util import PARTIES, close, memory_area
-from tests.parties import PASSWORD, party
-
-
-def _reader(folder, cache: Path | None = None) -> Area:
-    area = Area(MemoryFiles(folder), "books")
-    area.unlock_keys(PASSWORD)
-    if cache is not None:
-        area.use_cache(cache)
-    return area
+from tests.format2_util import PARTIES, close, manifest_reads, memory_area, reading_area
+from tests.parties import party
 
 
 def _edit(path: Path, where: int, how: str) -> None:
@@ -91,16 +82,8 @@ def test_a_join_fetches_the_manifest_once(tmp_path: Path, monkeypatch, cached: b
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(2_000_000))
     close(area, data, 0)
-    reader = _reader(folder, tmp_path / "cache" if cached else None)
-    fetched: list[str] = []
-    read_bytes = reader.session.read_bytes
-
-    def counting(path: str, limit: int) -> bytes:
-        if "/manifests/" in path:
-            fetched.append(path)
-        return read_bytes(path, limit)
-
-    monkeypatch.setattr(reader.session, "read_bytes", counting)
+    reader = reading_area(folder, tmp_path / "cache" if cached else None)
+    fetched = manifest_reads(monkeypatch, reader)
     version = reader.versions()[0]
     reader.read_manifest(version)  # what `join` does: the manifest, then the download
     target = tmp_path / "copy.bin"
@@ -121,15 +104,7 @@ def test_a_full_manifest_is_cached_as_sent(tmp_path: Path, monkeypatch, rewrite:
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(2_000_000))
     copies = [data.read_bytes()]
-    fetched: list[str] = []
-    read_bytes = area.session.read_bytes
-
-    def counting(path: str, limit: int) -> bytes:
-        if "/manifests/" in path:
-            fetched.append(path)
-        return read_bytes(path, limit)
-
-    monkeypatch.setattr(area.session, "read_bytes", counting)
+    fetched = manifest_reads(monkeypatch, area)
     close(area, data, 0)
     for day in (1, 2):
         with open(data, "r+b") as fh:
@@ -138,7 +113,7 @@ def test_a_full_manifest_is_cached_as_sent(tmp_path: Path, monkeypatch, rewrite:
         copies.append(data.read_bytes())
         close(area, data, day)
     assert fetched == []
-    reader = _reader(folder, tmp_path / "cache-reader")
+    reader = reading_area(folder, tmp_path / "cache-reader")
     for version, want in zip(reader.versions(), copies, strict=True):
         target = tmp_path / f"v{version.version}.bin"
         reader.download(version, target)
@@ -198,7 +173,7 @@ def test_a_first_share_reads_each_file_once_and_sends_what_it_hashed(tmp_path: P
     assert version == 1 and snap.fingerprint == scan.local_fingerprint(data)
     assert area.stats.bytes_uploaded < 3_200_000  # the repeated half is stored once
     target = tmp_path / "copy"
-    _reader(folder, tmp_path / "cache").download(area.newest(), target)
+    reading_area(folder, tmp_path / "cache").download(area.newest(), target)
     for name in ("big.bin", "empty.txt", "small.txt"):
         assert (target / name).read_bytes() == (data / name).read_bytes()
 

@@ -10,10 +10,18 @@ from pathlib import Path
 import pytest
 
 from cloudshare_p2p.snapshot import LocalSnapshot, local_fingerprint, scan, written
-from tests.format2_util import close, memory_area
-from tests.test_format2_speed import _reader
+from tests.format2_util import close, memory_area, reading_area
 
 OLD = 1_700_000_000  # the sender's files are backdated: a later write moves a file's mtime
+
+
+def _no_reading(path):
+    raise AssertionError(f"{path} was read again")
+
+
+def _receive(folder, tmp_path: Path, target: Path) -> None:
+    """Another computer receives the newest version into `target`."""
+    reading_area(folder, tmp_path / "cache").download(reading_area(folder).newest(), target)
 
 
 def _shared_folder(tmp_path: Path):
@@ -33,14 +41,11 @@ def test_the_fingerprint_after_a_join_reads_nothing_and_is_the_same(tmp_path: Pa
     folder, data = _shared_folder(tmp_path)
     target = tmp_path / "client" / "books"
     target.parent.mkdir()
-    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
-    expected = LocalSnapshot.scan(data, _reader(folder).require_keys(), format=2).fingerprint
-
-    def no_reading(path):
-        raise AssertionError(f"{path} was read again")
+    _receive(folder, tmp_path, target)
+    expected = LocalSnapshot.scan(data, reading_area(folder).require_keys(), format=2).fingerprint
 
     with monkeypatch.context() as m:
-        m.setattr(scan, "_read_chunks", no_reading)
+        m.setattr(scan, "_read_chunks", _no_reading)
         assert local_fingerprint(target) == expected
     written._KNOWN.clear()
     assert local_fingerprint(target) == expected  # read back: the same
@@ -51,7 +56,7 @@ def test_a_file_changed_after_the_receive_is_read_again(tmp_path: Path, how: str
     folder, _data = _shared_folder(tmp_path)
     target = tmp_path / "client" / "books"
     target.parent.mkdir()
-    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
+    _receive(folder, tmp_path, target)
     received = local_fingerprint(target)
     ledger = target / "ledger.bin"
     if how == "same size":
@@ -99,12 +104,9 @@ def test_a_join_of_many_packs_writes_front_to_back_and_reads_nothing_again(tmp_p
     assert len([n for n in folder.nodes if n.startswith("books/packs/") and n.count("/") == 3]) > 20
     target = tmp_path / "client" / "archive.bin"
     target.parent.mkdir()
-    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
+    _receive(folder, tmp_path, target)
 
-    def no_reading(path):
-        raise AssertionError(f"{path} was read again")
-
-    monkeypatch.setattr(scan, "_read_chunks", no_reading)
+    monkeypatch.setattr(scan, "_read_chunks", _no_reading)
     assert local_fingerprint(target) == LocalSnapshot.scan(data, area.require_keys(), format=2).fingerprint
 
 
@@ -114,6 +116,6 @@ def test_a_receive_writes_where_there_is_no_pwrite(tmp_path: Path, monkeypatch) 
     monkeypatch.delattr(os, "pwrite")
     target = tmp_path / "client" / "books"
     target.parent.mkdir()
-    _reader(folder, tmp_path / "cache").download(_reader(folder).newest(), target)
+    _receive(folder, tmp_path, target)
     for name in ("ledger.bin", "empty.txt", "notes.txt"):
         assert (target / name).read_bytes() == (data / name).read_bytes()
