@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 for extra in (REPO, REPO / "bench"):
@@ -114,6 +115,7 @@ def stages(path: Path, runs: int) -> list[tuple[str, float]]:
             ("open the frames (AES-256-GCM, zstd)", median_of(runs, open_frames))]
 
 
+Sample = TypeVar("Sample", tuple[float, float], tuple[float, float, float])
 WRITE = paramiko.sftp.SFTP_FLAG_WRITE | paramiko.sftp.SFTP_FLAG_CREATE | paramiko.sftp.SFTP_FLAG_TRUNC
 
 
@@ -158,8 +160,7 @@ def bare_transport(server, path: Path, runs: int) -> tuple[float, float, float, 
             downs.append((time.perf_counter() - t0, _cpu(r0)))
     finally:
         transport.close()
-    up = min(ups, key=lambda t: abs(t[0] - statistics.median(u[0] for u in ups)))
-    down = min(downs, key=lambda t: abs(t[0] - statistics.median(d[0] for d in downs)))
+    up, down = _mid(ups), _mid(downs)
     return up[0], up[1], down[0], down[1]
 
 
@@ -201,8 +202,10 @@ class Commands:
         return share, join
 
 
-def _mid(samples: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    return min(samples, key=lambda s: abs(s[0] - statistics.median(x[0] for x in samples)))
+def _mid(samples: list[Sample]) -> Sample:
+    """The sample whose first figure (seconds) is nearest their median."""
+    middle = statistics.median(sample[0] for sample in samples)
+    return min(samples, key=lambda sample: abs(sample[0] - middle))
 
 
 def main(argv: list[str] | None = None) -> int:
