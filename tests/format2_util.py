@@ -79,3 +79,14 @@ def close(area: Area, path: Path, base: int, who: str = "firm") -> int:
         return area.commit(grant, who_, LocalSnapshot.scan(path, area.require_keys(), format=2), base=base)
     finally:
         area.release(grant, who_)
+
+
+def first_share(area: Area, path: Path) -> tuple[int, LocalSnapshot]:
+    """The firm's first share of `path` into `area` (`commit_first` under a lease)."""
+    firm = PARTIES.setdefault("firm", party("firm"))
+    grant = area.acquire(firm, lease_seconds=300)
+    assert isinstance(grant, Grant)
+    try:
+        return area.commit_first(grant, firm, path)
+    finally:
+        area.release(grant, firm)

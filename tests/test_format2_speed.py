@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from cloudshare_p2p import errors
-from cloudshare_p2p.area import Area
 from cloudshare_p2p.snapshot import LocalSnapshot, scan
-from tests.format2_util import PARTIES, close, manifest_reads, memory_area, reading_area
+from tests.format2_util import PARTIES, close, first_share, manifest_reads, memory_area, reading_area
 from tests.parties import party
 
 
@@ -146,15 +145,6 @@ def test_the_scan_hashes_on_a_helper_thread_to_the_same_fingerprint(tmp_path: Pa
     assert snap.fingerprint == scan.local_fingerprint(data)
 
 
-def _first_share(area: Area, path: Path) -> tuple[int, LocalSnapshot]:
-    firm = PARTIES.setdefault("firm", party("firm"))
-    grant = area.acquire(firm, lease_seconds=300)
-    try:
-        return area.commit_first(grant, firm, path)
-    finally:
-        area.release(grant, firm)
-
-
 def test_a_first_share_reads_each_file_once_and_sends_what_it_hashed(tmp_path: Path, monkeypatch) -> None:
     """Scan and packing in one pass: no second reading (Reread), the version is the file."""
     folder, area = memory_area()
@@ -169,7 +159,7 @@ def test_a_first_share_reads_each_file_once_and_sends_what_it_hashed(tmp_path: P
 
     monkeypatch.setattr(LocalSnapshot, "reread", no_second_reading)
     monkeypatch.setattr(LocalSnapshot, "read_at", no_second_reading)
-    version, snap = _first_share(area, data)
+    version, snap = first_share(area, data)
     assert version == 1 and snap.fingerprint == scan.local_fingerprint(data)
     assert area.stats.bytes_uploaded < 3_200_000  # the repeated half is stored once
     target = tmp_path / "copy"
@@ -198,7 +188,7 @@ def test_a_file_changed_while_a_first_share_reads_it_is_never_sent(tmp_path: Pat
 
     monkeypatch.setattr(packs.PackWriter, "add", edit_once)
     with pytest.raises(errors.InvalidState, match="changed while it was being sent"):
-        _first_share(area, data)
+        first_share(area, data)
     assert edited and area.versions() == []
     assert not [n for n in folder.nodes if n.startswith("books/manifests/")]
 
@@ -209,11 +199,11 @@ def test_a_first_share_resumed_after_its_version_landed_sends_nothing_again(tmp_
     _folder, area = memory_area()
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(500_000))
-    assert _first_share(area, data)[0] == 1
+    assert first_share(area, data)[0] == 1
     sent = area.stats.bytes_uploaded
-    assert _first_share(area, data)[0] == 1
+    assert first_share(area, data)[0] == 1
     assert area.stats.bytes_uploaded == sent
     data.write_bytes(os.urandom(500_000))
     with pytest.raises(errors.StaleBase):
-        _first_share(area, data)
+        first_share(area, data)
     assert [v.version for v in area.versions()] == [1]

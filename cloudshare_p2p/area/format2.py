@@ -9,11 +9,13 @@ version from the local copy plus frames. Spec: docs/area-format.md, "Format vers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -28,9 +30,10 @@ from ..snapshot import manifest2 as m2
 from ..snapshot import resolve2 as r2
 from ..snapshot.chunkids import ChunkIds, IdIndex
 from ..snapshot.restore2 import LocalChunks, restore_chunks
+from . import packer
 from .lock import LockFolder
 from .model import Version
-from .packs import PackWriter, pack_path, read_chunks
+from .packs import FirstPacking, PackUploader, PackWriter, pack_path, read_chunks
 from .records import _nowiso_utc
 
 KEEP_CACHED = 8
@@ -210,7 +213,8 @@ class Format2(LockFolder):
         that is smaller); returns the manifest id."""
         keys = self.require_keys()
         base, chain = self._parent(parent)
-        writer = PackWriter(self.session, self.p, self._tmp, keys)
+        uploader = PackUploader(self.session, self.p, self._tmp)
+        writer = PackWriter(keys, uploader.put)
         try:
             files = self._patch_files(snap, base, writer, progress)
             frames = writer.finish()
@@ -220,32 +224,74 @@ class Format2(LockFolder):
         parent_id = chain[0] if base is not None else None
         patch = m2.Patch(snap.manifest.kind, parent_id, base.depth + 1 if base else 0, frames, files)
         del files
-        return self._publish_patch(snap.root, patch, base, chain, writer)
+        return self._publish_patch(snap.root, patch, base, chain, writer.placed, uploader.bytes_sent)
 
     def upload_scanning(self, root: Path, progress: Callable[[int], None] | None = None,
                         ) -> tuple[str, LocalSnapshot]:
         """A first version (no parent): scan `root` and pack its chunks in the same pass, each
         file read once and the bytes sent the bytes hashed (no second reading to check them);
-        its manifest id and the snapshot. A file changed during its reading: InvalidState."""
+        its manifest id and the snapshot. A file changed during its reading: InvalidState.
+        A large one is scanned and packed by a second process (`packer`) while this one uploads."""
         keys = self.require_keys()
-        writer = PackWriter(self.session, self.p, self._tmp, keys)
-        packing = _Packing(writer, self.check_interrupt, progress)
+        uploader = PackUploader(self.session, self.p, self._tmp)
+        if packer.wanted(root):
+            with packer.for_share(root) as child:
+                if child.start(keys, root):
+                    result = self._upload_from(child, uploader, progress)
+                    snap = dataclasses.replace(result.snapshot, _keys=keys)
+                    return self._publish_first(snap, result.ops, result.frames, result.placed, uploader), snap
+        writer = PackWriter(keys, uploader.put)
+        packing = FirstPacking(writer, self.check_interrupt, progress)
         try:
             snap = LocalSnapshot.scan(root, keys, format=2, sink=packing.add)
             frames = writer.finish()
         except BaseException:
             writer.abandon()
             raise
-        files = tuple(m2.PatchFile(e.path, e.size, e.mode, e.mtime, e.chunker, packing.ops(n))
+        ops = [packing.ops(n) for n in range(len(snap.manifest.files))]
+        del packing
+        return self._publish_first(snap, ops, frames, writer.placed, uploader), snap
+
+    def _upload_from(self, child: packer.PackingProcess, uploader: PackUploader,
+                     progress: Callable[[int], None] | None) -> packer.Result:
+        """Upload each pack `child` hands over (one on the wire while the next one comes);
+        what it found. Ctrl-C stops it between packs."""
+        shown = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="upload") as pool:
+            pending: Future[None] | None = None
+            try:
+                for pack_id, frames, done in child.packs():
+                    self.check_interrupt()
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(uploader.put, pack_id, frames)
+                    del frames
+                    if progress is not None and done > shown:
+                        progress(done - shown)
+                        shown = done
+            finally:
+                child.close()  # a child still packing ends before the error (or Ctrl-C) goes on
+            if pending is not None:
+                pending.result()
+        result = child.result
+        assert result is not None
+        missing = {frame.pack for frame in result.frames} - uploader.placed
+        if missing:
+            raise RuntimeError(f"the packing process named {len(missing)} packs it did not hand over")
+        return result
+
+    def _publish_first(self, snap: LocalSnapshot, ops: list[tuple[m2.Op, ...]], frames: tuple[m2.Frame, ...],
+                       placed: int, uploader: PackUploader) -> str:
+        files = tuple(m2.PatchFile(e.path, e.size, e.mode, e.mtime, e.chunker, ops[n])
                       for n, e in enumerate(snap.manifest.files))
         patch = m2.Patch(snap.manifest.kind, None, 0, frames, files)
-        del files, packing
-        return self._publish_patch(root, patch, None, [], writer), snap
+        del files
+        return self._publish_patch(snap.root, patch, None, [], placed, uploader.bytes_sent)
 
     def _publish_patch(self, root: Path, patch: m2.Patch, base: r2.Resolved | None, chain: list[str],
-                       writer: PackWriter) -> str:
+                       placed: int, sent: int) -> str:
         """Encode, seal and place a version's manifest (rewritten in full when that is smaller
-        than a patch of `base`), cache it; its id."""
+        than a patch of `base`), cache it; its id. `placed` chunks were packed, in `sent` bytes."""
         keys = self.require_keys()
         parent_id = patch.parent
         body, resolved = m2.encode(patch), None
@@ -265,8 +311,8 @@ class Format2(LockFolder):
         blob = crypto.seal(keys, crypto.KIND_MANIFEST, manifest_id, body)
         del body
         self._place_manifest(manifest_id, blob)
-        self.stats.chunks_uploaded += writer.placed
-        self.stats.bytes_uploaded += writer.bytes_sent + len(blob)
+        self.stats.chunks_uploaded += placed
+        self.stats.bytes_uploaded += sent + len(blob)
         if resolved is not None:
             self._remember(manifest_id, resolved, [manifest_id, *chain])
         self.remember_held(root, manifest_id)
@@ -420,39 +466,6 @@ class Format2(LockFolder):
         resolved, chain = self.resolve_manifest(version.manifest, version.version)
         self._forget()
         return {f"manifests/{mid}" for mid in chain} | {"/".join(pack_path(p)) for p in resolved.packs()}
-
-
-class _Packing:
-    """A scan's sink for a first version: each chunk not seen before in the snapshot is
-    packed, and every file's ops are built as its chunks are cut."""
-
-    def __init__(self, writer: PackWriter, interrupt: Callable[[], None],
-                 progress: Callable[[int], None] | None) -> None:
-        self._writer, self._interrupt, self._progress = writer, interrupt, progress
-        self._ids = bytearray()  # every id cut, in order: the index's one growing buffer
-        self._seen = IdIndex()
-        self._seen.append_buffer(self._ids)
-        self._ops: dict[int, m2.OpsBuilder] = {}
-
-    def add(self, number: int, chunk: bytes, key: bytes) -> None:
-        ops = self._ops.get(number)
-        if ops is None:
-            ops = self._ops[number] = m2.OpsBuilder()
-        pos = len(self._ids) // len(key)
-        self._ids += key
-        if self._seen.add(pos) != pos:
-            ops.stored(key)
-            return
-        self._interrupt()
-        frame, at = self._writer.add(chunk)
-        ops.new(frame, at, key, len(chunk))
-        if self._progress:
-            self._progress(len(chunk))
-
-    def ops(self, number: int) -> tuple[m2.Op, ...]:
-        """File `number`'s ops (none for an empty file)."""
-        ops = self._ops.get(number)
-        return ops.ops() if ops is not None else ()
 
 
 BATCH = 8192  # chunks asked of read_chunks at a time: its bookkeeping stays small (whole frames)

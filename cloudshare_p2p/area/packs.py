@@ -14,11 +14,15 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .. import crypto, errors
 from ..i18n import _
-from ..snapshot.manifest2 import MAX_CHUNK, Frame, Loc
-from ..transport import RemoteFiles
+from ..snapshot.chunkids import IdIndex
+from ..snapshot.manifest2 import MAX_CHUNK, Frame, Loc, Op, OpsBuilder
+
+if TYPE_CHECKING:  # not at run time: the packing process (`packer`) needs no transport
+    from ..transport import RemoteFiles
 
 KIND_FRAME = b"frame"
 FRAME_AAD_ID = ""  # a frame's AAD is "frame:" alone: later versions may not list its first chunk
@@ -31,12 +35,45 @@ def pack_path(pack_id: str) -> tuple[str, str, str]:
     return ("packs", pack_id[:2], pack_id)
 
 
-class PackWriter:
-    """The new chunks of one commit, in file order: frames, packs, uploads."""
+def pack_id_of(blobs: Iterable[bytes]) -> str:
+    """A pack's id: the SHA-256 (hex) of its frames, one after another."""
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(blob)
+    return digest.hexdigest()
 
-    def __init__(self, session: RemoteFiles, area_path: Callable[..., str], tmp: Callable[[], str],
-                 keys: crypto.Keys) -> None:
-        self._session, self._p, self._tmp, self._keys = session, area_path, tmp, keys
+
+class PackUploader:
+    """Places packs in the area, each one object at `pack_path(id)` (its folder made in the
+    round trip of the temp file); counts the bytes sent."""
+
+    def __init__(self, session: RemoteFiles, area_path: Callable[..., str], tmp: Callable[[], str]) -> None:
+        self._session, self._p, self._tmp = session, area_path, tmp
+        self._dirs: set[str] = set()
+        self.bytes_sent = 0
+        self.placed: set[str] = set()  # ids of the packs put
+
+    def put(self, pack_id: str, blobs: list[bytes]) -> None:
+        """Publish one pack, its frames sent one after another, never joined into one buffer."""
+        folder, sub, name = pack_path(pack_id)
+        made = self._p(folder, sub)
+        self._session.put_object(self._tmp(), self._p(folder, sub, name), blobs,
+                                 folder=None if made in self._dirs else made)
+        self._dirs.add(made)
+        self.placed.add(pack_id)
+        self.bytes_sent += sum(len(blob) for blob in blobs)
+
+
+Publish = Callable[[str, list[bytes]], None]
+"""Where `PackWriter` hands each pack (its id and frames), on its uploader thread."""
+
+
+class PackWriter:
+    """The new chunks of one commit, in file order: frames, packs, uploads (`publish`, for
+    instance `PackUploader.put`)."""
+
+    def __init__(self, keys: crypto.Keys, publish: Publish) -> None:
+        self._keys, self._publish = keys, publish
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="seal")
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._uploading: Future[None] | None = None
@@ -48,8 +85,6 @@ class PackWriter:
         self._frames: list[tuple[int, int, int]] = []  # (pack number, offset, length)
         self._packs: dict[int, str] = {}  # pack number -> id, once uploaded
         self._pack_count = 0
-        self._dirs: set[str] = set()
-        self.bytes_sent = 0
         self.placed = 0  # chunks added
 
     def add(self, data: bytes, check: Callable[[], None] | None = None) -> tuple[int, int]:
@@ -93,20 +128,11 @@ class PackWriter:
         del blobs
 
     def _upload(self, number: int, blobs: list[bytes]) -> None:
-        """Publish one pack (on the uploader thread: the only one using the connection
-        meanwhile), its frames sent one after another, never joined into one buffer."""
-        digest = hashlib.sha256()
-        for blob in blobs:
-            digest.update(blob)
-        pack_id = digest.hexdigest()
-        folder, sub, name = pack_path(pack_id)
-        made = self._p(folder, sub)  # made (and packs/ too) in the round trip of the temp file
-        self._session.put_object(self._tmp(), self._p(folder, sub, name), blobs,
-                                 folder=None if made in self._dirs else made)
-        self._dirs.add(made)
+        """Name one pack and publish it (on the uploader thread: the only one publishing)."""
+        pack_id = pack_id_of(blobs)
+        self._publish(pack_id, blobs)
         self._packs[number] = pack_id
-        self.bytes_sent += sum(len(blob) for blob in blobs)
-        del blobs  # an error caught below (an existing folder) keeps these frames alive until gc
+        del blobs  # an error caught by the caller keeps these frames alive until gc
 
     def finish(self) -> tuple[Frame, ...]:
         """Upload what is left; the frames written, numbered as `add` said."""
@@ -124,6 +150,39 @@ class PackWriter:
         """Stop sealing and uploading (after an error)."""
         self._pool.shutdown(cancel_futures=True)
         self._uploader.shutdown(cancel_futures=True)
+
+
+class FirstPacking:
+    """A scan's sink for a first version: each chunk not seen before in the snapshot is
+    packed, and every file's ops are built as its chunks are cut."""
+
+    def __init__(self, writer: PackWriter, interrupt: Callable[[], None],
+                 progress: Callable[[int], None] | None) -> None:
+        self._writer, self._interrupt, self._progress = writer, interrupt, progress
+        self._ids = bytearray()  # every id cut, in order: the index's one growing buffer
+        self._seen = IdIndex()
+        self._seen.append_buffer(self._ids)
+        self._ops: dict[int, OpsBuilder] = {}
+
+    def add(self, number: int, chunk: bytes, key: bytes) -> None:
+        ops = self._ops.get(number)
+        if ops is None:
+            ops = self._ops[number] = OpsBuilder()
+        pos = len(self._ids) // len(key)
+        self._ids += key
+        if self._seen.add(pos) != pos:
+            ops.stored(key)
+            return
+        self._interrupt()
+        frame, at = self._writer.add(chunk)
+        ops.new(frame, at, key, len(chunk))
+        if self._progress:
+            self._progress(len(chunk))
+
+    def ops(self, number: int) -> tuple[Op, ...]:
+        """File `number`'s ops (none for an empty file)."""
+        ops = self._ops.get(number)
+        return ops.ops() if ops is not None else ()
 
 
 def _seal_frame(keys: crypto.Keys, checks: list[Callable[[], None]], plain: bytes) -> bytes:

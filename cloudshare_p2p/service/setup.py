@@ -20,7 +20,7 @@ from statemachine.plans import (
 )
 
 from .. import errors
-from ..area import Area, validate_area_name
+from ..area import Area, packer, validate_area_name
 from ..display import human_size
 from ..i18n import _
 from ..settings import DEFAULT_RUN_LEASE
@@ -123,6 +123,8 @@ class SetupCommands(ServiceBase):
                 _("the share password must have at least {min_share_password} characters").format(
                     min_share_password=MIN_SHARE_PASSWORD),
                 hint=_("anyone who can read the area may try passwords offline: choose a longer one"))
+        if share_next(ds.context) is not ShareNext.FINISH:
+            packer.prestart(ds.path)  # a large first share: its packing process starts as we connect
         try:
             with self.connect(remote) as session:
                 return self._share_steps(ds, session, area_name, password)
