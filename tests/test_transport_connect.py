@@ -26,6 +26,7 @@ from cloudshare_p2p.transport import (
     connect,
     probe_host_key,
 )
+from cloudshare_p2p.transport.network import PromptTransport
 from tests.relay import Relay
 from tests.serverinfo import ShareServer
 
@@ -113,6 +114,7 @@ def test_failed_handshake_prints_nothing_on_stderr(closed_port: int) -> None:
 import socket
 from cloudshare_p2p import errors
 from cloudshare_p2p.transport import Endpoint, probe_host_key
+from cloudshare_p2p.transport.network import PromptTransport
 from tests.relay import Relay
 with Relay({closed_port}) as relay:
     try:
@@ -190,6 +192,66 @@ def test_fingerprint_forms_accepted(share_server: ShareServer, tmp_path: Path) -
     with pytest.raises(HostKeyMismatch):
         connect(Endpoint.parse(share_server.url()), KnownHosts(tmp_path / "kh-md5"),
                 _creds(share_server), accept_fingerprint="MD5:" + "00:" * 15 + "00")
+
+
+# --- answering the host's unsolicited messages (no wait for a delayed ACK) ---------------
+
+
+def _recording_transport(sent: list[int]) -> PromptTransport:
+    left, right = socket.socketpair()
+    transport = PromptTransport(left)
+    transport._send_message = lambda m: sent.append(m.asbytes()[0])  # type: ignore[method-assign]
+    transport._test_peer = right  # type: ignore[attr-defined]  # kept open while the test runs
+    return transport
+
+
+def _global_request(kind: str, want_reply: bool) -> paramiko.Message:
+    m = paramiko.Message()
+    m.add_string(kind)
+    m.add_boolean(want_reply)
+    m.rewind()
+    return m
+
+
+def _debug_message() -> paramiko.Message:
+    m = paramiko.Message()
+    m.add_boolean(False)
+    m.add_string("key options: pty")
+    m.add_string("")
+    m.rewind()
+    return m
+
+
+def test_unanswered_host_messages_get_an_ignore_back() -> None:
+    sent: list[int] = []
+    transport = _recording_transport(sent)
+    transport._parse_global_request(_global_request("hostkeys-00@openssh.com", False))
+    assert sent == [paramiko.common.MSG_IGNORE]
+    sent.clear()
+    transport._parse_global_request(_global_request("keepalive@openssh.com", True))
+    assert sent == [paramiko.common.MSG_REQUEST_FAILURE]  # the reply is the acknowledgement
+    sent.clear()
+    transport._parse_debug(_debug_message())
+    assert sent == []  # not during the first key exchange (strict kex)
+    transport.initial_kex_done = True
+    transport._parse_debug(_debug_message())
+    assert sent == [paramiko.common.MSG_IGNORE]
+
+
+@pytest.mark.server
+def test_openssh_post_login_messages_answered(openssh_server: ShareServer, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshd's hostkeys-00 request (and its debug lines) arrive before the SFTP channel opens; each
+    gets an IGNORE back, so sshd's reply to the channel open is not held back (Nagle)."""
+    prompts: list[str] = []
+    original = PromptTransport._prompt
+    monkeypatch.setattr(PromptTransport, "_prompt", lambda self: (prompts.append("ignore"), original(self)))
+    endpoint = Endpoint.parse(openssh_server.url())
+    with connect(endpoint, KnownHosts(tmp_path / "kh"), _creds(openssh_server),
+                 accept_fingerprint=openssh_server.host_key_fingerprint) as s:
+        assert isinstance(s._transport, PromptTransport)
+        assert prompts
+        s.require_dir(s.path())  # the connection still works
 
 
 # --- the base folder ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import threading
 import time
 
 import paramiko
+from paramiko.common import cMSG_IGNORE
 
 from cloudshare_p2p import errors
 
@@ -27,7 +28,7 @@ def open_transport(
     where = _where(endpoint)
     sock = _connect_socket(endpoint, timeouts)
     try:
-        transport = paramiko.Transport(sock)
+        transport = PromptTransport(sock)
     except OSError as e:  # the peer reset the connection at once
         sock.close()
         raise _handshake_error(where, e) from None
@@ -45,6 +46,38 @@ def open_transport(
         transport.close()
         raise _handshake_error(where, e) from None
     return transport
+
+
+class PromptTransport(paramiko.Transport):
+    """paramiko's client transport that answers a host's unsolicited messages at once.
+
+    After the login OpenSSH's sshd sends messages nobody answers (the `hostkeys-00@openssh.com`
+    global request, debug messages) and, with Nagle's algorithm on (sshd sets TCP_NODELAY only
+    for terminals), holds its next packet until they are acknowledged: the reply to opening the
+    SFTP channel waited for this computer's delayed ACK (40 ms on Linux, up to 200 ms on
+    Windows). An SSH_MSG_IGNORE sent back at once carries that ACK.
+    """
+
+    def _parse_global_request(self, m: paramiko.Message) -> None:
+        start = m.packet.tell()
+        m.get_text()
+        wants_reply = m.get_boolean()
+        m.packet.seek(start)
+        super()._parse_global_request(m)
+        if not wants_reply:  # a reply acknowledges by itself
+            self._prompt()
+
+    def _parse_debug(self, m: paramiko.Message) -> None:
+        super()._parse_debug(m)
+        if self.initial_kex_done:  # strict key exchange allows no IGNORE before its end
+            self._prompt()
+
+    def _prompt(self) -> None:
+        ignore = paramiko.Message()
+        ignore.add_byte(cMSG_IGNORE)
+        ignore.add_string(b"")
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the reader thread sees it
+            self._send_message(ignore)
 
 
 def _where(endpoint: Endpoint) -> str:
