@@ -16,6 +16,12 @@ asks for it, an SSH login password for a remote. Where:
 Remembering is best effort: a locked or broken credential store falls back to the file,
 and a damaged file reads as empty. Two homes on one computer never see each other's
 entries (the keyring user name carries a hash of the home path).
+
+Finding out that no credential store is usable costs keyring a scan of every installed
+package's entry points and the import of each backend (0.05-0.07 s a command). A computer
+where none is usable notes so in the cache folder (``keyring-probe.json``, no secrets): the
+next commands believe it for a day, while nothing keyring's choice depends on has changed
+(see :func:`probe_fingerprint`). A usable store is never noted: it is looked for every time.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +52,11 @@ KEY_SIZES = (32, 64)
 MAX_KEYRING_VALUE = 1279  # Windows: 2560-byte blob = 1280 UTF-16 characters
 _FORMAT = 1
 _FALSE_WORDS = {"0", "false", "no", "off"}
+PROBE_MEMO = "keyring-probe.json"  # in the cache folder: "no usable credential store here"
+PROBE_MAX_AGE_S = 24 * 3600  # a noted "none" is believed this long, then keyring is asked again
+#: environment variables keyring and its backends read to choose or reach a store
+_PROBE_ENV = ("PYTHON_KEYRING_BACKEND", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_CURRENT_DESKTOP",
+              "XDG_CONFIG_HOME", "KEYCHAIN_PATH", "LOCALAPPDATA", "PROGRAMDATA")
 
 
 def remember_enabled(flag: bool | None) -> bool:
@@ -75,6 +88,51 @@ def usable_keyring() -> KeyringBackend | None:
         if _acceptable(backend, fail.Keyring, chainer.ChainerBackend):
             return backend
     return None
+
+
+def probe_fingerprint() -> str:
+    """A digest of what keyring's choice of a store depends on here: the computer, user and
+    Python, the folders on ``sys.path`` (their times change with each package installed,
+    upgraded or removed: keyring itself and its backend plugins), the environment keyring
+    and its backends read, and keyring's config file. Cheap: no import of keyring."""
+    parts: list[object] = [_FORMAT, sys.platform, socket.gethostname(), getattr(os, "getuid", lambda: -1)(),
+                           sys.executable, sys.version, sys.path]
+    for entry in [*sys.path, _keyring_config()]:
+        try:
+            st = os.stat(entry or ".")
+        except OSError:
+            parts.append(None)
+        else:
+            parts.append((st.st_mtime_ns, st.st_size))
+    parts.append([os.environ.get(name) for name in _PROBE_ENV])
+    return hashlib.sha256(json.dumps(parts, default=str).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _keyring_config() -> str:
+    """Where keyring reads its config file (keyring.util.platform_.config_root)."""
+    if sys.platform == "win32":
+        root = os.environ.get("LOCALAPPDATA", os.environ.get("PROGRAMDATA", "."))
+        return os.path.join(root, "Python Keyring", "keyringrc.cfg")
+    root = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(root, "python_keyring", "keyringrc.cfg")
+
+
+def known_unusable(memo: Path, fingerprint: str) -> bool:
+    """Whether `memo` says no store was usable, less than a day ago, with this fingerprint."""
+    try:
+        noted = json.loads(Path(memo).read_text(encoding="utf-8"))
+        age = time.time() - float(noted["probed"])
+        return noted.get("v") == _FORMAT and noted.get("fingerprint") == fingerprint and \
+            noted.get("usable") is False and 0 <= age < PROBE_MAX_AGE_S
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+
+
+def note_unusable(memo: Path, fingerprint: str) -> None:
+    """Note in `memo` that no store is usable here now (best effort)."""
+    noted = {"v": _FORMAT, "fingerprint": fingerprint, "probed": time.time(), "usable": False}
+    with contextlib.suppress(OSError):
+        atomic_write(Path(memo), json.dumps(noted).encode("utf-8"), durable=False)
 
 
 def _acceptable(backend: Any, fail_cls: type, chainer_cls: type) -> bool:
@@ -121,12 +179,15 @@ class SecretStore:
 
     ``enabled=False`` (``--no-remember``): nothing is stored and nothing is returned.
     ``use_keyring``: None = the OS store when usable unless ``CLOUDSHARE_KEYRING=0``;
-    True = the OS store when usable; False = the file only.
+    True = the OS store when usable; False = the file only. ``probe_memo``: the file that
+    notes "no usable store here" between processes (None: keyring is asked every time).
     """
 
-    def __init__(self, home: Path, *, enabled: bool = True, use_keyring: bool | None = None) -> None:
+    def __init__(self, home: Path, *, enabled: bool = True, use_keyring: bool | None = None,
+                 probe_memo: Path | None = None) -> None:
         self.home = Path(home)
         self.enabled = enabled
+        self.probe_memo = probe_memo
         self.path = self.home / FILE_NAME
         if use_keyring is None:
             use_keyring = os.environ.get(KEYRING_ENV, "").strip().lower() not in _FALSE_WORDS
@@ -142,11 +203,26 @@ class SecretStore:
         if not self._probed:
             self._probed = True
             if self._want_keyring:
-                self._backend = usable_keyring()
+                self._backend = self._probe()
                 if self._backend is not None and sys.platform == "win32":
                     with contextlib.suppress(Exception):
                         self._backend.persist = "local machine"  # type: ignore[attr-defined]
         return self._backend
+
+    def _probe(self) -> KeyringBackend | None:
+        """`usable_keyring()`, unless the memo knows that none is usable here."""
+        if self.probe_memo is None:
+            return usable_keyring()
+        fingerprint = probe_fingerprint()
+        if known_unusable(self.probe_memo, fingerprint):
+            return None
+        backend = usable_keyring()
+        if backend is None:
+            note_unusable(self.probe_memo, fingerprint)
+        else:
+            with contextlib.suppress(OSError):
+                self.probe_memo.unlink(missing_ok=True)
+        return backend
 
     @property
     def backend_name(self) -> str:

@@ -307,3 +307,96 @@ def test_use_keyring_false_and_env_off(tmp_path: Path, use_backend, monkeypatch:
     assert SecretStore(tmp_path / "b").put_data_key(AREA, KEY) != "keyring"
     assert SecretStore(tmp_path / "c", use_keyring=True).put_data_key(AREA, KEY) == "keyring"
     assert len(backend.entries) == 1
+
+
+# --- "no usable store here", noted between processes --------------------------------------
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every call of the real probe (`usable_keyring`), with what it found."""
+    found: list[object] = []
+    real = secretstore.usable_keyring
+
+    def counted() -> KeyringBackend | None:
+        found.append(real())
+        return found[-1]  # type: ignore[return-value]
+
+    monkeypatch.setattr(secretstore, "usable_keyring", counted)
+    return found
+
+
+def test_no_usable_store_is_noted_and_believed(tmp_path: Path, no_keyring: None, probes: list) -> None:
+    memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    first = SecretStore(tmp_path / "home", probe_memo=memo)
+    assert first.put_data_key(AREA, KEY) == str(first.path)
+    assert probes == [None] and memo.is_file()
+    assert "password" not in memo.read_text() and KEY.hex() not in memo.read_text()
+    later = SecretStore(tmp_path / "home", probe_memo=memo)  # the next command
+    assert later.put_data_key(AREA, KEY2) == str(later.path)
+    assert later.get_login("u@h:22") is None
+    assert probes == [None]  # keyring was not asked again
+    SecretStore(tmp_path / "home").put_data_key(AREA, KEY)  # without a memo: asked every time
+    assert probes == [None, None]
+
+
+def test_a_usable_store_is_never_noted(tmp_path: Path, use_backend, probes: list) -> None:
+    backend = use_backend(DictKeyring())
+    memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    for _ in range(2):
+        assert SecretStore(tmp_path / "home", probe_memo=memo).put_data_key(AREA, KEY) == "keyring"
+    assert probes == [backend, backend] and not memo.exists()
+
+
+@pytest.mark.parametrize("change", ["env", "config", "packages", "age", "future"])
+def test_the_note_is_dropped_when_things_change(tmp_path: Path, use_backend, probes: list, change: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that became usable is found: after a day, or at once when something keyring's
+    choice depends on changed (environment, its config file, the packages)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    use_backend(fail.Keyring())
+    memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    SecretStore(tmp_path / "home", probe_memo=memo).put_data_key(AREA, KEY)
+    assert secretstore.known_unusable(memo, secretstore.probe_fingerprint())
+    backend = use_backend(DictKeyring())
+    if change == "env":  # e.g. a desktop session with a Secret Service
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus")
+    elif change == "config":
+        (tmp_path / "config" / "python_keyring").mkdir(parents=True)
+        (tmp_path / "config" / "python_keyring" / "keyringrc.cfg").write_text("[backend]\n")
+    elif change in ("age", "future"):
+        noted = json.loads(memo.read_text())
+        noted["probed"] -= secretstore.PROBE_MAX_AGE_S + 1 if change == "age" else -3600
+        memo.write_text(json.dumps(noted))
+    elif change == "packages":  # a keyring plugin installed (or keyring upgraded)
+        (site / "keyrings_cryptfile-1.0.dist-info").mkdir()
+    store = SecretStore(tmp_path / "home", probe_memo=memo)
+    assert store.put_data_key(AREA, KEY2) == "keyring"
+    assert probes == [None, backend] and not memo.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"v": 1}',
+                                     b'{"v": 1, "probed": "x", "usable": false}'])
+def test_a_damaged_note_means_asking_keyring(tmp_path: Path, no_keyring: None, probes: list,
+                                            content: bytes) -> None:
+    memo = tmp_path / secretstore.PROBE_MEMO
+    memo.write_bytes(content)
+    SecretStore(tmp_path / "home", probe_memo=memo).put_data_key(AREA, KEY)
+    assert probes == [None]
+    assert secretstore.known_unusable(memo, secretstore.probe_fingerprint())  # noted again, whole
+
+
+def test_a_service_notes_it_in_its_cache_folder(tmp_path: Path) -> None:
+    from cloudshare_p2p.service import UI, Service
+
+    ui = UI(share_password=lambda purpose, confirm: "unused", ssh_password=lambda: None,
+            confirm=lambda question: True, say=lambda text: None)
+    service = Service(tmp_path / "home", ui)
+    try:
+        assert service.secrets.probe_memo == service.cache_root / secretstore.PROBE_MEMO
+    finally:
+        service.shutdown()

@@ -27,7 +27,7 @@ from ..area import Area, Grant, LockInfo, Party, Version, list_areas
 from ..display import human_size
 from ..i18n import _
 from ..registry import Registry
-from ..secretstore import SecretStore, remember_enabled
+from ..secretstore import PROBE_MEMO, SecretStore, remember_enabled
 from ..snapshot import ChunkCache
 from ..transport import KnownHosts, SftpConnection
 from .dataset import DataSet
@@ -62,12 +62,13 @@ class ServiceBase:
                  remember_login: bool | None = None) -> None:
         self.home = Path(home)
         self.registry = Registry(self.home)
-        self.secrets = SecretStore(self.home, enabled=remember_enabled(remember))
+        self.cache_root = cachedir.cache_root(self.home)
+        cachedir.adopt_old_cache(self.home, self.cache_root)  # before anything is written there
+        self.secrets = SecretStore(self.home, enabled=remember_enabled(remember),
+                                   probe_memo=self.cache_root / PROBE_MEMO)
         self.remember_login = remember_login
         self.known_hosts = KnownHosts(self.home / "known_hosts")
         self.ui = ui
-        self.cache_root = cachedir.cache_root(self.home)
-        cachedir.adopt_old_cache(self.home, self.cache_root)
         self._cache_users: list[Area | ChunkCache] = []  # what may add to the cache this command
         self._started = time.time()
         self._ssh_password: str | None = None
