@@ -1,4 +1,4 @@
-"""The local registry: one sqlite-utils database in the home folder.
+"""The local registry: one SQLite database in the home folder.
 
 It keeps the data sets this machine shares (name, local path, state and its step, remote, area,
 synced version and hash, the state machine's persisted context), the remotes, this install's id
@@ -12,8 +12,10 @@ Several ``cloudshare`` processes may use the same home at once. Every write runs
 waits (busy timeout) instead of failing with "database is locked" when it later tries to
 upgrade a read lock. The database is in WAL mode so readers never block the writer.
 
-Schema changes go through :data:`MIGRATIONS` (``sqlite_utils.Migrations``, in
-``registry_migrations.py``); append new migrations at the end, never edit an applied one.
+Schema changes go through ``sqlite_utils.Migrations`` (``registry_migrations.py``); append new
+migrations at the end, never edit an applied one. sqlite-utils is imported only when one is
+pending (a new or older home) or :attr:`Registry.db` is asked for: a command on an up-to-date
+home talks to ``sqlite3`` alone (importing sqlite-utils costs about 0.02 s).
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-from sqlite_utils import Database
 
 from cloudshare_p2p import errors
 
 from .i18n import _
-from .registry_migrations import MIGRATIONS
+from .registry_migrations import MIGRATION_SET, NAMES, migrations
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 APP_NAME = "cloudshare-p2p"
 HOME_ENV = "CLOUDSHARE_HOME"
@@ -92,15 +96,40 @@ class Registry:
             os.chmod(self.home, 0o700)  # mkdir's mode is filtered by the umask
         self.path = self.home / DB_NAME
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
-        self.db = Database(conn, execute_plugins=False)
+        self.conn = conn
+        self._db: Database | None = None
         try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._enable_wal()
             self._migrate()
             self.install_id = self._ensure_install_id()
         except BaseException:
             conn.close()
             raise
+
+    @property
+    def db(self) -> Database:
+        """The connection as a sqlite-utils ``Database`` (migrations, tests); imports sqlite-utils."""
+        if self._db is None:
+            from sqlite_utils import Database
+
+            self._db = Database(self.conn, execute_plugins=False)
+        return self._db
+
+    def _execute(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """``conn.execute`` as sqlite-utils' ``Database.execute`` does it: a write outside a
+        transaction is committed at once, and a failed one leaves no transaction open."""
+        conn = self.conn
+        was_in_transaction = conn.in_transaction
+        try:
+            cursor = conn.execute(sql, params)
+        except Exception:
+            if not was_in_transaction and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if not was_in_transaction and conn.in_transaction and cursor.description is None:
+            conn.execute("COMMIT")
+        return cursor
 
     # -- setup ---------------------------------------------------------------
 
@@ -110,7 +139,8 @@ class Registry:
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
-                self.db.enable_wal()
+                if self._execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._execute("PRAGMA journal_mode=wal")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -118,19 +148,29 @@ class Registry:
                 time.sleep(0.02)
 
     def _migrate(self) -> None:
-        if not MIGRATIONS.pending(self.db):
+        if not self._maybe_pending() or not migrations().pending(self.db):
             return
         # Apply under the write lock: two processes opening a new home at once must not both
         # run the same migration. apply() re-reads what is pending inside the transaction, and
         # its own per-migration transactions become savepoints of this one.
         with self.write():
-            MIGRATIONS.apply(self.db)
+            migrations().apply(self.db)
+
+    def _maybe_pending(self) -> bool:
+        """Whether a migration may be pending: False only when sqlite-utils' own table lists
+        every one as applied (read with sqlite3 alone; anything unexpected asks sqlite-utils)."""
+        try:
+            rows = self._execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                                 [MIGRATION_SET]).fetchall()
+        except sqlite3.DatabaseError:  # no such table (a new home), or another shape
+            return True
+        return not set(NAMES) <= {row[0] for row in rows}
 
     def _ensure_install_id(self) -> str:
         value = self._meta("install_id")
         if value is None:  # only if someone deleted the row
             with self.write():
-                self.db.execute(
+                self._execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?)",
                     [uuid.uuid4().hex[:16]],
                 )
@@ -139,13 +179,13 @@ class Registry:
         return value
 
     def _meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        row = self._execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else row[0]
 
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -162,7 +202,7 @@ class Registry:
         Nested calls join the outer transaction through a savepoint (an error inside the inner
         block undoes only that block if the caller catches it).
         """
-        conn = self.db.conn
+        conn = self.conn
         if conn.in_transaction:
             name = f"cs_{uuid.uuid4().hex}"
             conn.execute(f"SAVEPOINT {name}")
@@ -191,7 +231,7 @@ class Registry:
             raise
 
     def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict]:
-        cursor = self.db.execute(sql, list(params))
+        cursor = self._execute(sql, list(params))
         keys = [d[0] for d in cursor.description]
         return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
 
@@ -207,7 +247,7 @@ class Registry:
         if not name:
             raise ValueError(_("the display name must not be empty"))
         with self.write():
-            self.db.execute(
+            self._execute(
                 "INSERT INTO meta (key, value) VALUES ('display_name', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [name],
@@ -227,7 +267,7 @@ class Registry:
                     hint=_("choose another name, or remove it first with `cloudshare remote remove {name}`"
                            ).format(name=name),
                 )
-            self.db.execute(
+            self._execute(
                 "INSERT INTO remotes (name, url, identity, host_fingerprint, added) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [name, url, identity, host_fingerprint, _now()],
@@ -256,7 +296,7 @@ class Registry:
                     _("remote {name} is still used by: {names}").format(name=name, names=', '.join(users)),
                     hint=_("stop sharing those data sets first (`cloudshare leave NAME`)"),
                 )
-            self.db.execute("DELETE FROM remotes WHERE name = ?", [name])
+            self._execute("DELETE FROM remotes WHERE name = ?", [name])
 
     # -- data sets -----------------------------------------------------------
 
@@ -279,7 +319,7 @@ class Registry:
                         name=other[0]['name']),
                 )
             now = _now()
-            self.db.execute(
+            self._execute(
                 "INSERT INTO datasets (name, path, state, step, created, updated) "
                 "VALUES (?, ?, 'unshared', NULL, ?, ?)",
                 [name, _abspath(path), now, now],
@@ -321,7 +361,7 @@ class Registry:
                 self.get_remote(values["remote"])
             values["updated"] = _now()
             assignments = ", ".join(f"{column} = ?" for column in values)
-            self.db.execute(
+            self._execute(
                 f"UPDATE datasets SET {assignments} WHERE name = ?", [*values.values(), name]
             )
             return self.get_dataset(name)
@@ -330,7 +370,7 @@ class Registry:
         """Forget a data set (its audit entries are kept)."""
         with self.write():
             self.get_dataset(name)
-            self.db.execute("DELETE FROM datasets WHERE name = ?", [name])
+            self._execute("DELETE FROM datasets WHERE name = ?", [name])
 
     def find_by_area(self, remote: str, area: str) -> list[dict]:
         return self._rows(
@@ -345,7 +385,7 @@ class Registry:
     ) -> None:
         """Append one transition to the audit log (time in ISO UTC)."""
         with self.write():
-            self.db.execute(
+            self._execute(
                 "INSERT INTO audit (time, dataset, event, from_state, to_state, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [_now(), dataset, event, from_state, to_state, detail or ""],

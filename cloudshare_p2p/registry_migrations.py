@@ -1,19 +1,23 @@
 """The local registry's schema: its `sqlite_utils` migrations, applied in order at open.
 
-Append new migrations at the end; never edit one that has been applied (a home keeps the
-names of the migrations it has run).
+Append new migrations to :data:`STEPS`; never edit one that has been applied (a home keeps the
+names of the migrations it has run). Importing this module does not import sqlite-utils
+(:func:`migrations` does): the registry checks :data:`NAMES` against the home first.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlite_utils import Database, Migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database, Migrations
 
-MIGRATIONS = Migrations("cloudshare_registry")
+MIGRATION_SET = "cloudshare_registry"
 
 
-@MIGRATIONS()
 def m001_initial(db: Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
     db.table("remotes").create(
@@ -68,8 +72,23 @@ def m001_initial(db: Database) -> None:
     )
 
 
-@MIGRATIONS()
 def m002_synced_stamp(db: Database) -> None:
     """A cheap stamp (names, sizes, times, inodes) of the data as last synced: `close` with
     nothing changed need not re-read the data."""
     db.table("datasets").add_column("synced_stamp", str)
+
+
+#: the migrations, in the order they are applied
+STEPS: tuple[Callable[[Database], None], ...] = (m001_initial, m002_synced_stamp)
+NAMES = tuple(step.__name__ for step in STEPS)
+
+
+@functools.cache
+def migrations() -> Migrations:
+    """:data:`STEPS` as the sqlite-utils migration set (imports sqlite-utils)."""
+    from sqlite_utils import Migrations
+
+    found = Migrations(MIGRATION_SET)
+    for step in STEPS:
+        found()(step)
+    return found

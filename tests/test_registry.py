@@ -7,13 +7,18 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from cloudshare_p2p import errors
-from cloudshare_p2p.registry import MIGRATIONS, Registry, default_home
+from cloudshare_p2p.registry import Registry, default_home
+from cloudshare_p2p.registry_migrations import NAMES, migrations
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -82,14 +87,53 @@ def test_display_name_default_and_set(tmp_path):
 def test_migrations_idempotent(tmp_path):
     with Registry(tmp_path) as reg:
         reg.add_dataset("books", tmp_path / "books")
-        applied = [m.name for m in MIGRATIONS.applied(reg.db)]
+        applied = [m.name for m in migrations().applied(reg.db)]
         assert applied == ["m001_initial", "m002_synced_stamp"]
-        assert MIGRATIONS.pending(reg.db) == []
+        assert migrations().pending(reg.db) == []
     with Registry(tmp_path) as reg:  # second open: nothing re-applied, data kept
-        assert [m.name for m in MIGRATIONS.applied(reg.db)] == applied
+        assert [m.name for m in migrations().applied(reg.db)] == applied
         assert reg.get_dataset("books")["state"] == "unshared"
         tables = set(reg.db.table_names())
         assert {"meta", "remotes", "datasets", "audit", "_sqlite_migrations"} <= tables
+
+
+def test_an_up_to_date_home_opens_without_sqlite_utils(tmp_path):
+    """sqlite-utils (slow to import) is needed only while a migration is pending."""
+    with Registry(tmp_path) as reg:
+        reg.add_dataset("books", tmp_path / "books")
+    code = ("import sys; from cloudshare_p2p.registry import Registry; r = Registry(sys.argv[1]); "
+            "r.update_dataset('books', state='x'); print(r.get_dataset('books')['state'], r.install_id); "
+            "print('sqlite_utils' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(REPO))).stdout.split()
+    with Registry(tmp_path) as reg:
+        assert out == ["x", reg.install_id, "False"]
+
+
+def test_a_home_with_a_migration_pending_gets_it(tmp_path):
+    """A home made before the newest migration (here: m002 not applied) is brought up to date."""
+    with Registry(tmp_path) as reg:
+        reg.add_dataset("books", tmp_path / "books")
+    with sqlite3.connect(tmp_path / "registry.db") as db:
+        db.execute("ALTER TABLE datasets DROP COLUMN synced_stamp")
+        db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm002_synced_stamp'")
+    db.close()
+    with Registry(tmp_path) as reg:
+        assert [m.name for m in migrations().applied(reg.db)] == list(NAMES)
+        assert reg.update_dataset("books", synced_stamp="s")["synced_stamp"] == "s"
+        assert reg.get_dataset("books")["state"] == "unshared"
+
+
+def test_writes_outside_a_transaction_are_committed(tmp_path):
+    with Registry(tmp_path) as reg:
+        reg._execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        assert not reg.conn.in_transaction
+        with pytest.raises(sqlite3.IntegrityError):
+            reg._execute("INSERT INTO meta (key, value) VALUES ('k', 'again')")
+        assert not reg.conn.in_transaction
+    with sqlite3.connect(tmp_path / "registry.db") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'k'").fetchone() == ("v",)
+    db.close()
 
 
 # --- remotes ----------------------------------------------------------------------------
@@ -303,7 +347,7 @@ def test_concurrent_first_open(tmp_path):
     assert len(set(ids)) == 1
     with Registry(home) as reg:
         assert reg.install_id == ids[0]
-        assert [m.name for m in MIGRATIONS.applied(reg.db)] == ["m001_initial", "m002_synced_stamp"]
+        assert [m.name for m in migrations().applied(reg.db)] == ["m001_initial", "m002_synced_stamp"]
 
 
 def test_concurrent_writers_never_locked(tmp_path):
