@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # keyring is imported lazily: it is slow to import
     from keyring.backend import KeyringBackend
 
 SERVICE = "cloudshare-p2p"
+SECRET_ENV = ("CLOUDSHARE_PASSWORD", "CLOUDSHARE_SSH_PASSWORD", "CLOUDSHARE_ID_PASSWORD")
+"""Variables that carry a password: never handed to another program (`run`, the packing process)."""
 FILE_NAME = "secrets.json"
 REMEMBER_ENV = "CLOUDSHARE_REMEMBER"
 KEYRING_ENV = "CLOUDSHARE_KEYRING"  # "0": never use the OS credential store (file only)

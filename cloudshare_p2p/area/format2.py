@@ -234,9 +234,10 @@ class Format2(LockFolder):
         A large one is scanned and packed by a second process (`packer`) while this one uploads."""
         keys = self.require_keys()
         uploader = PackUploader(self.session, self.p, self._tmp)
-        if packer.wanted(root):
-            with packer.for_share(root) as child:
-                if child.start(keys, root):
+        child = packer.for_share(root)
+        if child is not None:
+            with child:
+                if child.start(keys, root, self.check_interrupt):
                     result = self._upload_from(child, uploader, progress)
                     snap = dataclasses.replace(result.snapshot, _keys=keys)
                     return self._publish_first(snap, result.ops, result.frames, result.placed, uploader), snap
@@ -260,11 +261,12 @@ class Format2(LockFolder):
         with ThreadPoolExecutor(1, thread_name_prefix="upload") as pool:
             pending: Future[None] | None = None
             try:
-                for pack_id, frames, done in child.packs():
+                for pack_id, frames, done in child.packs(self.check_interrupt):
                     self.check_interrupt()
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(uploader.put, pack_id, frames)
+                    if pack_id is not None:
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(uploader.put, pack_id, frames)
                     del frames
                     if progress is not None and done > shown:
                         progress(done - shown)

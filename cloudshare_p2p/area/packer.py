@@ -1,26 +1,30 @@
 """A first share's scan and packing in a second process, so that the upload has a core of its own.
 
 In one process the scan (reading, FastCDC, chunk ids, SHA-256, sealing, pack names) and
-paramiko's per-packet work take turns at the GIL: a 256 MB first share used one core and a
-half of another's idle time (issue 11: 0.55x of `sftp`). A large first share (`wanted`)
-therefore runs `LocalSnapshot.scan` with `FirstPacking` in a child Python process started
-from this one (`sys.executable`, this very package); this process only uploads the packs it
-hands over and publishes the version. Nothing else changes: the same scan, the same packs and
-ids, the same refusal of a file changed while it was read.
+paramiko's per-packet work take turns at the GIL: a 256 MB first share used about one core
+(issue 11). A large first share (`wanted`) therefore runs `LocalSnapshot.scan` with
+`FirstPacking` in a child Python process started from this one (`sys.executable -P`, this very
+package, checked); this process only uploads the packs it hands over and publishes the version.
+Nothing else changes: the same scan, the same packs and ids, the same refusal of a file changed
+while it was read.
 
-The child talks over its own pipes, never the command line or the environment (the data key
-goes over its stdin). Messages from the child are `tag` (1 byte), `size` (8 bytes, big
-endian) and `size` bytes:
+The job (data key, data set, language) goes over the child's stdin, never its command line or
+environment (the password variables are removed from it). Messages from the child are `tag`
+(1 byte), `size` (8 bytes, big endian) and `size` bytes:
 
-- ``R``: ready (its imports done), empty;
-- ``P``: one pack: its id (64 hex), the plaintext bytes cut so far (8 bytes), the count of
-  its frames (4 bytes) and each frame's length (8 bytes each), then the frames;
+- ``R``: ready, empty;
+- ``P``: one pack: its id (64 hex), the bytes scanned so far (8 bytes), the count of its frames
+  (4 bytes) and each frame's length (8 bytes each), then the frames themselves;
+- ``S``: the bytes scanned so far (8 bytes), every `STATUS_EVERY` without a pack (duplicates);
 - ``D``: done: the pickled `Result`;
-- ``E``: failed: the pickled error (`_error_state`).
+- ``E``: failed: the error as plain values (`_error_state`).
 
-A child that cannot start (no ``R``) leaves the share to this process, as before; a child
-that ends early is an error naming its exit code. The child ignores Ctrl-C: the parent stops
-it at its next pack (`check_interrupt`) and ends it.
+A child that cannot start or is not ready within `START_WAIT` leaves the share to this
+process, as before; one that ends early is an error that publishes nothing. The child runs in
+a session (POSIX) or process group (Windows) of its own, so the terminal's Ctrl-C reaches only
+this process, which stops the child (`close`) at once: a thread reads the pipe, the main thread
+waits at most `POLL` between checks of Ctrl-C. The child ends when its stdin closes, so it never
+outlives this process, even one killed.
 """
 
 from __future__ import annotations
@@ -28,32 +32,40 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import logging
 import os
 import pickle
+import queue
 import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .. import crypto, errors
+from .. import crypto, errors, i18n
 from ..i18n import _
+from ..secretstore import SECRET_ENV
 from ..snapshot.manifest2 import Frame, Op
-from ..snapshot.scan import LocalSnapshot, data_size
+from ..snapshot.scan import LocalSnapshot, data_size, write_format
 
-log = logging.getLogger(__name__)
+Handed = tuple[str | None, list[bytes], int]
+"""What `PackingProcess.packs` yields: (pack id, frames, bytes scanned so far); no id and no
+frames while the child scans duplicates."""
 
 ENV = "CLOUDSHARE_PACKING_PROCESS"
 """``0`` keeps every share in one process; ``1`` uses the packing process for any size."""
-MIN_SIZE = 64 << 20
-"""A first share of at least this many bytes is packed by a child process: below it, starting
-one (about 0.05 s here, more on Windows) costs more than the second core saves (about 1 ms/MB)."""
+MIN_SIZE = (256 if os.name == "nt" else 64) << 20
+"""A first share of at least this many bytes is packed by a child process. The child starts as
+the connection is made (`prestart`); on Linux it saves about 0.5 ms/MB. Windows starts
+processes more slowly (and scans them): a larger size there, not measured."""
 PIPE_SIZE = 1 << 20  # Linux: the child's pipe holds 1 MiB, not 64 KiB (fewer switches per pack)
+START_WAIT = 30.0  # seconds for the child to be ready, else this process packs
+POLL = 0.2  # seconds between checks of Ctrl-C while waiting for the child
+STATUS_EVERY = 32 << 20  # scanned bytes between messages while no pack goes out
 _HEADER = struct.Struct(">cQ")
 _MAX_MESSAGE = 1 << 30  # a pack is at most 64 MiB sealed; a result grows with the ids (32 B/chunk)
 
@@ -71,7 +83,7 @@ class Result:
 def wanted(root: Path) -> bool:
     """True if a first share of `root` should be packed by a child process (`ENV`, `MIN_SIZE`)."""
     setting = os.environ.get(ENV, "").strip()
-    if setting == "0" or getattr(sys, "frozen", False):
+    if setting == "0" or getattr(sys, "frozen", False) or not sys.executable or write_format() != 2:
         return False
     return setting == "1" or data_size(root) >= MIN_SIZE
 
@@ -83,6 +95,8 @@ class PackingProcess:
     def __init__(self, command: list[str] | None = None) -> None:
         self._command = command or _child_command()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._inbox: queue.Queue[tuple[bytes, Any]] = queue.Queue(maxsize=1)  # one pack read ahead
+        self._closing = threading.Event()
         self.result: Result | None = None
 
     def spawn(self) -> bool:
@@ -92,79 +106,115 @@ class PackingProcess:
         try:
             self._proc = subprocess.Popen(
                 self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
-        except (OSError, ValueError) as exc:
-            log.warning("the packing process did not start (%s); packing in this process", exc)
+                env={k: v for k, v in os.environ.items() if k not in SECRET_ENV}, **_apart())
+        except Exception:  # noqa: BLE001 - whatever stops a child from starting: this process packs
             return False
         assert self._proc.stdout is not None
         _widen(self._proc.stdout)
         return True
 
-    def start(self, keys: crypto.Keys, root: Path) -> bool:
-        """Hand the child (started now unless `spawn` did) its job; False if it could not
-        take it (the share is packed in this process)."""
+    def start(self, keys: crypto.Keys, root: Path, interrupt: Callable[[], None]) -> bool:
+        """Hand the child (started now unless `spawn` did) its job; False if it is not ready
+        within START_WAIT (the share is then packed in this process)."""
         if not self.spawn():
             return False
         assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
+        job = pickle.dumps((keys.data_key, os.fspath(root), i18n.language(), os.fspath(_package_dir())),
+                           protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            job = pickle.dumps((keys.data_key, os.fspath(root)), protocol=pickle.HIGHEST_PROTOCOL)
             self._proc.stdin.write(struct.pack(">I", len(job)) + job)
-            self._proc.stdin.close()
-            tag, _body = _read_message(self._proc.stdout)
-        except (OSError, ValueError, EOFError) as exc:
-            log.warning("the packing process did not start (%s); packing in this process", exc)
+            self._proc.stdin.flush()  # stdin stays open: its end tells the child to stop
+        except (OSError, ValueError):
             self.close()
             return False
+        threading.Thread(target=self._read_all, args=(self._proc.stdout,), name="packer-read",
+                         daemon=True).start()
+        tag, _item = self._next(interrupt, time.monotonic() + START_WAIT)
         if tag != b"R":
-            log.warning("the packing process said %r first; packing in this process", tag)
             self.close()
             return False
         return True
 
-    def packs(self) -> Iterator[tuple[str, list[bytes], int]]:
-        """Each pack as the child hands it over: (id, frames, plaintext bytes cut so far); then
-        `result` is set. The child's error is raised here."""
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
+    def packs(self, interrupt: Callable[[], None]) -> Iterator[Handed]:
+        """What the child hands over, as it comes (`Handed`); then `result` is set. The child's
+        error is raised here; `interrupt` (it raises on Ctrl-C) is called at least every POLL."""
         while True:
-            tag, body = self._next(stream)
+            tag, item = self._next(interrupt)
             if tag == b"P":
-                yield _pack(body, stream)
+                yield item
+            elif tag == b"S":
+                yield None, [], item
             elif tag == b"D":
-                self.result = pickle.loads(body)  # noqa: S301 - our own child, over its own pipe
+                self.result = pickle.loads(item)  # noqa: S301 - our own child, over its own pipe
                 return
             elif tag == b"E":
-                raise _error_from(pickle.loads(body))  # noqa: S301 - as above
+                raise _error_from(pickle.loads(item))  # noqa: S301 - as above
             else:
-                raise self._ended(f"an unknown message {tag!r}")
+                raise self._ended(str(item))
 
-    def _next(self, stream: IO[bytes]) -> tuple[bytes, bytes]:
+    def _next(self, interrupt: Callable[[], None], deadline: float | None = None) -> tuple[bytes, Any]:
+        while True:
+            try:
+                return self._inbox.get(timeout=POLL)
+            except queue.Empty:
+                interrupt()
+                if deadline is not None and time.monotonic() > deadline:
+                    return b"late", "not ready in time"
+
+    def _read_all(self, stream: IO[bytes]) -> None:
+        """The reading thread: each message into the inbox, in order; at the end, why."""
         try:
-            return _read_message(stream)
-        except (EOFError, ValueError) as exc:
-            raise self._ended(str(exc)) from None
+            while True:
+                tag, body = _read_message(stream)
+                if tag == b"P":
+                    item: Any = _pack(body, stream)
+                elif tag == b"S":
+                    (item,) = struct.unpack(">Q", body)
+                elif tag in (b"R", b"D", b"E"):
+                    item = body
+                else:
+                    self._put(b"end", f"an unknown message {tag!r}")
+                    return
+                if not self._put(tag, item) or tag in (b"D", b"E"):
+                    return
+        except (OSError, ValueError, EOFError, struct.error) as exc:
+            self._put(b"end", f"{type(exc).__name__}: {exc}")
+
+    def _put(self, tag: bytes, item: Any) -> bool:
+        while not self._closing.is_set():
+            try:
+                self._inbox.put((tag, item), timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _ended(self, what: str) -> errors.CloudShareError:
-        assert self._proc is not None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=5)
-        log.error("the packing process ended early: %s; exit code %s", what, self._proc.returncode)
-        return errors.CloudShareError(
-            _("the packing process ended early (exit code {code}); nothing was published").format(
-                code=self._proc.returncode),
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                code = self._proc.wait()
+        error = errors.CloudShareError(
+            _("the packing process ended early (exit code {code}); nothing was published").format(code=code),
             hint=_("try again; if it happens again, set {env}=0 to pack in one process").format(env=ENV))
+        error.add_note(what)
+        return error
 
     def close(self) -> None:
-        """End the child if it still runs, and wait for it."""
+        """End the child if it still runs (its stdin closed, then killed), and wait for it."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.kill()
+        self._closing.set()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
 
     def __enter__(self) -> PackingProcess:
@@ -180,33 +230,52 @@ _early: dict[str, PackingProcess] = {}  # started by `prestart`, each for its da
 def prestart(root: Path) -> None:
     """Start the child for a coming first share of `root` now, if it will be `wanted`: its
     imports then overlap connecting and creating the area. Taken by `for_share`; one never
-    taken ends with this process (at its exit, or when its stdin closes)."""
-    key = os.fspath(root)
-    if key in _early or not wanted(root):
-        return
-    child = PackingProcess()
-    if child.spawn():
-        if not _early:
+    taken ends with this process (at its exit, or when its stdin closes). Never raises: the
+    share goes on without it."""
+    try:
+        key = os.fspath(root)
+        if key in _early or not wanted(root):
+            return
+        child = PackingProcess()
+        if child.spawn():
+            _early[key] = child
             atexit.register(_end_early)
-        _early[key] = child
+    except Exception:  # noqa: BLE001 - a data set the scan will refuse says so there
+        return
 
 
-def for_share(root: Path) -> PackingProcess:
-    """The child `prestart` started for `root`, else a new one."""
-    return _early.pop(os.fspath(root), None) or PackingProcess()
+def for_share(root: Path) -> PackingProcess | None:
+    """The child `prestart` started for `root`, else a new one if `wanted`, else None."""
+    early = _early.pop(os.fspath(root), None)
+    if early is not None:
+        return early
+    return PackingProcess() if wanted(root) else None
 
 
 def _end_early() -> None:
+    atexit.unregister(_end_early)
     while _early:
         _early.popitem()[1].close()
 
 
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
 def _child_command() -> list[str]:
-    """This interpreter running `child_main` of this very package (wherever it was imported from)."""
-    package_parent = str(Path(__file__).resolve().parents[2])
-    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+    """This interpreter, without the current folder on its path (-P), running `child_main` of
+    this very package (its folder added last, so the standard library comes first)."""
+    where = os.fspath(_package_dir().parent)
+    code = (f"import sys; where = {where!r}; where in sys.path or sys.path.append(where); "
             "from cloudshare_p2p.area.packer import child_main; child_main()")
-    return [sys.executable, "-c", code]
+    return [sys.executable, "-P", "-c", code]
+
+
+def _apart() -> dict[str, Any]:
+    """Popen options that keep the terminal's Ctrl-C (and a window) away from the child."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}
 
 
 def _widen(stream: IO[bytes]) -> None:
@@ -245,7 +314,8 @@ class _Pipe:
 
     def __init__(self, out: IO[bytes]) -> None:
         self._out, self._lock = out, threading.Lock()
-        self.done = 0  # plaintext bytes cut so far
+        self.done = 0  # bytes scanned so far
+        self._told = 0
 
     def send(self, tag: bytes, body: bytes, frames: Sequence[bytes] = ()) -> None:
         with self._lock:
@@ -256,45 +326,75 @@ class _Pipe:
 
     def pack(self, pack_id: str, frames: list[bytes]) -> None:
         lengths = [len(frame) for frame in frames]
-        head = pack_id.encode("ascii") + struct.pack(f">QI{len(lengths)}Q", self.done, len(lengths), *lengths)
+        self._told = done = self.done
+        head = pack_id.encode("ascii") + struct.pack(f">QI{len(lengths)}Q", done, len(lengths), *lengths)
         self.send(b"P", head, frames)
 
-    def count(self, n: int) -> None:
+    def scanned(self, n: int) -> None:
         self.done += n
+        if self.done - self._told >= STATUS_EVERY:
+            self._told = self.done
+            self.send(b"S", struct.pack(">Q", self.done))
 
 
 def child_main() -> None:
     """The packing process: read the job from stdin, scan and pack, report on stdout."""
     import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    i18n.setup_language("en")  # click's messages routed now, while the parent connects
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # nothing else may write into the messages
+    stdin = sys.stdin.buffer
+    try:
+        (size,) = struct.unpack(">I", _read_exact(stdin, 4))
+        data_key, root, lang, package = pickle.loads(_read_exact(stdin, size))  # noqa: S301 - our parent
+    except (OSError, EOFError, ValueError, struct.error, pickle.UnpicklingError):
+        os._exit(2)  # the parent went away, or is another program
+    if Path(package) != _package_dir():
+        os._exit(3)  # another copy of cloudshare: the parent packs itself
+    threading.Thread(target=_end_with, args=(stdin,), name="parent-watch", daemon=True).start()
+    _pack_job(_Pipe(out), data_key, Path(root), lang)
+    with contextlib.suppress(OSError):
+        out.close()
+    os._exit(0)
+
+
+def _end_with(stdin: IO[bytes]) -> None:
+    """End this process when the parent closes our stdin (or is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        while stdin.read(1 << 12):
+            pass
+    os._exit(1)
+
+
+def _pack_job(pipe: _Pipe, data_key: bytes, root: Path, lang: str) -> None:
     from .. import malloc
     from .packs import FirstPacking, PackWriter
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    malloc.tune()
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # nothing else may write into the messages
-    pipe = _Pipe(out)
-    stdin = sys.stdin.buffer
-    (size,) = struct.unpack(">I", _read_exact(stdin, 4))
-    data_key, root = pickle.loads(_read_exact(stdin, size))  # noqa: S301 - from our parent
-    pipe.send(b"R", b"")
-    keys = crypto.keys_from_data_key(data_key)
-    writer = PackWriter(keys, pipe.pack)
+    writer: PackWriter | None = None
     try:
-        packing = FirstPacking(writer, lambda: None, pipe.count)
-        snap = LocalSnapshot.scan(Path(root), keys, format=2, sink=packing.add)
+        i18n.setup_language(lang)
+        malloc.tune()
+        keys = crypto.keys_from_data_key(data_key)
+        pipe.send(b"R", b"")
+        writer = PackWriter(keys, pipe.pack)
+        packing = FirstPacking(writer, lambda: None, None)
+
+        def sink(number: int, chunk: bytes, key: bytes) -> None:
+            packing.add(number, chunk, key)
+            pipe.scanned(len(chunk))
+
+        snap = LocalSnapshot.scan(root, keys, format=2, sink=sink)
         frames = writer.finish()
         ops = [packing.ops(n) for n in range(len(snap.manifest.files))]
         result = Result(dataclasses.replace(snap, _keys=None), ops, frames, writer.placed)
         pipe.send(b"D", pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     except BaseException as exc:  # every failure goes to the parent, which says it
-        writer.abandon()
+        if writer is not None:
+            writer.abandon()
         with contextlib.suppress(OSError):
             pipe.send(b"E", pickle.dumps(_error_state(exc)))
-    with contextlib.suppress(OSError):
-        out.close()
-    os._exit(0)
 
 
 def _error_state(exc: BaseException) -> tuple[Any, ...]:
@@ -308,7 +408,8 @@ def _error_state(exc: BaseException) -> tuple[Any, ...]:
 
 
 def _error_from(state: tuple[Any, ...]) -> BaseException:
-    """The exception `_error_state` described, raised as if the scan had run here."""
+    """The exception `_error_state` described, raised as if the scan had run here (an
+    unexpected one carries the child's traceback as a note, for the error log)."""
     kind = state[0]
     if kind == "cs":
         cls = getattr(errors, state[1], None)
@@ -320,6 +421,6 @@ def _error_from(state: tuple[Any, ...]) -> BaseException:
             return errors.CloudShareError(state[2], hint=state[3])
     if kind == "os":
         return OSError(state[1], state[2], state[3]) if state[1] is not None else OSError(state[2])
-    log.error("the packing process failed:\n%s", state[3])
-    return RuntimeError(f"the packing process failed: {state[1]}: {state[2]}")
-
+    error = RuntimeError(f"the packing process failed: {state[1]}: {state[2]}")
+    error.add_note(f"in the packing process:\n{state[3]}")
+    return error

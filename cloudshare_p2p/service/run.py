@@ -13,12 +13,11 @@ from .. import errors
 from ..area import Grant
 from ..durations import format_duration
 from ..i18n import _
+from ..secretstore import SECRET_ENV
 from ..settings import DEFAULT_RUN_LEASE, Until
 from ..transport import SftpConnection
 from .base import ServiceBase
 from .dataset import DataSet
-
-SECRET_ENV = ("CLOUDSHARE_PASSWORD", "CLOUDSHARE_SSH_PASSWORD", "CLOUDSHARE_ID_PASSWORD")
 
 
 class RunCommand(ServiceBase):
