@@ -13,7 +13,8 @@ Prints, as medians of `--runs`:
    put and get of it;
 3. the fixed cost of a command: `share` and `join` of a 1 MB file against `sftp` put/get;
 4. the commands themselves on the file: wall time, and the user and system CPU of the
-   `cloudshare` process (its threads together).
+   `cloudshare` process (its threads and its packing process together); a share also packed
+   in one process (CLOUDSHARE_PACKING_PROCESS=0), interleaved with the others.
 
 Stages of (1) that release the GIL run beside each other in a command (two cores here);
 the sum of (1) and the transport's CPU is what a command cannot go below on one core.
@@ -48,7 +49,7 @@ import bench_format2 as b2  # noqa: E402
 import paramiko  # noqa: E402
 
 from cloudshare_p2p import chunking, crypto, malloc  # noqa: E402
-from cloudshare_p2p.area import packs  # noqa: E402
+from cloudshare_p2p.area import packer, packs  # noqa: E402
 from cloudshare_p2p.snapshot import scan  # noqa: E402
 from cloudshare_p2p.transport import transfer  # noqa: E402
 from cloudshare_p2p.transport.network import PREFERRED_CIPHER  # noqa: E402
@@ -164,6 +165,23 @@ def bare_transport(server, path: Path, runs: int) -> tuple[float, float, float, 
     return up[0], up[1], down[0], down[1]
 
 
+def sftp_new_files(server, tmp: Path, path: Path, runs: int) -> tuple[float, float]:
+    """Median seconds of OpenSSH `sftp` put and get of `path`, each run into a new file (as a
+    share and a join write one), removed after it: writing over the last run's file reuses
+    page-cache pages just freed, which on this VM made a 256 MB get 0.70 s instead of 0.95."""
+    puts, gets = [], []
+    for n in range(runs):
+        name = f"sftp-{n}-{path.name}"
+        put, get = tmp / "put.batch", tmp / "get.batch"
+        put.write_text(f"put {path} {server.base}/{name}\n")
+        get.write_text(f"get {server.base}/{name} {tmp / name}\n")
+        puts.append(b2.sftp(server, server.port, put))
+        gets.append(b2.sftp(server, server.port, get))
+        (tmp / name).unlink()
+        (Path(server.root) / name).unlink()
+    return statistics.median(puts), statistics.median(gets)
+
+
 def _cpu(before: resource.struct_rusage, who: int = resource.RUSAGE_SELF) -> float:
     after = resource.getrusage(who)
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -175,9 +193,10 @@ class Commands:
     def __init__(self, tmp: Path, server) -> None:
         self.tmp, self.server, self.round = tmp, server, 0
         self.last: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.env: dict[str, str] = {}
 
     def run(self, home: Path, *args: str) -> tuple[float, int]:
-        env = dict(os.environ, CLOUDSHARE_PASSWORD=b2.PASSWORD, CLOUDSHARE_NAME=home.name)
+        env = dict(os.environ, CLOUDSHARE_PASSWORD=b2.PASSWORD, CLOUDSHARE_NAME=home.name, **self.env)
         r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run([b2.CLOUDSHARE, "--home", str(home), *args], env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -234,11 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {what:<64} {seconds:6.3f}")
             print(f"  {'sum (reading counted once, in FastCDC)':<64} {total:6.3f}")
             up, up_cpu, down, down_cpu = bare_transport(server, data, args.runs)
-            put, get = tmp / "put.batch", tmp / "get.batch"
-            put.write_text(f"put {data} {server.base}/sftp.bin\n")
-            get.write_text(f"get {server.base}/sftp.bin {tmp / 'sftp-copy.bin'}\n")
-            t_put = median_of(args.runs, lambda: b2.sftp(server, server.port, put))
-            t_get = median_of(args.runs, lambda: b2.sftp(server, server.port, get))
+            t_put, t_get = sftp_new_files(server, tmp, data, args.runs)
             print("2. the bare transport, the file up / down (seconds; CPU of this process):")
             print(f"  {'paramiko, our pipelined writes / reads':<64} {up:6.3f} / {down:6.3f}"
                   f"   (CPU {up_cpu:.2f} / {down_cpu:.2f})")
@@ -246,19 +261,24 @@ def main(argv: list[str] | None = None) -> int:
             commands = Commands(tmp, server)
             b2.run = commands.run
             small_runs = [commands.share_join(small) for _ in range(args.runs)]
-            s_put, s_get = tmp / "sput.batch", tmp / "sget.batch"
-            s_put.write_text(f"put {small} {server.base}/small.bin\n")
-            s_get.write_text(f"get {server.base}/small.bin {tmp / 'small-copy.bin'}\n")
-            t_sput = median_of(args.runs, lambda: b2.sftp(server, server.port, s_put))
-            t_sget = median_of(args.runs, lambda: b2.sftp(server, server.port, s_get))
+            t_sput, t_sget = sftp_new_files(server, tmp, small, args.runs)
             share1, join1 = _mid([s for s, _j in small_runs]), _mid([j for _s, j in small_runs])
             print("3. the fixed cost of a command, a 1 MB file (seconds):")
             print(f"  {'cloudshare share / join':<64} {share1[0]:6.3f} / {join1[0]:6.3f}")
             print(f"  {'sftp put / get':<64} {t_sput:6.3f} / {t_sget:6.3f}")
-            runs = [commands.share_join(data) for _ in range(args.runs)]
+            runs, alone = [], []
+            for _ in range(args.runs):  # interleaved: the share packed by a second process, or not
+                commands.env = {}
+                runs.append(commands.share_join(data))
+                commands.env = {packer.ENV: "0"}
+                alone.append(commands.share_join(data)[0])
+            commands.env = {}
             share, join = _mid([s for s, _j in runs]), _mid([j for _s, j in runs])
-            print(f"4. the commands, {args.mb} MB (seconds: wall, user CPU, system CPU):")
+            print(f"4. the commands, {args.mb} MB (seconds: wall, user CPU, system CPU; a share's CPU")
+            print("   includes its packing process's):")
             for what, (wall, user, system), peer in (("cloudshare share", share, t_put),
+                                                     (f"cloudshare share in one process ({packer.ENV}=0)",
+                                                      _mid(alone), t_put),
                                                      ("cloudshare join", join, t_get)):
                 print(f"  {what:<64} {wall:6.3f}  user {user:.2f}  sys {system:.2f}"
                       f"   ({peer / wall:.2f}x sftp)")
