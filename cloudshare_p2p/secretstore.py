@@ -34,6 +34,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,19 +197,27 @@ class SecretStore:
         self._want_keyring = use_keyring
         self._backend: KeyringBackend | None = None
         self._probed = False
+        self._probing = threading.Lock()  # one probe, whichever thread asks first
         normalized = os.path.normcase(os.path.abspath(self.home.expanduser()))
         self._tag = hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
     # --- where ---------------------------------------------------------------------
 
+    def probe_soon(self) -> None:
+        """Find the OS credential store on a helper thread now (keyring imports every backend it
+        knows: 0.05-0.07 s), while the caller waits for the network; a later use waits for it."""
+        if self.enabled and self._want_keyring and not self._probed:
+            threading.Thread(target=self._keyring, name="keyring-probe", daemon=True).start()
+
     def _keyring(self) -> KeyringBackend | None:
-        if not self._probed:
-            self._probed = True
-            if self._want_keyring:
-                self._backend = self._probe()
-                if self._backend is not None and sys.platform == "win32":
-                    with contextlib.suppress(Exception):
-                        self._backend.persist = "local machine"  # type: ignore[attr-defined]
+        with self._probing:
+            if not self._probed:
+                if self._want_keyring:
+                    self._backend = self._probe()
+                    if self._backend is not None and sys.platform == "win32":
+                        with contextlib.suppress(Exception):
+                            self._backend.persist = "local machine"  # type: ignore[attr-defined]
+                self._probed = True
         return self._backend
 
     def _probe(self) -> KeyringBackend | None:

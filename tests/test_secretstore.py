@@ -348,6 +348,35 @@ def test_a_usable_store_is_never_noted(tmp_path: Path, use_backend, probes: list
     assert probes == [backend, backend] and not memo.exists()
 
 
+def test_a_probe_started_early_is_the_one_used(tmp_path: Path, use_backend, probes: list,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`probe_soon` asks keyring on a helper thread while the command connects; the later use
+    waits for that answer and never asks again."""
+    import threading
+
+    backend = use_backend(DictKeyring())
+    asked, answer = threading.Event(), threading.Event()
+    counted = secretstore.usable_keyring
+
+    def slow() -> KeyringBackend | None:
+        asked.set()
+        answer.wait(10)
+        return counted()
+
+    monkeypatch.setattr(secretstore, "usable_keyring", slow)
+    store = SecretStore(tmp_path / "home")
+    store.probe_soon()
+    assert asked.wait(10)  # asked on the helper thread, before any use
+    threading.Timer(0.05, answer.set).start()
+    assert store.put_data_key(AREA, KEY) == "keyring"  # waited for the helper's answer
+    store.probe_soon()  # already known: no second probe
+    assert store.get_data_key(AREA) == KEY
+    assert probes == [backend]
+    SecretStore(tmp_path / "home", enabled=False).probe_soon()  # --no-remember: nothing asked
+    SecretStore(tmp_path / "home", use_keyring=False).probe_soon()
+    assert probes == [backend]
+
+
 @pytest.mark.parametrize("change", ["env", "config", "packages", "age", "future"])
 def test_the_note_is_dropped_when_things_change(tmp_path: Path, use_backend, probes: list, change: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:

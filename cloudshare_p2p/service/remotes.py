@@ -72,6 +72,7 @@ class RemoteCommands(ServiceBase):
     def connect(self, remote: str) -> SftpConnection:
         """One connection per command, reused for every step."""
         row = self.registry.get_remote(remote)
+        self.secrets.probe_soon()  # its answer is ready when the area's key is looked up
         return self._connect_endpoint(Endpoint.parse(row["url"]), row["identity"])
 
     def _connect_endpoint(self, endpoint: Endpoint, identity: str | None,
