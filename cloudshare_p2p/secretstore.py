@@ -31,8 +31,10 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -120,22 +122,55 @@ def _keyring_config() -> str:
     return os.path.join(root, "python_keyring", "keyringrc.cfg")
 
 
+MEMO_MAX = 4096  # bytes: a memo is about 150
+
+
 def known_unusable(memo: Path, fingerprint: str) -> bool:
-    """Whether `memo` says no store was usable, less than a day ago, with this fingerprint."""
+    """Whether `memo` says no store was usable, less than a day ago, with this fingerprint.
+    Untrusted: anything odd about it (not our regular file of a few bytes, another owner,
+    writable by others, malformed) means asking keyring."""
     try:
-        noted = json.loads(Path(memo).read_text(encoding="utf-8"))
-        age = time.time() - float(noted["probed"])
-        return noted.get("v") == _FORMAT and noted.get("fingerprint") == fingerprint and \
-            noted.get("usable") is False and 0 <= age < PROBE_MAX_AGE_S
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        noted = json.loads(_read_memo(Path(memo)))
+        probed, version = noted["probed"], noted.get("v")
+        if isinstance(probed, bool) or not isinstance(probed, int | float) or not math.isfinite(probed):
+            return False
+        age = time.time() - probed
+        return type(version) is int and version == _FORMAT and noted.get("fingerprint") == fingerprint \
+            and noted.get("usable") is False and 0 <= age < PROBE_MAX_AGE_S
+    except Exception:  # noqa: BLE001 - a hint only
         return False
 
 
+def _read_memo(memo: Path) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, no FIFO
+    fd = os.open(memo, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MEMO_MAX:
+            raise ValueError("not a memo")
+        if hasattr(os, "geteuid") and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            raise ValueError("a memo someone else may have written")
+        return os.read(fd, MEMO_MAX + 1)
+    finally:
+        os.close(fd)
+
+
 def note_unusable(memo: Path, fingerprint: str) -> None:
-    """Note in `memo` that no store is usable here now (best effort)."""
+    """Note in `memo` that no store is usable here now (best effort; only in a folder that
+    exists: the cache folder is not made for it)."""
     noted = {"v": _FORMAT, "fingerprint": fingerprint, "probed": time.time(), "usable": False}
-    with contextlib.suppress(OSError):
-        atomic_write(Path(memo), json.dumps(noted).encode("utf-8"), durable=False)
+    if Path(memo).parent.is_dir():
+        with contextlib.suppress(OSError):
+            atomic_write(Path(memo), json.dumps(noted).encode("utf-8"), durable=False)
+
+
+def _adopted(backend: KeyringBackend | None) -> KeyringBackend | None:
+    """`backend`, set up for our use (Windows: kept for this user on this computer only)."""
+    if backend is not None and sys.platform == "win32":
+        with contextlib.suppress(Exception):
+            backend.persist = "local machine"  # type: ignore[attr-defined]
+    return backend
 
 
 def _acceptable(backend: Any, fail_cls: type, chainer_cls: type) -> bool:
@@ -197,6 +232,7 @@ class SecretStore:
         self._want_keyring = use_keyring
         self._backend: KeyringBackend | None = None
         self._probed = False
+        self._memo_said_none = False  # the memo answered, not keyring: changes ask keyring itself
         self._probing = threading.Lock()  # one probe, whichever thread asks first
         normalized = os.path.normcase(os.path.abspath(self.home.expanduser()))
         self._tag = hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -207,16 +243,17 @@ class SecretStore:
         """Find the OS credential store on a helper thread now (keyring imports every backend it
         knows: 0.05-0.07 s), while the caller waits for the network; a later use waits for it."""
         if self.enabled and self._want_keyring and not self._probed:
-            threading.Thread(target=self._keyring, name="keyring-probe", daemon=True).start()
+            threading.Thread(target=self._probe_quietly, name="keyring-probe", daemon=True).start()
+
+    def _probe_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # not probed: the first use asks again, and says why
+            self._keyring()
 
     def _keyring(self) -> KeyringBackend | None:
         with self._probing:
             if not self._probed:
                 if self._want_keyring:
-                    self._backend = self._probe()
-                    if self._backend is not None and sys.platform == "win32":
-                        with contextlib.suppress(Exception):
-                            self._backend.persist = "local machine"  # type: ignore[attr-defined]
+                    self._backend = _adopted(self._probe())
                 self._probed = True
         return self._backend
 
@@ -226,6 +263,7 @@ class SecretStore:
             return usable_keyring()
         fingerprint = probe_fingerprint()
         if known_unusable(self.probe_memo, fingerprint):
+            self._memo_said_none = True
             return None
         backend = usable_keyring()
         if backend is None:
@@ -304,10 +342,26 @@ class SecretStore:
         except Exception:
             return None
 
+    def _keyring_for_change(self) -> KeyringBackend | None:
+        """The store to write to or delete from: keyring itself is asked where only the memo
+        said "none" (a store started since, or a planted memo, must not keep a secret in the
+        file or an old one in the store); a store found drops the memo."""
+        backend = self._keyring()
+        if backend is None and self._memo_said_none:
+            with self._probing:
+                if self._memo_said_none:
+                    self._memo_said_none = False
+                    self._backend = _adopted(usable_keyring())
+                    if self._backend is not None and self.probe_memo is not None:
+                        with contextlib.suppress(OSError):
+                            self.probe_memo.unlink(missing_ok=True)
+                backend = self._backend
+        return backend
+
     def _put(self, section: str, name: str, item: str, value: str) -> str | None:
         if not self.enabled:
             return None
-        backend = self._keyring()
+        backend = self._keyring_for_change()
         if backend is not None and len(value) <= MAX_KEYRING_VALUE:
             try:
                 backend.set_password(SERVICE, self._username(name), value)
@@ -328,7 +382,7 @@ class SecretStore:
         return str(self.path)
 
     def _forget(self, section: str, name: str, item: str) -> None:
-        backend = self._keyring()
+        backend = self._keyring_for_change()
         if backend is not None:
             with contextlib.suppress(Exception):
                 backend.delete_password(SERVICE, self._username(name))

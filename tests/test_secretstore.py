@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,16 +329,65 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 def test_no_usable_store_is_noted_and_believed(tmp_path: Path, no_keyring: None, probes: list) -> None:
     memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    memo.parent.mkdir()
     first = SecretStore(tmp_path / "home", probe_memo=memo)
     assert first.put_data_key(AREA, KEY) == str(first.path)
     assert probes == [None] and memo.is_file()
     assert "password" not in memo.read_text() and KEY.hex() not in memo.read_text()
     later = SecretStore(tmp_path / "home", probe_memo=memo)  # the next command
-    assert later.put_data_key(AREA, KEY2) == str(later.path)
+    assert later.get_data_key(AREA) == KEY
     assert later.get_login("u@h:22") is None
     assert probes == [None]  # keyring was not asked again
-    SecretStore(tmp_path / "home").put_data_key(AREA, KEY)  # without a memo: asked every time
+    assert later.put_data_key(AREA, KEY2) == str(later.path)  # a change asks keyring itself
     assert probes == [None, None]
+    SecretStore(tmp_path / "home").put_data_key(AREA, KEY)  # without a memo: asked every time
+    assert probes == [None, None, None]
+
+
+def test_no_memo_makes_the_cache_folder(tmp_path: Path, no_keyring: None) -> None:
+    memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    SecretStore(tmp_path / "home", probe_memo=memo).get_login("u@h:22")
+    assert not memo.parent.exists()
+
+
+def test_a_memo_that_is_wrong_never_keeps_a_secret_out_of_the_store(tmp_path: Path, use_backend,
+                                                                    probes: list) -> None:
+    """A store started after the memo was written (or a memo planted): reads skip it for a
+    while, but a key is written to the store, not the file, a forgotten one leaves the store,
+    and the memo goes."""
+    memo = tmp_path / secretstore.PROBE_MEMO
+    secretstore.note_unusable(memo, secretstore.probe_fingerprint())
+    backend = use_backend(DictKeyring())
+    store = SecretStore(tmp_path / "home", probe_memo=memo)
+    assert store.get_login("u@h:22") is None and probes == []
+    assert store.put_data_key(AREA, KEY) == "keyring"
+    assert not store.path.exists() and not memo.exists() and probes == [backend]
+    secretstore.note_unusable(memo, secretstore.probe_fingerprint())
+    again = SecretStore(tmp_path / "home", probe_memo=memo)
+    again.forget_data_key(AREA)
+    assert backend.entries == {}
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX owners, modes, FIFOs and /dev/zero")
+@pytest.mark.parametrize("how", ["huge number", "deep", "dev zero", "fifo", "others may write", "too big"])
+def test_an_odd_memo_means_asking_keyring(tmp_path: Path, no_keyring: None, how: str) -> None:
+    memo = tmp_path / secretstore.PROBE_MEMO
+    fingerprint = secretstore.probe_fingerprint()
+    good = {"v": 1, "fingerprint": fingerprint, "probed": time.time(), "usable": False}
+    if how == "huge number":
+        memo.write_text(json.dumps(good).replace(str(good["probed"]), "1" * 400))
+    elif how == "deep":
+        memo.write_text("[" * 4000)
+    elif how == "dev zero":
+        memo.symlink_to("/dev/zero")
+    elif how == "fifo":
+        os.mkfifo(memo)
+    elif how == "too big":
+        memo.write_text(json.dumps({**good, "pad": "x" * 5000}))
+    else:
+        memo.write_text(json.dumps(good))
+        memo.chmod(0o666)
+    assert not secretstore.known_unusable(memo, fingerprint)
 
 
 def test_a_usable_store_is_never_noted(tmp_path: Path, use_backend, probes: list) -> None:
@@ -389,6 +439,7 @@ def test_the_note_is_dropped_when_things_change(tmp_path: Path, use_backend, pro
     monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
     use_backend(fail.Keyring())
     memo = tmp_path / "cache" / secretstore.PROBE_MEMO
+    memo.parent.mkdir()
     SecretStore(tmp_path / "home", probe_memo=memo).put_data_key(AREA, KEY)
     assert secretstore.known_unusable(memo, secretstore.probe_fingerprint())
     backend = use_backend(DictKeyring())

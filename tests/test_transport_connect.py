@@ -226,16 +226,29 @@ def test_unanswered_host_messages_get_an_ignore_back() -> None:
     sent: list[int] = []
     transport = _recording_transport(sent)
     transport._parse_global_request(_global_request("hostkeys-00@openssh.com", False))
+    transport._parse_debug(_debug_message())
+    assert sent == []  # not during the first key exchange (strict kex)
+    transport.initial_kex_done = True
+    transport._parse_global_request(_global_request("hostkeys-00@openssh.com", False))
     assert sent == [paramiko.common.MSG_IGNORE]
     sent.clear()
     transport._parse_global_request(_global_request("keepalive@openssh.com", True))
     assert sent == [paramiko.common.MSG_REQUEST_FAILURE]  # the reply is the acknowledgement
     sent.clear()
     transport._parse_debug(_debug_message())
-    assert sent == []  # not during the first key exchange (strict kex)
-    transport.initial_kex_done = True
-    transport._parse_debug(_debug_message())
     assert sent == [paramiko.common.MSG_IGNORE]
+
+
+def test_a_host_sending_on_and_on_gets_only_the_first_few_answers() -> None:
+    """The IGNOREs are for the burst after the login: a host that keeps sending gets no
+    exchange going (one IGNORE for each of its messages, for the whole session)."""
+    sent: list[int] = []
+    transport = _recording_transport(sent)
+    transport.initial_kex_done = True
+    for _ in range(50):
+        transport._parse_debug(_debug_message())
+        transport._parse_global_request(_global_request("hostkeys-00@openssh.com", False))
+    assert sent == [paramiko.common.MSG_IGNORE] * PromptTransport.PROMPT_ANSWERS
 
 
 @pytest.mark.server

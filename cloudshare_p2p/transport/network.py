@@ -55,8 +55,13 @@ class PromptTransport(paramiko.Transport):
     global request, debug messages) and, with Nagle's algorithm on (sshd sets TCP_NODELAY only
     for terminals), holds its next packet until they are acknowledged: the reply to opening the
     SFTP channel waited for this computer's delayed ACK (40 ms on Linux, up to 200 ms on
-    Windows). An SSH_MSG_IGNORE sent back at once carries that ACK.
+    Windows). An SSH_MSG_IGNORE sent back at once carries that ACK. Only the first few are
+    answered (`PROMPT_ANSWERS`): that burst is all it is for, and a host sending more gets no
+    exchange going.
     """
+
+    PROMPT_ANSWERS = 4
+    _answered = 0
 
     def _parse_global_request(self, m: paramiko.Message) -> None:
         start = m.packet.tell()
@@ -64,7 +69,7 @@ class PromptTransport(paramiko.Transport):
         wants_reply = m.get_boolean()
         m.packet.seek(start)
         super()._parse_global_request(m)
-        if not wants_reply:  # a reply acknowledges by itself
+        if not wants_reply and self.initial_kex_done:  # a reply acknowledges by itself
             self._prompt()
 
     def _parse_debug(self, m: paramiko.Message) -> None:
@@ -73,6 +78,9 @@ class PromptTransport(paramiko.Transport):
             self._prompt()
 
     def _prompt(self) -> None:
+        if self._answered >= self.PROMPT_ANSWERS:
+            return
+        self._answered += 1
         ignore = paramiko.Message()
         ignore.add_byte(cMSG_IGNORE)
         ignore.add_string(b"")
