@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
@@ -43,6 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 from .i18n import _
 from .localfiles import atomic_write
+
+# keyring logs a plugin that fails to load with its traceback: never on the user's terminal
+logging.getLogger("keyring").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # keyring is imported lazily: it is slow to import
     from keyring.backend import KeyringBackend

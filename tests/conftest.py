@@ -10,6 +10,10 @@ pytest_plugins = ["tests.fixtures_sshd", "tests.fixtures_host", "tests.fixtures_
 
 REQUIRE_OPENSSH = os.environ.get("CLOUDSHARE_REQUIRE_OPENSSH") == "1"
 
+# the suite decides itself where a share is packed (a developer's setting would change what
+# the one-process tests prove)
+os.environ.pop("CLOUDSHARE_PACKING_PROCESS", None)
+
 
 @pytest.fixture(params=["openssh", "embedded"])
 def share_server(request):

@@ -321,6 +321,43 @@ def test_a_child_not_ready_in_time_leaves_the_share_to_this_process(tmp_path: Pa
     assert len(apart) == 1 and apart[0]._proc is None
 
 
+def test_a_child_stuck_before_its_job_is_ended_and_this_process_packs(tmp_path: Path, monkeypatch,
+                                                                      apart) -> None:
+    """A child that never reads its job (slow imports, a scanner holding its start): after
+    START_WAIT it is killed, not waited for, and the share goes on here."""
+    import threading
+
+    monkeypatch.setattr(packer, "START_WAIT", 0.5)
+    stuck = [sys.executable, "-c", "import time; time.sleep(600)"]
+    monkeypatch.setattr(packer, "_child_command", lambda: stuck)
+    _folder, area = memory_area()
+    books = _books(tmp_path, 3 * MiB)
+    done: list[int] = []
+    worker = threading.Thread(target=lambda: done.append(first_share(area, books)[0]), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert done == [1] and apart[0]._proc is None
+
+
+@pytest.mark.parametrize("pack", [
+    ("0" * 64, [1 << 62]),  # a frame larger than the format allows
+    ("../../config" + "0" * 52, [10]),  # not a pack id: it would become a path on the host
+    ("0" * 64, [packer.MAX_FRAME] * 65),  # more than a pack holds
+])
+def test_a_pack_out_of_bounds_from_the_child_is_an_error(tmp_path: Path, monkeypatch, apart,
+                                                         pack: tuple[str, list[int]]) -> None:
+    pack_id, lengths = pack
+    head = pack_id.encode() + packer.struct.pack(f">QI{len(lengths)}Q", 0, len(lengths), *lengths)
+    talk = ("import sys,struct; i=sys.stdin.buffer; i.read(struct.unpack('>I', i.read(4))[0]); "
+            f"o=sys.stdout.buffer; o.write(struct.pack('>cQ', b'R', 0)); head={head!r}; "
+            "o.write(struct.pack('>cQ', b'P', len(head)) + head + b'x' * 100); o.flush(); i.read()")
+    monkeypatch.setattr(packer, "_child_command", lambda: [sys.executable, "-c", talk])
+    folder, area = memory_area()
+    with pytest.raises(errors.CloudShareError, match="packing process ended early"):
+        first_share(area, _books(tmp_path, 3 * MiB))
+    assert area.versions() == [] and not [n for n in folder.nodes if "config0" in n]
+
+
 def test_the_child_ends_when_this_process_closes_its_stdin(tmp_path: Path, monkeypatch) -> None:
     """A parent that went away (killed: the system closes its end of the pipe) leaves no child
     reading the books: here the child is busy, blocked writing, when its stdin closes."""

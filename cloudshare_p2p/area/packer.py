@@ -35,6 +35,7 @@ import dataclasses
 import os
 import pickle
 import queue
+import re
 import struct
 import subprocess
 import sys
@@ -49,7 +50,7 @@ from typing import IO, Any
 from .. import crypto, errors, i18n
 from ..i18n import _
 from ..secretstore import SECRET_ENV
-from ..snapshot.manifest2 import Frame, Op
+from ..snapshot.manifest2 import MAX_FRAME, MAX_PACK, Frame, Op
 from ..snapshot.scan import LocalSnapshot, data_size, write_format
 
 Handed = tuple[str | None, list[bytes], int]
@@ -67,6 +68,7 @@ START_WAIT = 30.0  # seconds for the child to be ready, else this process packs
 POLL = 0.2  # seconds between checks of Ctrl-C while waiting for the child
 STATUS_EVERY = 32 << 20  # scanned bytes between messages while no pack goes out
 _HEADER = struct.Struct(">cQ")
+_PACK_ID = re.compile(r"[0-9a-f]{64}")
 _MAX_MESSAGE = 1 << 30  # a pack is at most 64 MiB sealed; a result grows with the ids (32 B/chunk)
 
 
@@ -85,7 +87,7 @@ def wanted(root: Path) -> bool:
     setting = os.environ.get(ENV, "").strip()
     if setting == "0" or getattr(sys, "frozen", False) or not sys.executable or write_format() != 2:
         return False
-    return setting == "1" or data_size(root) >= MIN_SIZE
+    return setting == "1" or data_size(root, enough=MIN_SIZE) >= MIN_SIZE
 
 
 class PackingProcess:
@@ -95,7 +97,9 @@ class PackingProcess:
     def __init__(self, command: list[str] | None = None) -> None:
         self._command = command or _child_command()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._inbox: queue.Queue[tuple[bytes, Any]] = queue.Queue(maxsize=1)  # one pack read ahead
+        # one pack waits here: with the one being read, the one being uploaded and the one the
+        # main thread holds while that upload ends, at most 4 packs (32 MiB) on this side
+        self._inbox: queue.Queue[tuple[bytes, Any]] = queue.Queue(maxsize=1)
         self._closing = threading.Event()
         self.result: Result | None = None
 
@@ -177,7 +181,7 @@ class PackingProcess:
                     return
                 if not self._put(tag, item) or tag in (b"D", b"E"):
                     return
-        except (OSError, ValueError, EOFError, struct.error) as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever stops the reading ends the wait for it
             self._put(b"end", f"{type(exc).__name__}: {exc}")
 
     def _put(self, tag: bytes, item: Any) -> bool:
@@ -192,6 +196,9 @@ class PackingProcess:
     def _ended(self, what: str) -> errors.CloudShareError:
         code = None
         if self._proc is not None:
+            if self._proc.stdin is not None:  # a child still waiting for us sees its end now
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.close()
             try:
                 code = self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -209,13 +216,15 @@ class PackingProcess:
         if proc is None:
             return
         self._closing.set()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.wait()  # first: the reading thread holds stdout's lock until the child is gone
+        if proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
 
     def __enter__(self) -> PackingProcess:
         return self
@@ -301,8 +310,13 @@ def _read_message(stream: IO[bytes]) -> tuple[bytes, bytes]:
 
 
 def _pack(head: bytes, stream: IO[bytes]) -> tuple[str, list[bytes], int]:
+    """A pack message's id, frames and count; ValueError unless the id is 64 hex digits and
+    every frame, and the pack, within the format's bounds (the id becomes a path on the host)."""
     pack_id, done, count = head[:64].decode("ascii"), *struct.unpack(">QI", head[64:76])
     lengths = struct.unpack(f">{count}Q", head[76:76 + 8 * count])
+    if not _PACK_ID.fullmatch(pack_id) or not all(0 < n <= MAX_FRAME for n in lengths) \
+            or sum(lengths) > MAX_PACK:
+        raise ValueError("a pack out of bounds")
     return pack_id, [_read_exact(stream, n) for n in lengths], done
 
 

@@ -399,12 +399,18 @@ def local_fingerprint(path: Path) -> str:
     return fp.hexdigest()
 
 
-def data_size(path: Path) -> int:
-    """Bytes in the data set's files (the walk of `LocalSnapshot.scan`; 0 if absent)."""
+def data_size(path: Path, enough: int | None = None) -> int:
+    """Bytes in the data set's files (the walk of `LocalSnapshot.scan`; 0 if absent); with
+    `enough`, the walk stops once that many are found (the sum so far is returned)."""
     root = Path(path)
     if not os.path.lexists(root):
         return 0
-    return sum(st.st_size for _rel, _path, st in _walk(root, []))
+    total = 0
+    for _rel, _path, st in _walk(root, []):
+        total += st.st_size
+        if enough is not None and total >= enough:
+            break
+    return total
 
 
 def quick_stamp(path: Path) -> str:
