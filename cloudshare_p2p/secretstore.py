@@ -75,13 +75,15 @@ def remember_enabled(flag: bool | None) -> bool:
     return os.environ.get(REMEMBER_ENV, "").strip().lower() not in _FALSE_WORDS
 
 
-def usable_keyring() -> KeyringBackend | None:
+def usable_keyring(failures: list[BaseException] | None = None) -> KeyringBackend | None:
     """The OS credential store if a real one is available, else None.
 
     Not usable: keyring not installed or failing to start, ``fail.Keyring``, a chainer with
     no acceptable backend, any backend with priority < 1 (null, "possibly insecure") and
     anything from ``keyrings.alt`` (plaintext or prompting files). A chainer is unwrapped to
     its best acceptable backend, so nothing is ever written to a plaintext one behind it.
+    `failures` (if given) gets the error when keyring failed to answer, as opposed to
+    answering that none is usable.
     """
     try:
         import keyring
@@ -91,7 +93,9 @@ def usable_keyring() -> KeyringBackend | None:
     try:
         current = keyring.get_keyring()
         candidates = list(current.backends) if isinstance(current, chainer.ChainerBackend) else [current]
-    except Exception:
+    except Exception as exc:
+        if failures is not None:
+            failures.append(exc)
         return None
     for backend in candidates:
         if _acceptable(backend, fail.Keyring, chainer.ChainerBackend):
@@ -269,9 +273,12 @@ class SecretStore:
         if known_unusable(self.probe_memo, fingerprint):
             self._memo_said_none = True
             return None
-        backend = usable_keyring()
-        if backend is None:
+        failures: list[BaseException] = []
+        backend = usable_keyring(failures)
+        if backend is None and not failures:  # "none" is noted only when keyring said so
             note_unusable(self.probe_memo, fingerprint)
+        elif backend is None:
+            self._memo_said_none = True  # unsure: a change asks keyring again
         else:
             with contextlib.suppress(OSError):
                 self.probe_memo.unlink(missing_ok=True)

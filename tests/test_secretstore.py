@@ -319,8 +319,8 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     found: list[object] = []
     real = secretstore.usable_keyring
 
-    def counted() -> KeyringBackend | None:
-        found.append(real())
+    def counted(failures: list[BaseException] | None = None) -> KeyringBackend | None:
+        found.append(real(failures))
         return found[-1]  # type: ignore[return-value]
 
     monkeypatch.setattr(secretstore, "usable_keyring", counted)
@@ -366,6 +366,22 @@ def test_a_memo_that_is_wrong_never_keeps_a_secret_out_of_the_store(tmp_path: Pa
     again = SecretStore(tmp_path / "home", probe_memo=memo)
     again.forget_data_key(AREA)
     assert backend.entries == {}
+
+
+def test_a_probe_that_failed_is_not_noted_as_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 probes: list) -> None:
+    """keyring failing to answer (a plugin or a bus in trouble) is not "no store here": no
+    memo, and a change asks again."""
+    def broken() -> None:
+        raise RuntimeError("the bus is not up yet")
+
+    monkeypatch.setattr(keyring, "get_keyring", broken)
+    memo = tmp_path / secretstore.PROBE_MEMO
+    store = SecretStore(tmp_path / "home", probe_memo=memo)
+    assert store.get_login("u@h:22") is None
+    assert probes == [None] and not memo.exists()
+    store.put_data_key(AREA, KEY)
+    assert probes == [None, None]  # asked again before writing a key
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX owners, modes, FIFOs and /dev/zero")
