@@ -144,6 +144,21 @@ def sftp(server, port: int, batch: Path) -> float:
     return time.perf_counter() - t0
 
 
+def sftp_put_get(server, port: int, data: Path, folder: Path, name: str) -> tuple[float, float]:
+    """Seconds of OpenSSH `sftp` putting `data` as a new file `name` on the host, then getting
+    it into a new file in `folder`; both copies removed after. A new file each time, as a share
+    and a join write one: writing over the last copy reuses page-cache pages just freed, which
+    on this VM made a 256 MB get 0.70 s instead of 0.95."""
+    put, get = folder / "put.batch", folder / "get.batch"
+    put.write_text(f"put {data} {server.base}/{name}\n")
+    get.write_text(f"get {server.base}/{name} {folder / name}\n")
+    try:
+        return sftp(server, port, put), sftp(server, port, get)
+    finally:
+        (folder / name).unlink(missing_ok=True)
+        (Path(server.root) / name).unlink(missing_ok=True)
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:8.3f} MB"
 
@@ -261,10 +276,7 @@ class Direct:
 def throughput(tmp: Path, server, megabytes: int, rounds: int = 3) -> None:
     """Through the counting relay (the same relay code for both: fair; a Python process on
     the same cores, it slows sftp more than us), then straight to sshd (no third process).
-
-    Like a share and a join, sftp writes a new file each round (put on the host, get here),
-    removed with the round's other copies: on this VM, writing over the file of the round
-    before reuses page-cache pages just freed, and a 256 MB `get` took 0.70 s instead of 0.95."""
+    Like a share and a join, sftp writes a new file each round (`sftp_put_get`)."""
     data = tmp / "random.bin"
     with open(data, "wb") as fh:
         for _ in range(megabytes):
@@ -281,16 +293,12 @@ def throughput(tmp: Path, server, megabytes: int, rounds: int = 3) -> None:
             *_bytes, t_down, rss_down = pair.join(home / "random-copy.bin")
             times["share"].append(t_up)
             times["join"].append(t_down)
-            name = f"random-sftp-{way.port}-{r}.bin"
-            put, get = home / "put.batch", home / "get.batch"
-            put.write_text(f"put {data} {server.base}/{name}\n")
-            get.write_text(f"get {server.base}/{name} {home / name}\n")
-            times["put"].append(sftp(server, way.port, put))
-            times["get"].append(sftp(server, way.port, get))
+            t_put, t_get = sftp_put_get(server, way.port, data, home, f"random-sftp-{way.port}-{r}.bin")
+            times["put"].append(t_put)
+            times["get"].append(t_get)
             peaks.append((rss_up, rss_down))
             shutil.rmtree(home)
             shutil.rmtree(Path(server.root) / f"random-{way.port}-{r}")
-            (Path(server.root) / name).unlink()
         mid = {k: statistics.median(v) for k, v in times.items()}
         for what, ours, peer, target in ((f"up: share vs sftp put, {how}", "share", "put", 0.8),
                                          (f"down: join vs sftp get, {how}", "join", "get", 0.5)):

@@ -166,20 +166,9 @@ def bare_transport(server, path: Path, runs: int) -> tuple[float, float, float, 
 
 
 def sftp_new_files(server, tmp: Path, path: Path, runs: int) -> tuple[float, float]:
-    """Median seconds of OpenSSH `sftp` put and get of `path`, each run into a new file (as a
-    share and a join write one), removed after it: writing over the last run's file reuses
-    page-cache pages just freed, which on this VM made a 256 MB get 0.70 s instead of 0.95."""
-    puts, gets = [], []
-    for n in range(runs):
-        name = f"sftp-{n}-{path.name}"
-        put, get = tmp / "put.batch", tmp / "get.batch"
-        put.write_text(f"put {path} {server.base}/{name}\n")
-        get.write_text(f"get {server.base}/{name} {tmp / name}\n")
-        puts.append(b2.sftp(server, server.port, put))
-        gets.append(b2.sftp(server, server.port, get))
-        (tmp / name).unlink()
-        (Path(server.root) / name).unlink()
-    return statistics.median(puts), statistics.median(gets)
+    """Median seconds of OpenSSH `sftp` put and get of `path`, each run into a new file."""
+    runs_ = [b2.sftp_put_get(server, server.port, path, tmp, f"sftp-{n}-{path.name}") for n in range(runs)]
+    return statistics.median(p for p, _g in runs_), statistics.median(g for _p, g in runs_)
 
 
 def _cpu(before: resource.struct_rusage, who: int = resource.RUSAGE_SELF) -> float:

@@ -240,7 +240,7 @@ class SecretStore:
         self._want_keyring = use_keyring
         self._backend: KeyringBackend | None = None
         self._probed = False
-        self._memo_said_none = False  # the memo answered, not keyring: changes ask keyring itself
+        self._ask_before_change = False  # the memo answered, or keyring failed: a change asks again
         self._probing = threading.Lock()  # one probe, whichever thread asks first
         normalized = os.path.normcase(os.path.abspath(self.home.expanduser()))
         self._tag = hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -271,14 +271,14 @@ class SecretStore:
             return usable_keyring()
         fingerprint = probe_fingerprint()
         if known_unusable(self.probe_memo, fingerprint):
-            self._memo_said_none = True
+            self._ask_before_change = True
             return None
         failures: list[BaseException] = []
         backend = usable_keyring(failures)
         if backend is None and not failures:  # "none" is noted only when keyring said so
             note_unusable(self.probe_memo, fingerprint)
         elif backend is None:
-            self._memo_said_none = True  # unsure: a change asks keyring again
+            self._ask_before_change = True
         else:
             with contextlib.suppress(OSError):
                 self.probe_memo.unlink(missing_ok=True)
@@ -355,13 +355,14 @@ class SecretStore:
 
     def _keyring_for_change(self) -> KeyringBackend | None:
         """The store to write to or delete from: keyring itself is asked where only the memo
-        said "none" (a store started since, or a planted memo, must not keep a secret in the
-        file or an old one in the store); a store found drops the memo."""
+        said "none", or keyring failed to answer (a store started since, or a planted memo,
+        must not keep a secret in the file or an old one in the store); a store found drops
+        the memo."""
         backend = self._keyring()
-        if backend is None and self._memo_said_none:
+        if backend is None and self._ask_before_change:
             with self._probing:
-                if self._memo_said_none:
-                    self._memo_said_none = False
+                if self._ask_before_change:
+                    self._ask_before_change = False
                     self._backend = _adopted(usable_keyring())
                     if self._backend is not None and self.probe_memo is not None:
                         with contextlib.suppress(OSError):
