@@ -190,7 +190,9 @@ def test_kills_at_random_moments_lose_no_work_and_leave_no_half_version(share_se
     plan = [ops[i % 4] for i in range(KILL_ROUNDS)]
     rand.shuffle(plan)
     for r, op in enumerate(plan):
-        delay = rand.uniform(0.0, 1.3 * window[op])
+        # even rounds kill within the first half of the op's time (it is surely still running),
+        # odd ones anywhere up to 130 % (the op may be done): most rounds kill, some finish
+        delay = rand.uniform(0.0, (0.5 if r % 2 == 0 else 1.3) * window[op])
         if op in ("open", "close"):
             actor = (firm, client)[r % 2]
             _open_close_round(actor, books[actor.name], r, op, delay, kills, rand)
